@@ -1,0 +1,137 @@
+"""On-disk export cache, safe under pytest-xdist: one exporter per key, atomic publication.
+
+The key covers the case, the target, library versions, the source of the case and of the
+target, and the model's weights, so a second run exports nothing and any change re-exports.
+Export errors are cached too (a refusal is as deterministic as a success).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from .case import ModelCase
+from .targets import Artifact, ExportError, Target
+
+__all__ = ["ExportCache", "cache_key", "library_versions"]
+
+_VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "executorch", "numpy", "pesto-pitch")
+_DIGESTS: dict[str, str] = {}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an export (absent ones are marked)."""
+    versions = {"python": sys.version.split()[0]}
+    for dist in _VERSIONED:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    return versions
+
+
+def _file_digest(obj: object) -> str:
+    try:
+        source = inspect.getsourcefile(obj)  # type: ignore[arg-type]
+    except TypeError:
+        source = None
+    if not source:
+        return "unknown"
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+
+
+def _case_digest(case: ModelCase) -> str:
+    """Digest of the case's source, the built module's class source and its weights."""
+    if case.name in _DIGESTS:
+        return _DIGESTS[case.name]
+    module = case.build()
+    h = hashlib.sha256()
+    h.update(_file_digest(case.build).encode())
+    h.update(_file_digest(type(module)).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for tensor in case.example_inputs():
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+    _DIGESTS[case.name] = h.hexdigest()
+    return _DIGESTS[case.name]
+
+
+def cache_key(case: ModelCase, target: Target) -> str:
+    body = {
+        "case": case.name,
+        "target": target.name,
+        "target_class": f"{type(target).__module__}.{type(target).__qualname__}",
+        "target_source": _file_digest(type(target)),
+        "target_state": {k: repr(v) for k, v in sorted(vars(target).items())},
+        "versions": library_versions(),
+        "case_digest": _case_digest(case),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class ExportCache:
+    """Exports a (case, target) once and hands out the cached artifact afterwards.
+
+    Args:
+        root: cache folder (shared by xdist workers).
+        fresh: re-export entries not made in this session (``session_id``).
+    """
+
+    def __init__(self, root: Path, *, fresh: bool = False, session_id: str = "") -> None:
+        self.root = Path(root)
+        self.fresh = fresh
+        self.session_id = session_id or uuid.uuid4().hex
+        self.exports_done = 0
+
+    def entry_dir(self, case: ModelCase, target: Target) -> Path:
+        return self.root / case.name / f"{target.name}-{cache_key(case, target)}"
+
+    def get(self, case: ModelCase, target: Target) -> Artifact:
+        """The artifact for (case, target), exporting it if needed; raises the cached ExportError."""
+        entry = self.entry_dir(case, target)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(entry) + ".lock"):
+            result = self._read(entry)
+            if result is None or (self.fresh and result.get("session") != self.session_id):
+                result = self._export(case, target, entry)
+        if result["status"] == "export-error":
+            raise ExportError(target.name, case.name, result["exc_type"], result["message"])
+        artifact = Artifact.read_sidecar(entry / result["file"])
+        return artifact
+
+    @staticmethod
+    def _read(entry: Path) -> dict | None:
+        try:
+            return json.loads((entry / "result.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _export(self, case: ModelCase, target: Target, entry: Path) -> dict:
+        staging = entry.with_name(f".staging-{uuid.uuid4().hex}")
+        staging.mkdir(parents=True)
+        result: dict = {"session": self.session_id, "versions": library_versions()}
+        try:
+            artifact = target.export(case, staging)
+            result.update(status="ok", file=artifact.path.name)
+        except ExportError as exc:
+            result.update(status="export-error", exc_type=exc.exc_type, message=exc.message)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        (staging / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        self.exports_done += 1
+        if entry.exists():
+            shutil.rmtree(entry)
+        staging.rename(entry)
+        return result

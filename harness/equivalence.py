@@ -1,0 +1,124 @@
+"""Running call sequences and judging a target's outputs against eager's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .case import Calls, MetricResult, ModelCase, Outputs
+from .compare import Comparison, Tolerance, compare
+from .targets import Runner
+from .targets.torch_targets import buffer_snapshot, restore_buffers
+
+__all__ = [
+    "DETERMINISM_TOLERANCE",
+    "EquivalenceResult",
+    "check_determinism",
+    "check_equivalence",
+    "eager_outputs",
+    "run_calls",
+]
+
+#: Two runs of the same export on the same input may differ only by float reordering noise.
+DETERMINISM_TOLERANCE = Tolerance(atol=1e-6, rtol=1e-6)
+
+
+def _stack(
+    per_call: Sequence[Sequence[np.ndarray]], names: Sequence[str], where: str
+) -> dict[str, np.ndarray]:
+    for index, outputs in enumerate(per_call):
+        if len(outputs) != len(names):
+            raise ValueError(
+                f"{where}: call {index} returned {len(outputs)} outputs, the case declares {len(names)} {tuple(names)}"
+            )
+    return {name: np.stack([np.asarray(o[i]) for o in per_call]) for i, name in enumerate(names)}
+
+
+def run_calls(runner: Runner, calls: Calls, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Reset the runner, feed the calls in order, return outputs stacked on a leading call axis."""
+    runner.reset()
+    per_call = [runner.run(*call) for call in calls]
+    return _stack(per_call, output_names, str(runner.artifact.path))
+
+
+def eager_outputs(
+    module: torch.nn.Module, calls: Calls, output_names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The reference: the eager module fed the calls from its current state, which is then restored."""
+    initial = buffer_snapshot(module)
+    try:
+        per_call = []
+        with torch.no_grad():
+            for call in calls:
+                out = module(*call)
+                out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+                per_call.append([o.detach().cpu().numpy().copy() for o in out])
+    finally:
+        restore_buffers(module, initial)
+    return _stack(per_call, output_names, "eager")
+
+
+@dataclass(frozen=True)
+class EquivalenceResult:
+    """Per-output comparisons plus the task metric; truthy when everything is within bounds."""
+
+    what: str
+    comparisons: tuple[Comparison, ...]
+    metric: MetricResult | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __bool__(self) -> bool:
+        return all(self.comparisons) and (self.metric is None or bool(self.metric))
+
+    @property
+    def failing(self) -> list[Comparison]:
+        return [c for c in self.comparisons if not c]
+
+    def summary(self) -> str:
+        """One line: the diagnosis of the first failure, or what passed."""
+        if self:
+            worst = max(self.comparisons, key=lambda c: c.max_abs)
+            text = f"{self.what}: ok (largest error {worst.name} {worst.max_abs:.3g})"
+            if self.metric is not None:
+                text += f"; {self.metric.name} {self.metric.value:.3g} {self.metric.unit}"
+            return text
+        parts = [c.summary() for c in self.failing]
+        if self.metric is not None and not self.metric:
+            parts.append(self.metric.summary())
+        return f"{self.what}: " + " | ".join(parts)
+
+    def report(self) -> str:
+        """Every output's comparison, one per line, then the metric and notes."""
+        lines = [self.summary(), ""]
+        lines += [f"  {c.summary()}" for c in self.comparisons]
+        if self.metric is not None:
+            lines.append(f"  {self.metric.summary()}")
+        lines += [f"  note: {n}" for n in self.notes]
+        lines.append("  (index 0 of every output is the call, i.e. the chunk number for a stream)")
+        return "\n".join(lines)
+
+
+def check_equivalence(case: ModelCase, target: str, expected: Outputs, actual: Outputs) -> EquivalenceResult:
+    """Compare a target's stacked outputs with eager's, with the case's tolerances and metric."""
+    comparisons = tuple(
+        compare(expected[name], actual[name], case.tolerance_for(name, target), name=name)
+        for name in case.output_names
+    )
+    metric = case.metric(expected, actual) if case.metric is not None else None
+    return EquivalenceResult(f"{target} vs eager", comparisons, metric)
+
+
+def check_determinism(case: ModelCase, first: Outputs, second: Outputs, *, what: str) -> EquivalenceResult:
+    """Two runs of the same input from a reset state must agree (a training-mode export does not)."""
+    comparisons = tuple(
+        compare(first[name], second[name], DETERMINISM_TOLERANCE, name=name) for name in case.output_names
+    )
+    notes = (
+        ()
+        if all(comparisons)
+        else ("outputs change between identical runs: dropout or batch statistics live?",)
+    )
+    return EquivalenceResult(f"{what} run twice", comparisons, None, notes)

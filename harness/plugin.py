@@ -1,0 +1,223 @@
+"""The pytest plugin: options, case discovery, suite generation, expected failures, the matrix.
+
+Registered through the ``pytest11`` entry point ``export_conformance``. Suites are ordinary test
+functions marked ``@pytest.mark.conformance("SUITE")`` that take the ``conformance`` fixture; the
+plugin parametrises them over every registered case x target x canonical input set.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import registry
+from .cache import ExportCache
+from .case import SUITES
+from .equivalence import EquivalenceResult
+from .report import ConformanceReport, MatrixCollector
+from .session import Cell, ConformanceSession
+from .targets import ExportError, Runner, RuntimeMissing, targets
+
+SESSION_KEY = pytest.StashKey[ConformanceSession]()
+REPORT_KEY = pytest.StashKey[ConformanceReport]()
+SESSION_ID_KEY = pytest.StashKey[str]()
+
+
+class ConformanceFailure(AssertionError):
+    """A cell whose outputs do not conform; the message's first line is the diagnosis."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "export conformance")
+    group.addoption(
+        "--export-cache-dir",
+        default=None,
+        help="folder of cached exports (default: .export-cache under the rootdir, or the ini value)",
+    )
+    group.addoption("--export-fresh", action="store_true", help="re-export every artifact once in this run")
+    group.addoption(
+        "--conformance-report",
+        default=None,
+        metavar="DIR",
+        help="write conformance.md and conformance.json here (default: reports under the rootdir)",
+    )
+    group.addoption(
+        "--conformance-targets",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated target names to run (default: all registered targets)",
+    )
+    parser.addini("conformance_case_modules", type="linelist", default=[], help="modules that register cases")
+    parser.addini("conformance_export_cache", default=".export-cache", help="export cache folder")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "conformance(suite, inputs='all'): a conformance suite, generated per case x target x input",
+    )
+    fixtures_dir = Path(config.rootpath) / "fixtures"
+    try:
+        registry.load_case_modules(config.getini("conformance_case_modules"), fixtures_dir)
+    except registry.CaseError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    known = [t.name for t in targets()]
+    problems = [p for c in registry.cases() for p in c.check_declarations(known)]
+    selected = _selected_targets(config)
+    unknown = sorted(set(selected or ()) - set(known))
+    if unknown:
+        problems.append(f"--conformance-targets names unknown targets {unknown} (known: {', '.join(known)})")
+    if problems:
+        raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
+
+    workerinput = getattr(config, "workerinput", None)
+    session_id = workerinput["conformance_session_id"] if workerinput else uuid.uuid4().hex
+    config.stash[SESSION_ID_KEY] = session_id
+    cache_dir = config.getoption("export_cache_dir") or config.getini("conformance_export_cache")
+    cache_root = Path(config.rootpath) / cache_dir
+    cache = ExportCache(cache_root, fresh=config.getoption("export_fresh"), session_id=session_id)
+    config.stash[SESSION_KEY] = ConformanceSession(cache)
+    if workerinput is None:  # the controller (or a run without xdist) collects the matrix
+        report_dir = config.getoption("conformance_report") or "reports"
+        collector = MatrixCollector(ConformanceReport(Path(config.rootpath) / report_dir))
+        config.stash[REPORT_KEY] = collector.report
+        config.pluginmanager.register(collector, "conformance-matrix")
+
+
+def pytest_configure_node(node: Any) -> None:
+    """xdist: workers share the controller's session id (one fresh export per run, not per worker)."""
+    node.workerinput["conformance_session_id"] = node.config.stash[SESSION_ID_KEY]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.close()
+
+
+def _selected_targets(config: pytest.Config) -> list[str] | None:
+    value = config.getoption("conformance_targets")
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("conformance")
+    if marker is None:
+        return
+    suite = marker.args[0] if marker.args else marker.kwargs.get("suite")
+    if suite not in SUITES or suite == "export":
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown conformance suite {suite!r}")
+    inputs = marker.kwargs.get("inputs", "all")
+    if inputs not in ("all", "primary"):
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: inputs must be 'all' or 'primary', got {inputs!r}"
+        )
+    selected = _selected_targets(metafunc.config)
+    cells = []
+    for case in registry.cases():
+        input_names = list(case.inputs) if inputs == "all" else [case.main_input]
+        for target in targets():
+            if selected is not None and target.name not in selected:
+                continue
+            cells += [Cell(case.name, target.name, name, suite) for name in input_names]
+    metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Apply declared expected failures as strict xfail; reject declarations that match nothing."""
+    used: set[tuple[str, int]] = set()
+    suites_collected: set[str] = set()
+    for item in items:
+        cell = _cell_of(item)
+        if cell is None:
+            continue
+        suites_collected.add(cell.suite)
+        case = cell.case
+        for index, expected in enumerate(case.expected):
+            if expected.matches(cell.target_name, cell.suite, cell.input_name):
+                used.add((case.name, index))
+                raises = ExportError if expected.suite == "export" else ConformanceFailure
+                item.add_marker(pytest.mark.xfail(reason=expected.reason, strict=True, raises=raises))
+                break
+    if _selected_targets(config) is not None:
+        return  # a target subset cannot judge declarations about the others
+    stale = [
+        f"case {c.name!r}: expected failure ({e.target}, {e.suite}, inputs={list(e.inputs) or 'all'}) matches no test"
+        for c in registry.cases()
+        for i, e in enumerate(c.expected)
+        if (c.name, i) not in used
+        and (e.suite in suites_collected or (e.suite == "export" and suites_collected))
+    ]
+    if stale:
+        raise pytest.UsageError("stale expected failures:\n  " + "\n  ".join(stale))
+
+
+def _cell_of(item: pytest.Item) -> Cell | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    cell = callspec.params.get("cell")
+    return cell if isinstance(cell, Cell) else None
+
+
+class CellContext:
+    """What a suite needs for its cell: the runner, inputs, the eager reference, and a verdict."""
+
+    def __init__(self, cell: Cell, session: ConformanceSession, item: pytest.Item) -> None:
+        self.cell = cell
+        self.case = cell.case
+        self.target = cell.target
+        self._session = session
+        self._item = item
+
+    def runner(self) -> Runner:
+        """The target's runner for this case, reset; skips when the runtime is missing."""
+        try:
+            return self._session.runner(self.case, self.target)
+        except RuntimeMissing as exc:
+            pytest.skip(str(exc))
+        except ExportError as exc:
+            self._item.user_properties.append(
+                ("conformance_result", {"summary": str(exc), "status": "export-error"})
+            )
+            raise
+
+    def calls(self, input_name: str | None = None) -> Any:
+        return self._session.calls(self.case, input_name or self.cell.input_name)
+
+    def reference(self, input_name: str | None = None) -> Any:
+        return self._session.reference(self.case, input_name or self.cell.input_name)
+
+    def verdict(self, result: EquivalenceResult) -> None:
+        """Record the result for the matrix, and fail the test with its report unless it passed."""
+        record: dict[str, Any] = {"summary": result.summary()}
+        if result.metric is not None:
+            record["metric"] = {
+                "name": result.metric.name,
+                "value": result.metric.value,
+                "unit": result.metric.unit,
+            }
+        self._item.user_properties.append(("conformance_result", record))
+        if not result:
+            raise ConformanceFailure(result.report())
+
+
+@pytest.fixture
+def conformance(request: pytest.FixtureRequest, cell: Cell) -> CellContext:
+    """The cell's context; only for tests marked ``@pytest.mark.conformance``."""
+    return CellContext(cell, request.config.stash[SESSION_KEY], request.node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    cell = _cell_of(item)
+    if cell is not None:
+        report.user_properties.append(("conformance_cell", cell.as_dict()))
+    return report

@@ -1,0 +1,217 @@
+"""The conformance matrix: collected from test reports, printed, written as Markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cache import library_versions
+
+__all__ = ["STATUS_ORDER", "ConformanceReport", "InputResult", "MatrixCollector", "status_of"]
+
+#: Worst first: a cell takes the worst status over its input sets.
+STATUS_ORDER = ("error", "fail", "xpass", "export-error", "xfail", "skip", "pass")
+
+
+@dataclass(frozen=True)
+class InputResult:
+    input_name: str
+    status: str
+    reason: str
+    metric: dict[str, Any] | None = None
+
+
+def _first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        line = line.strip()
+        if line:
+            return line[:400]
+    return ""
+
+
+def _longrepr_message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return _first_line(crash.message)
+    if isinstance(report.longrepr, tuple):
+        return _first_line(report.longrepr[2])
+    return _first_line(str(report.longrepr))
+
+
+def status_of(report: pytest.TestReport, result: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(status, one-line reason) for a test report, or None for phases that say nothing new."""
+    observed = (result or {}).get("summary", "")
+    if report.when == "call":
+        if report.passed:
+            return "pass", ""
+        if report.skipped and hasattr(report, "wasxfail"):
+            return (
+                "xfail",
+                f"{report.wasxfail} [observed: {_first_line(observed) or _longrepr_message(report)}]",
+            )
+        if report.skipped:
+            return "skip", _longrepr_message(report).removeprefix("Skipped: ")
+        message = _longrepr_message(report)
+        if "[XPASS(strict)]" in str(report.longrepr):
+            return "xpass", f"passed but declared as expected failure: {message}"
+        if (result or {}).get("status") == "export-error":
+            return "export-error", _first_line(observed).removeprefix("export-error: ")
+        return "fail", _first_line(observed) or message
+    if report.when == "setup" and report.skipped:
+        if hasattr(report, "wasxfail"):
+            return "xfail", report.wasxfail
+        return "skip", _longrepr_message(report).removeprefix("Skipped: ")
+    if report.failed:
+        return "error", f"{report.when}: {_longrepr_message(report)}"
+    return None
+
+
+@dataclass
+class ConformanceReport:
+    """Statuses per (case, target, suite) and per input set; rendered as text, Markdown and JSON."""
+
+    out_dir: Path
+    cells: dict[tuple[str, str, str], list[InputResult]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(
+        self, cell: dict[str, str], status: str, reason: str, result: dict[str, Any] | None = None
+    ) -> None:
+        metric = (result or {}).get("metric")
+        key = (cell["case_name"], cell["target_name"], cell["suite"])
+        self.cells[key].append(InputResult(cell["input_name"], status, reason, metric))
+
+    @staticmethod
+    def worst(results: list[InputResult]) -> InputResult:
+        return min(results, key=lambda r: STATUS_ORDER.index(r.status))
+
+    def _layout(self) -> tuple[list[str], dict[str, list[str]], list[str]]:
+        cases = sorted({k[0] for k in self.cells})
+        targets_by_case: dict[str, list[str]] = defaultdict(list)
+        for case_name, target_name, _ in self.cells:
+            if target_name not in targets_by_case[case_name]:
+                targets_by_case[case_name].append(target_name)
+        suites = []
+        for _, _, suite in self.cells:
+            if suite not in suites:
+                suites.append(suite)
+        return cases, targets_by_case, suites
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (case, target): a status per suite, the worst metric, and the reasons."""
+        cases, targets_by_case, suites = self._layout()
+        rows = []
+        for case_name in cases:
+            for target_name in targets_by_case[case_name]:
+                row: dict[str, Any] = {"case": case_name, "target": target_name, "suites": {}, "reasons": []}
+                metrics = []
+                for suite in suites:
+                    results = self.cells.get((case_name, target_name, suite))
+                    if not results:
+                        continue
+                    worst = self.worst(results)
+                    row["suites"][suite] = {
+                        "status": worst.status,
+                        "inputs": {
+                            r.input_name: {"status": r.status, "reason": r.reason, "metric": r.metric}
+                            for r in results
+                        },
+                    }
+                    bad = [r for r in results if r.status != "pass"]
+                    if bad:
+                        names = ",".join(r.input_name for r in bad)
+                        row["reasons"].append(f"{suite} [{names}]: {self.worst(bad).reason}")
+                    metrics += [r.metric for r in results if r.metric]
+                if metrics:
+                    worst_metric = max(metrics, key=lambda m: m["value"])
+                    row["metric"] = worst_metric
+                rows.append(row)
+        return rows
+
+    @staticmethod
+    def _metric_text(row: dict[str, Any]) -> str:
+        metric = row.get("metric")
+        return f"{metric['value']:.3g} {metric['unit']}" if metric else ""
+
+    def render_text(self) -> str:
+        """A plain table for the terminal: one line per (case, target), then reasons."""
+        _, _, suites = self._layout()
+        rows = self.rows()
+        header = ["case", "target", *suites, "metric (worst)"]
+        table = [header] + [
+            [
+                r["case"],
+                r["target"],
+                *(r["suites"].get(s, {}).get("status", "-") for s in suites),
+                self._metric_text(r),
+            ]
+            for r in rows
+        ]
+        widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
+        lines = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        reasons = [f"  {r['case']}/{r['target']}: {reason}" for r in rows for reason in r["reasons"]]
+        if reasons:
+            lines += ["", "non-pass cells:"] + reasons
+        return "\n".join(lines)
+
+    def render_markdown(self) -> str:
+        _, _, suites = self._layout()
+        rows = self.rows()
+        lines = [
+            "| case | target | " + " | ".join(suites) + " | metric (worst) | notes |",
+            "|---|---|" + "---|" * len(suites) + "---|---|",
+        ]
+        for r in rows:
+            statuses = [r["suites"].get(s, {}).get("status", "-") for s in suites]
+            statuses = [
+                f"**{s}**" if s in ("fail", "error", "xpass", "export-error") else s for s in statuses
+            ]
+            notes = "<br>".join(reason.replace("|", "\\|") for reason in r["reasons"])
+            lines.append(
+                f"| {r['case']} | {r['target']} | "
+                + " | ".join(statuses)
+                + f" | {self._metric_text(r)} | {notes} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"schema": "export-conformance/matrix/1", "versions": library_versions(), "rows": self.rows()}
+
+    def write(self) -> list[Path]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        md = self.out_dir / "conformance.md"
+        js = self.out_dir / "conformance.json"
+        md.write_text(self.render_markdown())
+        js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
+        return [md, js]
+
+
+class MatrixCollector:
+    """A plugin object on the controller: collects cell statuses and prints the matrix."""
+
+    def __init__(self, report: ConformanceReport) -> None:
+        self.report = report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        cell = props.get("conformance_cell")
+        if cell is None:
+            return
+        result = props.get("conformance_result")
+        status = status_of(report, result)
+        if status is not None:
+            self.report.add(cell, *status, result)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.report.cells:
+            return
+        terminalreporter.section("conformance matrix")
+        for line in self.report.render_text().splitlines():
+            terminalreporter.write_line(line)
+        written = self.report.write()
+        terminalreporter.write_line("written: " + ", ".join(str(p) for p in written))

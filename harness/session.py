@@ -1,0 +1,95 @@
+"""Per-process state of a conformance run: export cache, loaded runners, eager references."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .cache import ExportCache
+from .case import Calls, ModelCase
+from .equivalence import eager_outputs
+from .registry import case as find_case
+from .targets import Artifact, Runner, Target
+from .targets import target as find_target
+
+__all__ = ["Cell", "ConformanceSession"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One generated test: a case on a target with one canonical input set, for one suite."""
+
+    case_name: str
+    target_name: str
+    input_name: str
+    suite: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.case_name}-{self.target_name}-{self.input_name}"
+
+    @property
+    def case(self) -> ModelCase:
+        return find_case(self.case_name)
+
+    @property
+    def target(self) -> Target:
+        return find_target(self.target_name)
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class ConformanceSession:
+    """Caches what is expensive within one process: artifacts, runners, eager modules, references."""
+
+    def __init__(self, cache: ExportCache) -> None:
+        self.cache = cache
+        self._runners: dict[tuple[str, str], Runner] = {}
+        self._eager: dict[str, torch.nn.Module] = {}
+        self._calls: dict[tuple[str, str], Calls] = {}
+        self._references: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+    def artifact(self, case: ModelCase, target: Target) -> Artifact:
+        return self.cache.get(case, target)
+
+    def runner(self, case: ModelCase, target: Target) -> Runner:
+        """A loaded runner for (case, target), reset to its initial state."""
+        key = (case.name, target.name)
+        if key not in self._runners:
+            target.require_runtime()
+            self._runners[key] = target.load(self.artifact(case, target))
+        runner = self._runners[key]
+        runner.reset()
+        return runner
+
+    def eager_module(self, case: ModelCase) -> torch.nn.Module:
+        if case.name not in self._eager:
+            self._eager[case.name] = case.build().eval()
+        return self._eager[case.name]
+
+    def calls(self, case: ModelCase, input_name: str) -> Calls:
+        key = (case.name, input_name)
+        if key not in self._calls:
+            self._calls[key] = list(case.inputs[input_name]())
+        return self._calls[key]
+
+    def reference(self, case: ModelCase, input_name: str) -> dict[str, np.ndarray]:
+        """Eager outputs for one canonical input set, from the initial state."""
+        key = (case.name, input_name)
+        if key not in self._references:
+            self._references[key] = eager_outputs(
+                self.eager_module(case), self.calls(case, input_name), case.output_names
+            )
+        return self._references[key]
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.close()
+        self._runners.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {"exports_done": self.cache.exports_done, "runners": len(self._runners)}

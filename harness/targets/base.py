@@ -1,0 +1,248 @@
+"""Export targets and runners: a target exports a case to a file; loading it gives a Runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..case import ModelCase
+
+__all__ = [
+    "Artifact",
+    "ArtifactError",
+    "ExportError",
+    "Runner",
+    "RuntimeMissing",
+    "Target",
+    "first_meaningful_line",
+    "to_numpy",
+]
+
+
+class ExportError(RuntimeError):
+    """The exporter refused the model; the cell is an ``export-error``, not a crash."""
+
+    def __init__(self, target: str, case: str, exc_type: str, message: str) -> None:
+        self.target = target
+        self.case = case
+        self.exc_type = exc_type
+        self.message = message
+        super().__init__(f"export-error: {target} could not export {case}: {exc_type}: {message}")
+
+
+class ArtifactError(ValueError):
+    """An artifact file that cannot be loaded or does not fit its case; names the file."""
+
+
+class RuntimeMissing(RuntimeError):
+    """The runtime a target needs is not installed; the cell is skipped with this reason."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost ``__cause__`` (the ONNX exporter wraps torch.export's error in its own)."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """(exception class, first meaningful line), naming the root cause where one is chained."""
+    cause = root_cause(exc)
+    if cause is exc:
+        return type(exc).__name__, first_meaningful_line(exc)
+    return f"{type(exc).__name__} <- {type(cause).__name__}", first_meaningful_line(cause)
+
+
+def first_meaningful_line(exc: BaseException) -> str:
+    """The first line of an exception message that says something (exporters print banners)."""
+    skip_prefixes = (
+        "traceback",
+        "the above exception",
+        "===",
+        "---",
+        "for more information",
+        "from user code",
+    )
+    for line in _ANSI.sub("", str(exc)).splitlines():
+        text = line.strip()
+        if text and not text.lower().startswith(skip_prefixes):
+            return text[:300]
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"raised at {frames[-1].filename}:{frames[-1].lineno}" if frames else "(no message)"
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().contiguous().numpy().copy()
+    return np.array(value, copy=True)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported model on disk plus what is needed to load and check it."""
+
+    path: Path
+    target: str
+    case: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def write_sidecar(self) -> Path:
+        sidecar = self.path.with_name(self.path.name + ".json")
+        body = {
+            "path": self.path.name,
+            "target": self.target,
+            "case": self.case,
+            "input_names": list(self.input_names),
+            "output_names": list(self.output_names),
+            "meta": self.meta,
+        }
+        sidecar.write_text(json.dumps(body, indent=2, sort_keys=True))
+        return sidecar
+
+    @classmethod
+    def read_sidecar(cls, path: Path) -> Artifact:
+        sidecar = path.with_name(path.name + ".json")
+        try:
+            body = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{sidecar}: cannot read artifact metadata ({exc})") from exc
+        return cls(
+            path=path,
+            target=body["target"],
+            case=body["case"],
+            input_names=tuple(body["input_names"]),
+            output_names=tuple(body["output_names"]),
+            meta=body.get("meta", {}),
+        )
+
+
+class Runner(ABC):
+    """Runs one loaded artifact. Same interface for every runtime; a context manager.
+
+    ``run`` and ``reset`` are final: they validate, then call ``_run_impl`` / ``_reset_impl``.
+    """
+
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+
+    def run(self, *inputs: torch.Tensor | np.ndarray) -> tuple[np.ndarray, ...]:
+        """Run one call; returns the outputs as numpy arrays in ``output_names`` order."""
+        expected = len(self.artifact.input_names)
+        if len(inputs) != expected:
+            raise TypeError(
+                f"{self.artifact.path}: expects {expected} inputs {self.artifact.input_names}, got {len(inputs)}"
+            )
+        tensors = tuple(torch.as_tensor(x) for x in inputs)
+        outputs = self._run_impl(tensors)
+        return tuple(to_numpy(o) for o in outputs)
+
+    def reset(self) -> None:
+        """Return a stateful model to its initial state (a no-op for stateless runtimes)."""
+        self._reset_impl()
+
+    def close(self) -> None:
+        """Release the runtime's resources."""
+
+    @abstractmethod
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]: ...
+
+    @abstractmethod
+    def _reset_impl(self) -> None: ...
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Target(ABC):
+    """An export target: ``export(case, outdir) -> Artifact`` and ``load(artifact) -> Runner``.
+
+    Subclasses set ``name``, ``suffix`` and ``requires`` (modules the runtime needs) and implement
+    ``_export_impl`` / ``_load_impl``. ``export`` and ``load`` are final.
+    """
+
+    name: str
+    suffix: str
+    requires: tuple[str, ...] = ()
+    description: str = ""
+
+    def missing_runtime(self) -> str | None:
+        """Why this target cannot run here, or None when its runtime is installed."""
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return f"{self.name}: the optional runtime {module!r} is not installed"
+        return None
+
+    def require_runtime(self) -> None:
+        reason = self.missing_runtime()
+        if reason:
+            raise RuntimeMissing(reason)
+
+    def export(self, case: ModelCase, outdir: Path) -> Artifact:
+        """Export ``case`` into ``outdir``; raises ExportError when the exporter refuses it."""
+        self.require_runtime()
+        outdir.mkdir(parents=True, exist_ok=True)
+        path = outdir / f"{case.name}{self.suffix}"
+        module = case.build()
+        if module.training:
+            raise ValueError(f"case {case.name!r}: build() returned a module in training mode; call .eval()")
+        example = tuple(case.example_inputs())
+        try:
+            with torch.no_grad():
+                meta = self._export_impl(module, example, case, path) or {}
+        except Exception as exc:  # exporters raise anything; the cell reports it
+            raise ExportError(self.name, case.name, *describe_exception(exc)) from exc
+        artifact = Artifact(path, self.name, case.name, case.input_names, case.output_names, meta)
+        artifact.write_sidecar()
+        return artifact
+
+    def load(self, artifact: Artifact) -> Runner:
+        """Load an artifact; a missing, truncated or foreign file raises ArtifactError naming it."""
+        self.require_runtime()
+        path = Path(artifact.path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: artifact file does not exist")
+        if path.stat().st_size == 0:
+            raise ArtifactError(f"{path}: artifact file is empty")
+        try:
+            return self._load_impl(artifact)
+        except ArtifactError:
+            raise
+        except Exception as exc:
+            raise ArtifactError(
+                f"{path}: not a loadable {self.name} artifact ({type(exc).__name__}: {first_meaningful_line(exc)})"
+            ) from exc
+
+    @abstractmethod
+    def _export_impl(
+        self, module: torch.nn.Module, example: tuple[torch.Tensor, ...], case: ModelCase, path: Path
+    ) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def _load_impl(self, artifact: Artifact) -> Runner: ...
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

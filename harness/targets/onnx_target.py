@@ -1,0 +1,71 @@
+"""ONNX via the dynamo exporter, run on an onnxruntime CPU session with full graph optimisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import Artifact, ArtifactError, Runner, Target
+
+__all__ = ["OnnxRunner", "OnnxTarget"]
+
+
+class OnnxRunner(Runner):
+    """An onnxruntime InferenceSession; stateless, so reset has nothing to do."""
+
+    def __init__(self, artifact: Artifact, *, optimization: str = "all", threads: int = 0) -> None:
+        super().__init__(artifact)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+        self.feed_names = [i.name for i in self.session.get_inputs()]
+        if len(self.feed_names) != len(artifact.input_names):
+            raise ArtifactError(
+                f"{artifact.path}: graph has inputs {self.feed_names}, the case declares {list(artifact.input_names)}"
+            )
+
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
+        feed = {
+            name: np.ascontiguousarray(x.detach().cpu().numpy()) for name, x in zip(self.feed_names, inputs)
+        }
+        return self.session.run(None, feed)
+
+    def _reset_impl(self) -> None:
+        pass
+
+
+class OnnxTarget(Target):
+    """``torch.onnx.export(..., dynamo=True)``, as a user would write it."""
+
+    name = "onnx"
+    suffix = ".onnx"
+    requires = ("onnx", "onnxruntime", "onnxscript")
+    description = "torch.onnx.export(dynamo=True) on onnxruntime CPU, ORT_ENABLE_ALL"
+
+    def _export_impl(self, module, example, case, path):
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            dynamo=True,
+            input_names=list(case.input_names),
+            output_names=list(case.output_names),
+            external_data=False,
+            verbose=False,
+        )
+        return None
+
+    def _load_impl(self, artifact: Artifact) -> Runner:
+        return OnnxRunner(artifact)

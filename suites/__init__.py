@@ -1,0 +1,1 @@
+"""Conformance suites, generated from the case registry (run them with ``pytest --pyargs suites``)."""
