@@ -85,7 +85,10 @@ class EquivalenceResult:
             if self.metric is not None:
                 text += f"; {self.metric.name} {self.metric.value:.3g} {self.metric.unit}"
             return text
-        parts = [c.summary() for c in self.failing]
+        failing = self.failing
+        parts = [failing[0].summary()] if failing else []
+        if len(failing) > 1:
+            parts.append(f"{len(failing) - 1} more outputs differ ({', '.join(c.name for c in failing[1:])})")
         if self.metric is not None and not self.metric:
             parts.append(self.metric.summary())
         return f"{self.what}: " + " | ".join(parts)

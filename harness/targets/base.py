@@ -158,7 +158,8 @@ class Runner(ABC):
         self._reset_impl()
 
     def close(self) -> None:
-        """Release the runtime's resources."""
+        """Release the runtime's resources (nothing to release by default)."""
+        return None
 
     @abstractmethod
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]: ...

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .base import Artifact, Runner, Target
+from .base import Artifact, ArtifactError, Runner, Target
 
 __all__ = ["ExecuTorchRunner", "ExecuTorchTarget"]
+
+
+def check_pte_bytes(path: object, data: bytes) -> None:
+    """Refuse bytes that are not a whole .pte before the runtime sees them.
+
+    The runtime aborts the whole process on some malformed programs (seen here on random bytes),
+    so the flatbuffer identifier and the extended header's declared sizes are checked first.
+    """
+    if len(data) < 8 or data[4:6] != b"ET" or not data[6:8].isdigit():
+        raise ArtifactError(f"{path}: not an ExecuTorch program (no 'ETnn' flatbuffer identifier at byte 4)")
+    if data[8:12] == b"eh00" and len(data) >= 40:
+        program_size, segment_base, segment_size = struct.unpack_from("<QQQ", data, 16)
+        needed = segment_base + segment_size if segment_size else program_size
+        if len(data) < needed:
+            raise ArtifactError(f"{path}: truncated ExecuTorch program ({len(data)} bytes, header says {needed})")
 
 
 class ExecuTorchRunner(Runner):
@@ -22,6 +39,7 @@ class ExecuTorchRunner(Runner):
     def __init__(self, artifact: Artifact) -> None:
         super().__init__(artifact)
         self._program_bytes = artifact.path.read_bytes()
+        check_pte_bytes(artifact.path, self._program_bytes)
         self.method = self._load_method()
 
     def _load_method(self) -> Any:
@@ -82,7 +100,10 @@ class ExecuTorchTarget(Target):
         config = ExecutorchBackendConfig(
             passes=[InitializedMutableBufferPass(initialized)] if initialized else []
         )
-        path.write_bytes(edge.to_executorch(config).buffer)
+        with warnings.catch_warnings():
+            if initialized:  # the emitter warns about uninitialised buffers even when they are marked
+                warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
+            path.write_bytes(edge.to_executorch(config).buffer)
         return {"backend": self.backend, "initialized_mutable_buffers": initialized}
 
     def _load_impl(self, artifact: Artifact) -> Runner:

@@ -1,0 +1,48 @@
+"""Shared fixtures for the harness self-tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cache import ExportCache
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> ExportCache:
+    """A throwaway export cache for self-tests (never the user's)."""
+    return ExportCache(tmp_path_factory.mktemp("export-cache"))
+
+
+@pytest.fixture
+def inner_pytest(pytester: pytest.Pytester):
+    """Run pytest in a subprocess in a scratch folder, with the repo's case modules importable.
+
+    The inner run has its own case registry, so planted cases do not leak into this session.
+    """
+
+    def run(*args: str, conftest: str = "", cases: str = "", modules: tuple[str, ...] = ()) -> pytest.RunResult:
+        ini_modules = list(modules) + (["planted_cases"] if cases else [])
+        pytester.makeini(
+            "[pytest]\n"
+            "conformance_case_modules =\n" + "".join(f"    {m}\n" for m in ini_modules) + "filterwarnings =\n"
+            "    ignore::DeprecationWarning\n    ignore::FutureWarning\n    ignore::UserWarning\n"
+        )
+        if cases:
+            pytester.makepyfile(planted_cases=cases)
+        if conftest:
+            pytester.makeconftest(conftest)
+        pytester.makepyfile(test_suites="from suites.test_equivalence import test_determinism, test_equivalence\n")
+        env_path = os.pathsep.join([str(pytester.path), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+        pytester._monkeypatch.setenv("PYTHONPATH", env_path)
+        return pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--export-cache-dir", str(pytester.path / "cache"), *args, timeout=600
+        )
+
+    del sys  # keep the import for type checkers that look for it
+    return run
