@@ -38,12 +38,17 @@ def import_pesto() -> types.ModuleType:
         import torchaudio  # noqa: F401
     except Exception as exc:  # the wheel raises OSError from a missing CUDA library
         placeholder = _torchaudio_placeholder(f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+        missing = object()
+        previous = sys.modules.get("torchaudio", missing)
         sys.modules["torchaudio"] = placeholder
         try:
             import pesto
         finally:
             if sys.modules.get("torchaudio") is placeholder:
-                del sys.modules["torchaudio"]
+                if previous is missing:
+                    del sys.modules["torchaudio"]
+                else:
+                    sys.modules["torchaudio"] = previous  # type: ignore[assignment]
         return pesto
     import pesto
 

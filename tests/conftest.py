@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ def export_cache(tmp_path_factory: pytest.TempPathFactory) -> ExportCache:
 
 
 @pytest.fixture
-def inner_pytest(pytester: pytest.Pytester):
+def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     """Run pytest in a subprocess in a scratch folder, with the repo's case modules importable.
 
     The inner run has its own case registry, so planted cases do not leak into this session.
@@ -39,10 +38,9 @@ def inner_pytest(pytester: pytest.Pytester):
             pytester.makeconftest(conftest)
         pytester.makepyfile(test_suites="from suites.test_equivalence import test_determinism, test_equivalence\n")
         env_path = os.pathsep.join([str(pytester.path), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
-        pytester._monkeypatch.setenv("PYTHONPATH", env_path)
+        monkeypatch.setenv("PYTHONPATH", env_path)
         return pytester.runpytest_subprocess(
             "-p", "no:cacheprovider", "--export-cache-dir", str(pytester.path / "cache"), *args, timeout=600
         )
 
-    del sys  # keep the import for type checkers that look for it
     return run

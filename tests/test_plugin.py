@@ -1,0 +1,117 @@
+"""The plugin end to end, in a subprocess: generated ids, strict xfail, export-error cells, skips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+PLANTED = '''
+import torch
+from torch import nn
+from harness import ExpectedFailure, ModelCase, register, tol
+
+class Doubler(nn.Module):
+    def forward(self, x):
+        return x * 2.0
+
+class Branch(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x + 1.0
+        return x - 1.0
+
+x = torch.ones(2, 3)
+register(ModelCase(
+    name="doubler", build=lambda: Doubler().eval(), example_inputs=lambda: (x,),
+    input_names=("x",), output_names=("y",), inputs={"ones": lambda: [(x,)]},
+    expected=tuple(EXPECTED_DOUBLER),
+))
+register(ModelCase(
+    name="branch", build=lambda: Branch().eval(), example_inputs=lambda: (x,),
+    input_names=("x",), output_names=("y",), inputs={"ones": lambda: [(x,)]},
+))
+'''
+
+
+def _cases(expected_doubler: str = "[]") -> str:
+    return PLANTED.replace("EXPECTED_DOUBLER", expected_doubler)
+
+
+def test_ids_select_by_case_and_target(inner_pytest):
+    result = inner_pytest("--collect-only", "-q", "-k", "doubler and onnx", cases=_cases())
+    lines = [line for line in result.outlines if "::" in line]
+    assert lines == [
+        "test_suites.py::test_determinism[doubler-onnx-ones]",
+        "test_suites.py::test_equivalence[doubler-onnx-ones]",
+    ]
+
+
+def test_matrix_is_printed_and_written_with_export_error_cells(inner_pytest, pytester):
+    result = inner_pytest(
+        "--conformance-targets",
+        "eager,torchscript,torch-export",
+        "--conformance-report",
+        "out",
+        cases=_cases(),
+    )
+    # the undeclared refusal of torch.export is a failing export-error cell, not a crash
+    result.assert_outcomes(passed=10, failed=2)
+    text = result.stdout.str()
+    assert "conformance matrix" in text
+    assert "export-error: torch-export could not export branch" in text
+    matrix = json.loads((pytester.path / "out" / "conformance.json").read_text())
+    cells = {(r["case"], r["target"]): r for r in matrix["rows"]}
+    assert cells[("branch", "torch-export")]["suites"]["equivalence"]["status"] == "export-error"
+    assert cells[("doubler", "torch-export")]["suites"]["equivalence"]["status"] == "pass"
+    assert "| branch | torch-export | **export-error** |" in (pytester.path / "out" / "conformance.md").read_text()
+
+
+def test_declared_expected_failure_that_passes_fails_the_run(inner_pytest):
+    declared = '[ExpectedFailure("torchscript", "equivalence", "believed broken")]'
+    result = inner_pytest("--conformance-targets", "eager,torchscript", "-k", "doubler", cases=_cases(declared))
+    result.assert_outcomes(passed=3, failed=1)
+    assert "XPASS(strict)" in result.stdout.str()
+    assert "xpass" in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ('[ExpectedFailure("onnxx", "equivalence", "typo")]', "unknown target 'onnxx'"),
+        ('[ExpectedFailure("onnx", "equivalence", "typo", inputs=("one",))]', "unknown input set 'one'"),
+    ],
+)
+def test_declarations_naming_nothing_are_rejected_at_collection(inner_pytest, declared, message):
+    result = inner_pytest("--collect-only", cases=_cases(declared))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+def test_expected_failure_that_matches_no_generated_test_is_stale(inner_pytest):
+    # determinism runs on the primary input only: a declaration for another input matches nothing
+    declared = '[ExpectedFailure("onnx", "determinism", "stale", inputs=("ones",))]'
+    stale_cases = _cases(declared).replace('inputs={"ones": lambda: [(x,)]},\n    expected', 'inputs={"zeros": lambda: [(x * 0,)], "ones": lambda: [(x,)]},\n    expected')
+    result = inner_pytest("--collect-only", cases=stale_cases)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "stale expected failures" in result.stderr.str()
+
+
+def test_missing_optional_runtime_is_a_skip_with_a_reason(inner_pytest):
+    blocker = "import sys\nsys.modules['onnxruntime'] = None  # planted: the runtime is not installed\n"
+    result = inner_pytest("-k", "doubler and onnx", "-rs", cases=_cases(), conftest=blocker)
+    result.assert_outcomes(skipped=2)
+    assert "onnx: the optional runtime 'onnxruntime' is not installed" in result.stdout.str()
+    assert "ImportError" not in result.stdout.str()
+
+
+def test_second_run_exports_nothing_and_fresh_exports_again(inner_pytest, pytester):
+    args = ("--conformance-targets", "torchscript", "-k", "doubler")
+    inner_pytest(*args, cases=_cases()).assert_outcomes(passed=2)
+    cache = pytester.path / "cache" / "doubler"
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
+    first = json.loads((entry / "result.json").read_text())["session"]
+    inner_pytest(*args, cases=_cases()).assert_outcomes(passed=2)
+    assert json.loads((entry / "result.json").read_text())["session"] == first
+    inner_pytest(*args, "--export-fresh", cases=_cases()).assert_outcomes(passed=2)
+    assert json.loads((entry / "result.json").read_text())["session"] != first
