@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 
 from .cache import library_versions
+from .case import SUITES
+from .registry import CaseError
+from .registry import case as find_case
+from .targets import targets
 
 __all__ = ["STATUS_ORDER", "ConformanceReport", "InputResult", "MatrixCollector", "status_of"]
 
@@ -90,15 +94,19 @@ class ConformanceReport:
         return min(results, key=lambda r: STATUS_ORDER.index(r.status))
 
     def _layout(self) -> tuple[list[str], dict[str, list[str]], list[str]]:
+        """Cases by name, targets in registration order, suites in declaration order
+        (xdist reports arrive in completion order, which must not reorder the matrix)."""
+        target_order = {t.name: i for i, t in enumerate(targets())}
         cases = sorted({k[0] for k in self.cells})
         targets_by_case: dict[str, list[str]] = defaultdict(list)
         for case_name, target_name, _ in self.cells:
             if target_name not in targets_by_case[case_name]:
                 targets_by_case[case_name].append(target_name)
-        suites = []
-        for _, _, suite in self.cells:
-            if suite not in suites:
-                suites.append(suite)
+        for names in targets_by_case.values():
+            names.sort(key=lambda name: (target_order.get(name, len(target_order)), name))
+        suites = sorted(
+            {k[2] for k in self.cells}, key=lambda s: (SUITES.index(s) if s in SUITES else len(SUITES), s)
+        )
         return cases, targets_by_case, suites
 
     def rows(self) -> list[dict[str, Any]]:
@@ -121,6 +129,7 @@ class ConformanceReport:
                             for r in results
                         },
                     }
+                    results = self._in_declared_order(case_name, results)
                     bad = [r for r in results if r.status != "pass"]
                     if bad:
                         names = ",".join(r.input_name for r in bad)
@@ -131,6 +140,16 @@ class ConformanceReport:
                     row["metric"] = worst_metric
                 rows.append(row)
         return rows
+
+    @staticmethod
+    def _in_declared_order(case_name: str, results: list[InputResult]) -> list[InputResult]:
+        try:
+            order = list(find_case(case_name).inputs)
+        except CaseError:
+            return results
+        return sorted(
+            results, key=lambda r: order.index(r.input_name) if r.input_name in order else len(order)
+        )
 
     @staticmethod
     def _metric_text(row: dict[str, Any]) -> str:

@@ -25,7 +25,9 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     The inner run has its own case registry, so planted cases do not leak into this session.
     """
 
-    def run(*args: str, conftest: str = "", cases: str = "", modules: tuple[str, ...] = ()) -> pytest.RunResult:
+    def run(
+        *args: str, conftest: str = "", cases: str = "", modules: tuple[str, ...] = ()
+    ) -> pytest.RunResult:
         ini_modules = list(modules) + (["planted_cases"] if cases else [])
         pytester.makeini(
             "[pytest]\n"
@@ -36,7 +38,9 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
             pytester.makepyfile(planted_cases=cases)
         if conftest:
             pytester.makeconftest(conftest)
-        pytester.makepyfile(test_suites="from suites.test_equivalence import test_determinism, test_equivalence\n")
+        pytester.makepyfile(
+            test_suites="from suites.test_equivalence import test_determinism, test_equivalence\n"
+        )
         env_path = os.pathsep.join([str(pytester.path), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
         monkeypatch.setenv("PYTHONPATH", env_path)
         return pytester.runpytest_subprocess(

@@ -93,7 +93,9 @@ def test_perturbed_torchscript_weights_fail_equivalence(tmp_path):
     reference = eager_outputs(case.build(), calls, case.output_names)
     artifact = Artifact(path, "torchscript", case.name, case.input_names, case.output_names)
     with harness.target("torchscript").load(artifact) as runner:
-        result = check_equivalence(case, "torchscript", reference, run_calls(runner, calls, case.output_names))
+        result = check_equivalence(
+            case, "torchscript", reference, run_calls(runner, calls, case.output_names)
+        )
     assert not result
     assert "logits: MISMATCH" in result.summary()
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-PLANTED = '''
+PLANTED = """
 import torch
 from torch import nn
 from harness import ExpectedFailure, ModelCase, register, tol
@@ -31,7 +31,7 @@ register(ModelCase(
     name="branch", build=lambda: Branch().eval(), example_inputs=lambda: (x,),
     input_names=("x",), output_names=("y",), inputs={"ones": lambda: [(x,)]},
 ))
-'''
+"""
 
 
 def _cases(expected_doubler: str = "[]") -> str:
@@ -64,12 +64,17 @@ def test_matrix_is_printed_and_written_with_export_error_cells(inner_pytest, pyt
     cells = {(r["case"], r["target"]): r for r in matrix["rows"]}
     assert cells[("branch", "torch-export")]["suites"]["equivalence"]["status"] == "export-error"
     assert cells[("doubler", "torch-export")]["suites"]["equivalence"]["status"] == "pass"
-    assert "| branch | torch-export | **export-error** |" in (pytester.path / "out" / "conformance.md").read_text()
+    assert (
+        "| branch | torch-export | **export-error** |"
+        in (pytester.path / "out" / "conformance.md").read_text()
+    )
 
 
 def test_declared_expected_failure_that_passes_fails_the_run(inner_pytest):
     declared = '[ExpectedFailure("torchscript", "equivalence", "believed broken")]'
-    result = inner_pytest("--conformance-targets", "eager,torchscript", "-k", "doubler", cases=_cases(declared))
+    result = inner_pytest(
+        "--conformance-targets", "eager,torchscript", "-k", "doubler", cases=_cases(declared)
+    )
     result.assert_outcomes(passed=3, failed=1)
     assert "XPASS(strict)" in result.stdout.str()
     assert "xpass" in result.stdout.str()
@@ -91,7 +96,10 @@ def test_declarations_naming_nothing_are_rejected_at_collection(inner_pytest, de
 def test_expected_failure_that_matches_no_generated_test_is_stale(inner_pytest):
     # determinism runs on the primary input only: a declaration for another input matches nothing
     declared = '[ExpectedFailure("onnx", "determinism", "stale", inputs=("ones",))]'
-    stale_cases = _cases(declared).replace('inputs={"ones": lambda: [(x,)]},\n    expected', 'inputs={"zeros": lambda: [(x * 0,)], "ones": lambda: [(x,)]},\n    expected')
+    stale_cases = _cases(declared).replace(
+        'inputs={"ones": lambda: [(x,)]},\n    expected',
+        'inputs={"zeros": lambda: [(x * 0,)], "ones": lambda: [(x,)]},\n    expected',
+    )
     result = inner_pytest("--collect-only", cases=stale_cases)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "stale expected failures" in result.stderr.str()

@@ -26,7 +26,9 @@ def check_pte_bytes(path: object, data: bytes) -> None:
         program_size, segment_base, segment_size = struct.unpack_from("<QQQ", data, 16)
         needed = segment_base + segment_size if segment_size else program_size
         if len(data) < needed:
-            raise ArtifactError(f"{path}: truncated ExecuTorch program ({len(data)} bytes, header says {needed})")
+            raise ArtifactError(
+                f"{path}: truncated ExecuTorch program ({len(data)} bytes, header says {needed})"
+            )
 
 
 class ExecuTorchRunner(Runner):
