@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from .case import SUITES, ExpectedFailure, Metric, MetricResult, ModelCase
+from .case import (
+    STATIC_SHAPE_TARGETS,
+    STREAM_SUITES,
+    SUITES,
+    ExpectedFailure,
+    Metric,
+    MetricResult,
+    ModelCase,
+    StreamingSpec,
+    expect_failures,
+)
 from .compare import Comparison, Tolerance, compare, tol
 from .registry import CaseError, case, cases, register
+from .state import LiftedState, StateBuffer, audit_state
 from .targets import (
     Artifact,
     ArtifactError,
@@ -18,7 +29,14 @@ from .targets import (
 )
 
 __all__ = [
+    "STATIC_SHAPE_TARGETS",
+    "STREAM_SUITES",
+    "expect_failures",
     "SUITES",
+    "LiftedState",
+    "StateBuffer",
+    "StreamingSpec",
+    "audit_state",
     "Artifact",
     "ArtifactError",
     "CaseError",

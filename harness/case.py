@@ -11,7 +11,11 @@ import torch
 from .compare import Tolerance
 
 __all__ = [
+    "STATIC_SHAPE_TARGETS",
+    "STREAM_SUITES",
     "SUITES",
+    "StreamingSpec",
+    "expect_failures",
     "Calls",
     "ExpectedFailure",
     "Metric",
@@ -21,8 +25,17 @@ __all__ = [
 ]
 
 #: Suite names that expected failures may name. ``export`` means "the exporter itself fails",
-#: which covers every suite of that target.
-SUITES: tuple[str, ...] = ("export", "equivalence", "determinism")
+#: which covers every suite of that target. The ``stream-*`` suites run on cases with a
+#: streaming spec only.
+STREAM_SUITES: tuple[str, ...] = (
+    "stream-continuity",
+    "stream-offline",
+    "stream-chunks",
+    "stream-reset",
+    "stream-batch",
+    "stream-initial",
+)
+SUITES: tuple[str, ...] = ("export", "equivalence", "determinism", *STREAM_SUITES)
 
 #: One call of the model: the positional inputs of ``forward``.
 Call = tuple[torch.Tensor, ...]
@@ -90,6 +103,62 @@ class ExpectedFailure:
         return not self.inputs or input_name in self.inputs
 
 
+def expect_failures(
+    targets: Sequence[str], suites: Sequence[str], reason: str, inputs: tuple[str, ...] = ()
+) -> tuple[ExpectedFailure, ...]:
+    """The same expected failure for several targets and suites (one reason, declared once)."""
+    return tuple(ExpectedFailure(t, s, reason, inputs) for t in targets for s in suites)
+
+
+#: Targets whose artifacts have static input shapes unless exported with dynamic dimensions.
+STATIC_SHAPE_TARGETS: tuple[str, ...] = (
+    "torch-export",
+    "onnx",
+    "onnx-stateful",
+    "executorch-xnnpack",
+    "executorch-portable",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamingSpec:
+    """How a stateful model streams: the chunking of its inputs and the framing of its outputs.
+
+    Args:
+        chunk: time steps per call in the canonical input sets.
+        other_chunks: other chunk sizes the model admits (checked for chunk-size invariance).
+        input_time_axis: the time axis of every input.
+        output_time_axis: the frame axis of the outputs (one int, or per output name).
+        warmup: leading streamed frames left out of the comparison with offline output.
+        latency: streamed frame ``k + latency`` corresponds to offline frame ``k``.
+        offline: builds the whole-signal (non-streaming) model; default: the case's own module
+            fed the whole signal in one call from its initial state.
+        offline_metric: judges streamed against offline output; default: the case's tolerances.
+        batch_rows: independent streams per call along axis 0 (1: not batched).
+    """
+
+    chunk: int
+    other_chunks: tuple[int, ...] = ()
+    input_time_axis: int = -1
+    output_time_axis: int | Mapping[str, int] = 1
+    warmup: int = 0
+    latency: int = 0
+    offline: Callable[[], torch.nn.Module] | None = None
+    offline_metric: Metric | None = None
+    batch_rows: int = 1
+
+    def __post_init__(self) -> None:
+        if self.chunk <= 0 or any(c <= 0 for c in self.other_chunks):
+            raise ValueError(f"chunk sizes must be positive, got {self.chunk} and {self.other_chunks}")
+        if self.warmup < 0 or self.latency < 0 or self.batch_rows < 1:
+            raise ValueError("warmup and latency must be >= 0 and batch_rows >= 1")
+
+    def frame_axis(self, output: str) -> int:
+        if isinstance(self.output_time_axis, int):
+            return self.output_time_axis
+        return self.output_time_axis.get(output, 1)
+
+
 def _default_tolerance() -> Mapping[str, Tolerance]:
     return {"default": Tolerance()}
 
@@ -109,6 +178,7 @@ class ModelCase:
         metric: optional task metric (e.g. pitch error in cents) with its threshold.
         expected: declared expected failures, applied as strict xfail.
         tags: free-form labels (``stateful``, ``audio``...).
+        streaming: how the model streams, for stateful cases (enables the ``stream-*`` suites).
     """
 
     name: str
@@ -124,6 +194,7 @@ class ModelCase:
     tags: frozenset[str] = frozenset()
     #: The input set used where one is enough (determinism); defaults to the first of ``inputs``.
     primary_input: str | None = None
+    streaming: StreamingSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -175,6 +246,11 @@ class ModelCase:
                     problems.append(f"expected failure names unknown input set {input_name!r}")
             if not expected.reason.strip():
                 problems.append(f"expected failure for ({expected.target}, {expected.suite}) gives no reason")
+        for expected in self.expected:
+            if expected.suite in STREAM_SUITES and self.streaming is None:
+                problems.append(
+                    f"expected failure for ({expected.target}, {expected.suite}) but the case has no streaming spec"
+                )
         for target in self.target_tolerance:
             if target not in known_targets:
                 problems.append(f"target_tolerance names unknown target {target!r}")

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .buffers import buffer_snapshot, restore_buffers
 from .case import Calls, MetricResult, ModelCase, Outputs
 from .compare import Comparison, Tolerance, compare
 from .targets import Runner
-from .targets.torch_targets import buffer_snapshot, restore_buffers
 
 __all__ = [
     "DETERMINISM_TOLERANCE",

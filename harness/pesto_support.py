@@ -56,13 +56,16 @@ def import_pesto() -> types.ModuleType:
 
 
 def load_streaming_pesto(
-    checkpoint: str = "mir-1k_g7", *, step_ms: float = 10.0, sampling_rate: int = 16000
+    checkpoint: str = "mir-1k_g7",
+    *,
+    step_ms: float = 10.0,
+    sampling_rate: int = 16000,
+    streaming: bool = True,
 ) -> nn.Module:
-    """The packaged PESTO model in streaming mode (cached convolution, batch size 1)."""
+    """The packaged PESTO model, by default in streaming mode (cached convolution, batch size 1)."""
     pesto = import_pesto()
-    model = pesto.load_model(
-        checkpoint, step_size=step_ms, sampling_rate=sampling_rate, streaming=True, max_batch_size=1
-    )
+    options = {"streaming": True, "max_batch_size": 1} if streaming else {}
+    model = pesto.load_model(checkpoint, step_size=step_ms, sampling_rate=sampling_rate, **options)
     return model.eval()
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
 from . import registry
 from .cache import ExportCache
 from .case import SUITES
-from .equivalence import EquivalenceResult
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
 from .targets import ExportError, Runner, RuntimeMissing, targets
@@ -111,6 +110,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if suite not in SUITES or suite == "export":
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown conformance suite {suite!r}")
     inputs = marker.kwargs.get("inputs", "all")
+    streaming_only = marker.kwargs.get("requires") == "streaming"
     if inputs not in ("all", "primary"):
         raise pytest.UsageError(
             f"{metafunc.definition.nodeid}: inputs must be 'all' or 'primary', got {inputs!r}"
@@ -118,6 +118,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     selected = _selected_targets(metafunc.config)
     cells = []
     for case in registry.cases():
+        if streaming_only and case.streaming is None:
+            continue
         input_names = list(case.inputs) if inputs == "all" else [case.main_input]
         for target in targets():
             if selected is not None and target.name not in selected:
@@ -166,6 +168,14 @@ def _cell_of(item: pytest.Item) -> Cell | None:
     return cell if isinstance(cell, Cell) else None
 
 
+class Verdict(Protocol):
+    """What a suite hands to ``verdict``: truthy on pass, a one-line summary, a full report."""
+
+    def __bool__(self) -> bool: ...
+    def summary(self) -> str: ...
+    def report(self) -> str: ...
+
+
 class CellContext:
     """What a suite needs for its cell: the runner, inputs, the eager reference, and a verdict."""
 
@@ -187,6 +197,20 @@ class CellContext:
                 ("conformance_result", {"summary": str(exc), "status": "export-error"})
             )
             raise
+
+    def fresh_runner(self) -> Runner:
+        """A newly loaded runner, not reset: what a user gets by loading the artifact."""
+        self.runner()  # export (or report the export error) and skip a missing runtime first
+        return self._session.fresh_runner(self.case, self.target)
+
+    def eager_module(self) -> Any:
+        return self._session.eager_module(self.case)
+
+    def state_names(self) -> list[str]:
+        """Names of the buffers forward mutates, recorded for the report's state audit."""
+        audit = self._session.state_audit(self.case)
+        self._item.user_properties.append(("conformance_state", [b.describe() for b in audit]))
+        return [b.name for b in audit]
 
     def calls(self, input_name: str | None = None) -> Any:
         return self._session.calls(self.case, input_name or self.cell.input_name)

@@ -81,6 +81,7 @@ class ConformanceReport:
 
     out_dir: Path
     cells: dict[tuple[str, str, str], list[InputResult]] = field(default_factory=lambda: defaultdict(list))
+    state_audit: dict[str, list[str]] = field(default_factory=dict)
 
     def add(
         self, cell: dict[str, str], status: str, reason: str, result: dict[str, Any] | None = None
@@ -134,7 +135,8 @@ class ConformanceReport:
                     if bad:
                         names = ",".join(r.input_name for r in bad)
                         row["reasons"].append(f"{suite} [{names}]: {self.worst(bad).reason}")
-                    metrics += [r.metric for r in results if r.metric]
+                    if suite == "equivalence":  # other suites' metrics measure other things
+                        metrics += [r.metric for r in results if r.metric]
                 if metrics:
                     worst_metric = max(metrics, key=lambda m: m["value"])
                     row["metric"] = worst_metric
@@ -160,7 +162,7 @@ class ConformanceReport:
         """A plain table for the terminal: one line per (case, target), then reasons."""
         _, _, suites = self._layout()
         rows = self.rows()
-        header = ["case", "target", *suites, "metric (worst)"]
+        header = ["case", "target", *suites, "equivalence metric (worst)"]
         table = [header] + [
             [
                 r["case"],
@@ -176,13 +178,18 @@ class ConformanceReport:
         reasons = [f"  {r['case']}/{r['target']}: {reason}" for r in rows for reason in r["reasons"]]
         if reasons:
             lines += ["", "non-pass cells:"] + reasons
+        if self.state_audit:
+            lines += ["", "state audit (buffers forward mutates):"]
+            lines += [
+                f"  {case}: {'; '.join(found) or 'none'}" for case, found in sorted(self.state_audit.items())
+            ]
         return "\n".join(lines)
 
     def render_markdown(self) -> str:
         _, _, suites = self._layout()
         rows = self.rows()
         lines = [
-            "| case | target | " + " | ".join(suites) + " | metric (worst) | notes |",
+            "| case | target | " + " | ".join(suites) + " | equivalence metric (worst) | notes |",
             "|---|---|" + "---|" * len(suites) + "---|---|",
         ]
         for r in rows:
@@ -199,7 +206,12 @@ class ConformanceReport:
         return "\n".join(lines) + "\n"
 
     def as_json(self) -> dict[str, Any]:
-        return {"schema": "export-conformance/matrix/1", "versions": library_versions(), "rows": self.rows()}
+        return {
+            "schema": "export-conformance/matrix/1",
+            "versions": library_versions(),
+            "rows": self.rows(),
+            "state_audit": self.state_audit,
+        }
 
     def write(self) -> list[Path]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +233,8 @@ class MatrixCollector:
         cell = props.get("conformance_cell")
         if cell is None:
             return
+        if "conformance_state" in props:
+            self.report.state_audit[cell["case_name"]] = props["conformance_state"]
         result = props.get("conformance_result")
         status = status_of(report, result)
         if status is not None:

@@ -12,6 +12,7 @@ from .cache import ExportCache
 from .case import Calls, ModelCase
 from .equivalence import eager_outputs
 from .registry import case as find_case
+from .state import StateBuffer, audit_state
 from .targets import Artifact, Runner, Target
 from .targets import target as find_target
 
@@ -52,6 +53,7 @@ class ConformanceSession:
         self._eager: dict[str, torch.nn.Module] = {}
         self._calls: dict[tuple[str, str], Calls] = {}
         self._references: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self._state_audits: dict[str, list[StateBuffer]] = {}
 
     def artifact(self, case: ModelCase, target: Target) -> Artifact:
         return self.cache.get(case, target)
@@ -65,6 +67,17 @@ class ConformanceSession:
         runner = self._runners[key]
         runner.reset()
         return runner
+
+    def fresh_runner(self, case: ModelCase, target: Target) -> Runner:
+        """A newly loaded runner, never reset: what a user gets from the artifact file."""
+        target.require_runtime()
+        return target.load(self.artifact(case, target))
+
+    def state_audit(self, case: ModelCase) -> list[StateBuffer]:
+        """The buffers the case's forward mutates (cached per case)."""
+        if case.name not in self._state_audits:
+            self._state_audits[case.name] = audit_state(self.eager_module(case), case.example_inputs())
+        return self._state_audits[case.name]
 
     def eager_module(self, case: ModelCase) -> torch.nn.Module:
         if case.name not in self._eager:

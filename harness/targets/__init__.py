@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import Artifact, ArtifactError, ExportError, Runner, RuntimeMissing, Target
 from .executorch_target import ExecuTorchTarget
+from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import OnnxTarget
 from .torch_targets import EagerTarget, TorchExportTarget, TorchScriptTarget
 
@@ -48,6 +49,7 @@ for _builtin in (
     TorchScriptTarget(),
     TorchExportTarget(),
     OnnxTarget(),
+    LiftedOnnxTarget(),
     ExecuTorchTarget("xnnpack"),
     ExecuTorchTarget("portable"),
 ):

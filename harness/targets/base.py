@@ -157,6 +157,14 @@ class Runner(ABC):
         """Return a stateful model to its initial state (a no-op for stateless runtimes)."""
         self._reset_impl()
 
+    def state(self) -> dict[str, np.ndarray] | None:
+        """The current streaming state by buffer name, where the runtime lets it be read.
+
+        None where it cannot (onnxruntime without lifted state, ExecuTorch): diagnoses then rest
+        on outputs alone.
+        """
+        return None
+
     def close(self) -> None:
         """Release the runtime's resources (nothing to release by default)."""
         return None

@@ -18,6 +18,13 @@ class OnnxRunner(Runner):
 
     def __init__(self, artifact: Artifact, *, optimization: str = "all", threads: int = 0) -> None:
         super().__init__(artifact)
+        self._open_session(
+            artifact, n_inputs=len(artifact.input_names), optimization=optimization, threads=threads
+        )
+
+    def _open_session(
+        self, artifact: Artifact, *, n_inputs: int, optimization: str = "all", threads: int = 0
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -31,9 +38,9 @@ class OnnxRunner(Runner):
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
         self.feed_names = [i.name for i in self.session.get_inputs()]
-        if len(self.feed_names) != len(artifact.input_names):
+        if len(self.feed_names) != n_inputs:
             raise ArtifactError(
-                f"{artifact.path}: graph has inputs {self.feed_names}, the case declares {list(artifact.input_names)}"
+                f"{artifact.path}: graph has inputs {self.feed_names}, expected {n_inputs} for {list(artifact.input_names)}"
             )
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:

@@ -6,24 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from ..buffers import buffer_snapshot, restore_buffers
 from ..case import ModelCase
 from .base import Artifact, Runner, Target
 
-__all__ = ["EagerTarget", "ModuleRunner", "TorchExportTarget", "TorchScriptTarget", "buffer_snapshot"]
-
-
-def buffer_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of every buffer, to return a stateful module to this point later."""
-    return {name: buf.detach().clone() for name, buf in module.named_buffers()}
-
-
-def restore_buffers(module: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, buf in module.named_buffers():
-            if name in snapshot:
-                buf.copy_(snapshot[name])
+__all__ = ["EagerTarget", "ModuleRunner", "TorchExportTarget", "TorchScriptTarget"]
 
 
 class ModuleRunner(Runner):
@@ -41,6 +31,9 @@ class ModuleRunner(Runner):
 
     def _reset_impl(self) -> None:
         restore_buffers(self.module, self._initial)
+
+    def state(self) -> dict[str, np.ndarray] | None:
+        return {name: buf.detach().cpu().numpy().copy() for name, buf in self.module.named_buffers()}
 
 
 class EagerTarget(Target):

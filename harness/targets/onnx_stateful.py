@@ -1,0 +1,106 @@
+"""ONNX with the streaming state lifted into explicit inputs and outputs (``onnx-stateful``).
+
+The exported graph takes ``(*inputs, *state)`` and returns ``(*outputs, *next_state)``; the
+runner keeps the state between calls and feeds it back, so ``run`` and ``reset`` behave like the
+stateful module. Nothing here is specific to a model: the state is whatever buffers forward
+mutates (``harness.audit_state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..state import LiftedState, mutated_buffer_names
+from .base import Artifact, ArtifactError, Runner, Target
+from .onnx_target import OnnxRunner
+
+__all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
+
+
+class LiftedOnnxRunner(OnnxRunner):
+    """Feeds each ``next_state.*`` output back into its ``state.*`` input on the next call."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        meta = artifact.meta
+        self.state_names: list[str] = list(meta.get("state_names", []))
+        self.state_inputs: list[str] = list(meta.get("state_inputs", []))
+        self.state_outputs: list[str] = list(meta.get("state_outputs", []))
+        if not (len(self.state_names) == len(self.state_inputs) == len(self.state_outputs)):
+            raise ArtifactError(f"{artifact.path}: state metadata lists differ in length")
+        Runner.__init__(self, artifact)
+        self._open_session(artifact, n_inputs=len(artifact.input_names) + len(self.state_inputs))
+        graph_inputs = set(self.feed_names)
+        graph_outputs = [o.name for o in self.session.get_outputs()]
+        absent = [n for n in self.state_inputs if n not in graph_inputs] + [
+            n for n in self.state_outputs if n not in graph_outputs
+        ]
+        if absent:
+            raise ArtifactError(f"{artifact.path}: graph has no state inputs/outputs named {absent}")
+        self._output_index = {name: i for i, name in enumerate(graph_outputs)}
+        self._case_outputs = [
+            i for i, name in enumerate(graph_outputs) if name not in set(self.state_outputs)
+        ]
+        state_file = artifact.path.with_name(meta.get("state_file", ""))
+        try:
+            with np.load(state_file) as stored:
+                self._initial = {name: stored[name] for name in self.state_names}
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"{state_file}: cannot read the initial state ({exc})") from exc
+        self._state = {k: v.copy() for k, v in self._initial.items()}
+
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
+        case_feeds = [n for n in self.feed_names if n not in set(self.state_inputs)]
+        feed = {name: np.ascontiguousarray(x.detach().cpu().numpy()) for name, x in zip(case_feeds, inputs)}
+        for name, graph_input in zip(self.state_names, self.state_inputs):
+            feed[graph_input] = self._state[name]
+        outputs = self.session.run(None, feed)
+        for name, graph_output in zip(self.state_names, self.state_outputs):
+            self._state[name] = outputs[self._output_index[graph_output]]
+        return [outputs[i] for i in self._case_outputs]
+
+    def _reset_impl(self) -> None:
+        self._state = {k: v.copy() for k, v in self._initial.items()}
+
+    def state(self) -> dict[str, np.ndarray] | None:
+        return {k: v.copy() for k, v in self._state.items()}
+
+
+class LiftedOnnxTarget(Target):
+    """``torch.onnx.export(dynamo=True)`` of ``LiftedState(module)``: state as explicit I/O."""
+
+    name = "onnx-stateful"
+    suffix = ".stateful.onnx"
+    requires = ("onnx", "onnxruntime", "onnxscript")
+    description = "dynamo ONNX with mutated buffers lifted to inputs/outputs, state fed back by the runner"
+
+    def _export_impl(self, module, example, case, path):
+        state_names = mutated_buffer_names(module, example)
+        lifted = LiftedState(module, state_names).eval()
+        initial = lifted.initial_state()
+        state_inputs = [f"state.{n}" for n in state_names]
+        state_outputs = [f"next_state.{n}" for n in state_names]
+        torch.onnx.export(
+            lifted,
+            (*example, *initial),
+            str(path),
+            dynamo=True,
+            input_names=[*case.input_names, *state_inputs],
+            output_names=[*case.output_names, *state_outputs],
+            external_data=False,
+            verbose=False,
+        )
+        state_file = path.with_name(path.name + ".state.npz")
+        np.savez(state_file, **{n: t.numpy() for n, t in zip(state_names, initial)})
+        return {
+            "state_names": state_names,
+            "state_inputs": state_inputs,
+            "state_outputs": state_outputs,
+            "state_file": state_file.name,
+        }
+
+    def _load_impl(self, artifact: Artifact) -> Runner:
+        return LiftedOnnxRunner(artifact)
