@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .case import (
-    STATIC_SHAPE_TARGETS,
     STREAM_SUITES,
     SUITES,
+    TORCH_EXPORT_TARGETS,
     ExpectedFailure,
     Metric,
     MetricResult,
@@ -29,7 +29,7 @@ from .targets import (
 )
 
 __all__ = [
-    "STATIC_SHAPE_TARGETS",
+    "TORCH_EXPORT_TARGETS",
     "STREAM_SUITES",
     "expect_failures",
     "SUITES",

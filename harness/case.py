@@ -11,7 +11,7 @@ import torch
 from .compare import Tolerance
 
 __all__ = [
-    "STATIC_SHAPE_TARGETS",
+    "TORCH_EXPORT_TARGETS",
     "STREAM_SUITES",
     "SUITES",
     "StreamingSpec",
@@ -110,8 +110,9 @@ def expect_failures(
     return tuple(ExpectedFailure(t, s, reason, inputs) for t in targets for s in suites)
 
 
-#: Targets whose artifacts have static input shapes unless exported with dynamic dimensions.
-STATIC_SHAPE_TARGETS: tuple[str, ...] = (
+#: Targets built on torch.export: they refuse what torch.export refuses, and their artifacts
+#: have static input shapes unless exported with dynamic dimensions.
+TORCH_EXPORT_TARGETS: tuple[str, ...] = (
     "torch-export",
     "onnx",
     "onnx-stateful",

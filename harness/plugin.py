@@ -15,7 +15,7 @@ import pytest
 
 from . import registry
 from .cache import ExportCache
-from .case import SUITES
+from .case import SUITES, MetricResult
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
 from .targets import ExportError, Runner, RuntimeMissing, targets
@@ -218,15 +218,12 @@ class CellContext:
     def reference(self, input_name: str | None = None) -> Any:
         return self._session.reference(self.case, input_name or self.cell.input_name)
 
-    def verdict(self, result: EquivalenceResult) -> None:
+    def verdict(self, result: Verdict) -> None:
         """Record the result for the matrix, and fail the test with its report unless it passed."""
         record: dict[str, Any] = {"summary": result.summary()}
-        if result.metric is not None:
-            record["metric"] = {
-                "name": result.metric.name,
-                "value": result.metric.value,
-                "unit": result.metric.unit,
-            }
+        metric = getattr(result, "metric", None)
+        if isinstance(metric, MetricResult):
+            record["metric"] = {"name": metric.name, "value": metric.value, "unit": metric.unit}
         self._item.user_properties.append(("conformance_result", record))
         if not result:
             raise ConformanceFailure(result.report())
