@@ -1,0 +1,200 @@
+"""Streaming: each planted state fault is reported with its own diagnosis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import harness
+from harness.state import LiftedState, audit_state
+from harness.streaming import (
+    check_batch_isolation,
+    check_continuity,
+    check_initial_state,
+    check_reset,
+    rechunk,
+)
+from harness.targets import Artifact
+from harness.targets.executorch_target import ExecuTorchRunner
+from harness.targets.torch_targets import TorchScriptTarget
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _setup(case_name: str):
+    case = harness.case(case_name)
+    module = case.build()
+    calls = list(case.inputs[case.main_input]())
+    names = [b.name for b in audit_state(module, case.example_inputs())]
+    return case, module, calls, names
+
+
+def test_audit_finds_the_state_buffers_and_leaves_them_untouched():
+    case, module, _, _ = _setup("lstm_stream")
+    before = {n: b.clone() for n, b in module.named_buffers()}
+    audit = audit_state(module, case.example_inputs())
+    assert [(b.name, b.shape, b.dtype) for b in audit] == [
+        ("h", (2, 16), "float32"),
+        ("c", (2, 16), "float32"),
+    ]
+    assert all(b.in_export_signature and b.changed_by_forward for b in audit)
+    assert all(torch.equal(before[n], b) for n, b in module.named_buffers())
+    assert audit_state(harness.case("conv_mlp").build(), harness.case("conv_mlp").example_inputs()) == []
+
+
+def test_audit_of_a_model_torch_export_refuses_still_runs_it():
+    class BranchyCache(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("total", torch.zeros(1))
+
+        def forward(self, x):
+            if x.sum() > 0:
+                self.total.add_(x.sum())
+            return x + self.total
+
+    (found,) = audit_state(BranchyCache(), (torch.ones(3),))
+    assert found.name == "total" and found.changed_by_forward and not found.in_export_signature
+
+
+def test_lifted_state_computes_what_the_stateful_module_computes():
+    case, module, calls, names = _setup("lstm_stream")
+    lifted = LiftedState(case.build(), names)
+    state = lifted.initial_state()
+    with torch.no_grad():
+        for (x,) in calls:
+            expected = module(x)
+            actual, *state = lifted(x, *state)
+            torch.testing.assert_close(actual, expected)
+    assert all(
+        torch.count_nonzero(b) == 0 for _, b in lifted.module.named_buffers()
+    )  # wrapped module untouched
+
+
+def test_rechunk_keeps_the_signal():
+    calls = [(torch.arange(6.0).reshape(1, 6),), (torch.arange(6.0, 12.0).reshape(1, 6),)]
+    assert [c[0].tolist() for c in rechunk(calls, 4, axis=-1)] == [
+        [[0, 1, 2, 3]],
+        [[4, 5, 6, 7]],
+        [[8, 9, 10, 11]],
+    ]
+
+
+@pytest.mark.parametrize("case_name", ["cached_conv", "lstm_stream"])
+def test_plain_onnx_is_diagnosed_as_state_dropped(export_cache, case_name):
+    case, module, calls, names = _setup(case_name)
+    target = harness.target("onnx")
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_continuity(case, "onnx", runner, module, calls, names)
+    assert not result
+    assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of")
+    assert all(name in result.diagnosis for name in names)
+    assert "first wrong output at chunk 1" in result.diagnosis
+
+
+def test_lifted_onnx_carries_the_state(export_cache):
+    case, module, calls, names = _setup("lstm_stream")
+    target = harness.target("onnx-stateful")
+    with target.load(export_cache.get(case, target)) as runner:
+        assert check_continuity(case, "onnx-stateful", runner, module, calls, names)
+        assert set(runner.state()) == set(names)
+
+
+def test_tracing_without_a_state_reset_is_diagnosed_as_state_advanced(tmp_path):
+    case, module, calls, names = _setup("cached_conv")
+    planted = TorchScriptTarget()
+    planted.reset_state_after_trace = False  # the fault: trace's forward call advanced the cache
+    artifact = planted.export(case, tmp_path)
+    with planted.load(artifact) as runner:
+        initial = check_initial_state(case, "torchscript", runner, module, calls, names)
+        continuity = check_continuity(case, "torchscript", runner, module, calls, names)
+    assert not initial and initial.diagnosis.startswith("state advanced by export")
+    assert "initial value of 'cache' differs" in initial.report()
+    assert not continuity and continuity.diagnosis.startswith("state advanced by export")
+
+
+def test_the_real_torchscript_target_starts_from_the_initial_state(export_cache):
+    case, module, calls, names = _setup("cached_conv")
+    target = harness.target("torchscript")
+    with target.load(export_cache.get(case, target)) as runner:
+        assert check_initial_state(case, "torchscript", runner, module, calls, names)
+
+
+class RowMixingLstm(torch.nn.Module):
+    """The planted fault: the state update averages over the batch, so streams leak into each other."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, frames):
+        out = self.inner(frames)
+        with torch.no_grad():
+            self.inner.h.copy_(self.inner.h.mean(0, keepdim=True).expand_as(self.inner.h))
+        return out
+
+
+def test_state_shared_across_batch_rows_is_reported(tmp_path):
+    case, _, calls, _ = _setup("lstm_stream")
+    leaky = RowMixingLstm(case.build()).eval()
+    path = tmp_path / "leaky.ts.pt"
+    torch.jit.save(torch.jit.trace(leaky, case.example_inputs(), check_trace=False), str(path))
+    artifact = Artifact(path, "torchscript", case.name, case.input_names, case.output_names)
+    with harness.target("torchscript").load(artifact) as runner:
+        result = check_batch_isolation(case, "torchscript", runner, calls)
+    assert not result
+    assert result.diagnosis.startswith(
+        "batch rows share state: changing rows 1.. changed row 0's 'scores' from chunk 1"
+    )
+
+
+def test_the_real_lstm_export_keeps_rows_independent(export_cache):
+    case, _, calls, _ = _setup("lstm_stream")
+    target = harness.target("executorch-xnnpack")
+    with target.load(export_cache.get(case, target)) as runner:
+        assert check_batch_isolation(case, target.name, runner, calls)
+
+
+class MethodOnlyResetRunner(ExecuTorchRunner):
+    """The planted fault, a real pitfall: reloading only the method keeps the program's buffers."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        super().__init__(artifact)
+        self._program = self.method_program
+
+    def _load_method(self):
+        from executorch.runtime import Runtime
+
+        program = getattr(self, "_program", None) or Runtime.get().load_program(self._program_bytes)
+        self.method_program = program
+        return program.load_method("forward")
+
+
+def test_a_reset_that_does_not_reset_is_reported(export_cache):
+    case, _, calls, _ = _setup("cached_conv")
+    artifact = export_cache.get(case, harness.target("executorch-portable"))
+    with MethodOnlyResetRunner(artifact) as runner:
+        result = check_reset(case, "executorch-portable", runner, calls)
+    assert not result
+    assert result.diagnosis.startswith("reset() did not return to the initial state")
+    with harness.target("executorch-portable").load(artifact) as runner:
+        assert check_reset(case, "executorch-portable", runner, calls)
+
+
+def test_lifted_state_fed_back_swapped_is_diagnosed(export_cache, tmp_path):
+    case, module, calls, names = _setup("lstm_stream")
+    good = export_cache.get(case, harness.target("onnx-stateful"))
+    for suffix in ("", ".json", ".state.npz"):
+        shutil.copy(str(good.path) + suffix, tmp_path / (good.path.name + suffix))
+    sidecar = tmp_path / (good.path.name + ".json")
+    body = json.loads(sidecar.read_text())
+    body["meta"]["state_inputs"].reverse()  # the fault: next_state.h goes into state.c and back
+    sidecar.write_text(json.dumps(body))
+    planted = Artifact.read_sidecar(tmp_path / good.path.name)
+    with harness.target("onnx-stateful").load(planted) as runner:
+        result = check_continuity(case, "onnx-stateful", runner, module, calls, names)
+    assert not result
+    assert result.diagnosis.startswith("state buffers swapped: 'h' and 'c'")
