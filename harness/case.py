@@ -35,7 +35,7 @@ STREAM_SUITES: tuple[str, ...] = (
     "stream-batch",
     "stream-initial",
 )
-SUITES: tuple[str, ...] = ("export", "equivalence", "determinism", *STREAM_SUITES)
+SUITES: tuple[str, ...] = ("export", "equivalence", "determinism", *STREAM_SUITES, "golden")
 
 #: One call of the model: the positional inputs of ``forward``.
 Call = tuple[torch.Tensor, ...]

@@ -14,8 +14,10 @@ from typing import Any, Protocol
 import pytest
 
 from . import registry
+from .baseline import Baseline
 from .cache import ExportCache
 from .case import SUITES, MetricResult
+from .golden import TensorSnapshotExtension
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
 from .targets import ExportError, Runner, RuntimeMissing, targets
@@ -49,6 +51,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAMES",
         help="comma-separated target names to run (default: all registered targets)",
     )
+    group.addoption(
+        "--conformance-baseline",
+        default=None,
+        metavar="PATH",
+        help="the committed conformance baseline (default: golden/conformance-baseline.json, or the ini value)",
+    )
+    group.addoption(
+        "--conformance-baseline-update",
+        action="store_true",
+        help="rewrite the baseline with this run's statuses instead of gating on it",
+    )
+    parser.addini("conformance_baseline", default="golden/conformance-baseline.json", help="baseline file")
     parser.addini("conformance_case_modules", type="linelist", default=[], help="modules that register cases")
     parser.addini("conformance_export_cache", default=".export-cache", help="export cache folder")
 
@@ -56,7 +70,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "conformance(suite, inputs='all'): a conformance suite, generated per case x target x input",
+        "conformance(suite, inputs='all', requires=None, targets=None, skip_targets=()): a conformance suite, "
+        "generated per case x target x input",
     )
     fixtures_dir = Path(config.rootpath) / "fixtures"
     try:
@@ -72,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if problems:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
+    TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
     workerinput = getattr(config, "workerinput", None)
     session_id = workerinput["conformance_session_id"] if workerinput else uuid.uuid4().hex
     config.stash[SESSION_ID_KEY] = session_id
@@ -81,7 +97,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = ConformanceSession(cache)
     if workerinput is None:  # the controller (or a run without xdist) collects the matrix
         report_dir = config.getoption("conformance_report") or "reports"
-        collector = MatrixCollector(ConformanceReport(Path(config.rootpath) / report_dir))
+        baseline_path = config.getoption("conformance_baseline") or config.getini("conformance_baseline")
+        collector = MatrixCollector(
+            ConformanceReport(Path(config.rootpath) / report_dir),
+            Baseline(Path(config.rootpath) / baseline_path),
+            update=config.getoption("conformance_baseline_update"),
+        )
         config.stash[REPORT_KEY] = collector.report
         config.pluginmanager.register(collector, "conformance-matrix")
 
@@ -111,6 +132,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown conformance suite {suite!r}")
     inputs = marker.kwargs.get("inputs", "all")
     streaming_only = marker.kwargs.get("requires") == "streaming"
+    only_targets = marker.kwargs.get("targets")
+    skip_targets = marker.kwargs.get("skip_targets", ())
     if inputs not in ("all", "primary"):
         raise pytest.UsageError(
             f"{metafunc.definition.nodeid}: inputs must be 'all' or 'primary', got {inputs!r}"
@@ -123,6 +146,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         input_names = list(case.inputs) if inputs == "all" else [case.main_input]
         for target in targets():
             if selected is not None and target.name not in selected:
+                continue
+            if (only_targets is not None and target.name not in only_targets) or target.name in skip_targets:
                 continue
             cells += [Cell(case.name, target.name, name, suite) for name in input_names]
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])

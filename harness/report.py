@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from .baseline import Baseline, BaselineChange
 from .cache import library_versions
 from .case import SUITES
-from .registry import CaseError
+from .registry import CaseError, cases
 from .registry import case as find_case
 from .targets import targets
 
@@ -205,6 +206,14 @@ class ConformanceReport:
             )
         return "\n".join(lines) + "\n"
 
+    def observed(self) -> dict[tuple[str, str, str, str], tuple[str, str]]:
+        """(case, target, suite, input) -> (status, reason) for every cell this run observed."""
+        return {
+            (case, target, suite, r.input_name): (r.status, r.reason)
+            for (case, target, suite), results in self.cells.items()
+            for r in results
+        }
+
     def as_json(self) -> dict[str, Any]:
         return {
             "schema": "export-conformance/matrix/1",
@@ -223,10 +232,49 @@ class ConformanceReport:
 
 
 class MatrixCollector:
-    """A plugin object on the controller: collects cell statuses and prints the matrix."""
+    """A plugin object on the controller: collects cell statuses, gates them against the baseline
+    and prints the matrix."""
 
-    def __init__(self, report: ConformanceReport) -> None:
+    def __init__(
+        self, report: ConformanceReport, baseline: Baseline | None = None, *, update: bool = False
+    ) -> None:
         self.report = report
+        self.baseline = baseline
+        self.update = update
+        self.changes: list[BaselineChange] = []
+        self.gate_note = ""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        observed = self.report.observed()
+        if self.baseline is None or not observed:
+            return
+        known_cases = [c.name for c in cases()]
+        known_targets = [t.name for t in targets()]
+        if self.update:
+            self.baseline.write(observed, known_cases, known_targets)
+            self.gate_note = f"conformance baseline rewritten: {self.baseline.path}"
+            return
+        if not self.baseline.exists():
+            self.gate_note = f"no conformance baseline at {self.baseline.path}; write one with --conformance-baseline-update"
+            return
+        try:
+            self.changes = self.baseline.compare(observed, known_cases, known_targets)
+        except ValueError as exc:
+            self.changes = []
+            self.gate_note = str(exc)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return
+        if self.changes:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self.gate_note = (
+                f"conformance baseline gate FAILED: {len(self.changes)} cells differ from {self.baseline.path} "
+                "(update it on purpose with --conformance-baseline-update)"
+            )
+        else:
+            self.gate_note = (
+                f"conformance baseline gate passed: {len(observed)} cells as in {self.baseline.path}"
+            )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -248,3 +296,8 @@ class MatrixCollector:
             terminalreporter.write_line(line)
         written = self.report.write()
         terminalreporter.write_line("written: " + ", ".join(str(p) for p in written))
+        if self.gate_note:
+            terminalreporter.section("conformance baseline")
+            terminalreporter.write_line(self.gate_note, red=bool(self.changes), green=not self.changes)
+            for change in self.changes:
+                terminalreporter.write_line("  " + change.line())

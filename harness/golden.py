@@ -1,0 +1,159 @@
+"""Golden-output snapshots of tensors for syrupy: ``.npz`` data, a readable ``.json`` sidecar,
+compared with the case's tolerance rather than byte equality.
+
+``--snapshot-update`` is the only way a snapshot changes (syrupy's rule); a mismatch fails with a
+readable diff: per output, the max error, where, and how many elements are off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from syrupy.extensions.single_file import SingleFileSnapshotExtension
+from syrupy.location import PyTestLocation
+
+from .cache import library_versions
+from .compare import Tolerance, compare
+
+__all__ = ["TensorSnapshot", "TensorSnapshotExtension", "tensor_snapshot_extension"]
+
+_PROVENANCE = "__provenance__"
+
+
+@dataclass(frozen=True)
+class TensorSnapshot:
+    """Outputs by name plus where they came from (case, target, input set, versions)."""
+
+    outputs: Mapping[str, np.ndarray]
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _to_npz(snapshot: TensorSnapshot) -> bytes:
+    buffer = io.BytesIO()
+    provenance = {**snapshot.provenance, "versions": library_versions()}
+    arrays = {name: np.asarray(value) for name, value in snapshot.outputs.items()}
+    np.savez_compressed(buffer, **arrays, **{_PROVENANCE: np.array(json.dumps(provenance, sort_keys=True))})
+    return buffer.getvalue()
+
+
+def _from_npz(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files if k != _PROVENANCE}
+        provenance = json.loads(str(stored[_PROVENANCE])) if _PROVENANCE in stored.files else {}
+    return arrays, provenance
+
+
+def _sidecar(data: bytes) -> dict[str, Any]:
+    arrays, provenance = _from_npz(data)
+    summary = {}
+    for name, value in arrays.items():
+        finite = value[np.isfinite(value)] if value.dtype.kind == "f" else value
+        summary[name] = {
+            "shape": list(value.shape),
+            "dtype": str(value.dtype),
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+            "mean": float(finite.mean()) if finite.size else None,
+            "std": float(finite.std()) if finite.size else None,
+            "nonfinite": int(value.size - finite.size),
+        }
+    return {
+        "outputs": summary,
+        "provenance": provenance,
+        "regenerate": "pytest -k golden --snapshot-update (never edit by hand)",
+    }
+
+
+class TensorSnapshotExtension(SingleFileSnapshotExtension):
+    """Stores a :class:`TensorSnapshot` as ``.npz`` with a ``.json`` sidecar; compares with tolerances.
+
+    Use :func:`tensor_snapshot_extension` to get a subclass bound to one case's tolerances.
+    """
+
+    file_extension = "npz"
+    #: Where snapshots live; the plugin points this at ``<rootdir>/golden/snapshots``.
+    golden_root: ClassVar[Path | None] = None
+    tolerances: ClassVar[Mapping[str, Tolerance]] = {}
+    default_tolerance: ClassVar[Tolerance] = Tolerance()
+
+    def serialize(self, data: Any, **kwargs: Any) -> bytes:
+        if isinstance(data, TensorSnapshot):
+            return _to_npz(data)
+        if isinstance(data, Mapping):
+            return _to_npz(TensorSnapshot(dict(data)))
+        raise TypeError(
+            f"tensor snapshots take a TensorSnapshot or a mapping of arrays, got {type(data).__name__}"
+        )
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        if cls.golden_root is None:
+            return super().dirname(test_location=test_location)
+        return str(cls.golden_root / test_location.basename)
+
+    @classmethod
+    def discovery_dirname(cls, *, test_location: PyTestLocation) -> str:
+        return str(Path(cls.dirname(test_location=test_location)).parent)
+
+    def _comparisons(self, serialized_data: Any, snapshot_data: Any) -> Iterator[tuple[str, str | None]]:
+        actual, _ = _from_npz(serialized_data)
+        expected, _ = _from_npz(snapshot_data)
+        for name in sorted(set(expected) | set(actual)):
+            if name not in actual:
+                yield name, f"{name}: in the snapshot, not produced now"
+            elif name not in expected:
+                yield name, f"{name}: produced now, not in the snapshot"
+            else:
+                tolerance = self.tolerances.get(name, self.default_tolerance)
+                result = compare(expected[name], actual[name], tolerance, name=name)
+                yield name, None if result else result.summary()
+
+    def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
+        try:
+            return all(problem is None for _, problem in self._comparisons(serialized_data, snapshot_data))
+        except (ValueError, OSError, KeyError, TypeError):
+            return False  # an unreadable snapshot never matches; diff_lines says why
+
+    def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
+        if not snapshot_data:
+            return  # syrupy has said the snapshot does not exist
+        try:
+            problems = [p for _, p in self._comparisons(serialized_data, snapshot_data) if p]
+        except (ValueError, OSError, KeyError, TypeError) as exc:
+            yield f"the stored snapshot cannot be read as .npz ({type(exc).__name__}: {exc})"
+            return
+        yield "tensor snapshot differs beyond tolerance (snapshot = expected, now = actual):"
+        yield from (f"  {p}" for p in problems)
+        yield "  (rerun with --snapshot-update only if the change is intended)"
+
+    @classmethod
+    def write_snapshot_collection(cls, *, snapshot_collection: Any, name_order: Any = None) -> None:
+        super().write_snapshot_collection(snapshot_collection=snapshot_collection, name_order=name_order)
+        data = next(iter(snapshot_collection)).data
+        sidecar = Path(str(snapshot_collection.location) + ".json")
+        sidecar.write_text(json.dumps(_sidecar(data), indent=2, sort_keys=True) + "\n")
+
+    def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
+        super().delete_snapshots(snapshot_location=snapshot_location, snapshot_names=snapshot_names)
+        Path(snapshot_location + ".json").unlink(missing_ok=True)
+
+
+_BOUND: dict[tuple, type[TensorSnapshotExtension]] = {}
+
+
+def tensor_snapshot_extension(tolerances: Mapping[str, Tolerance]) -> type[TensorSnapshotExtension]:
+    """A TensorSnapshotExtension subclass comparing each output with its tolerance."""
+    key = tuple(sorted((k, v.atol, v.rtol) for k, v in tolerances.items()))
+    if key not in _BOUND:
+        _BOUND[key] = type(
+            "BoundTensorSnapshotExtension",
+            (TensorSnapshotExtension,),
+            {"tolerances": dict(tolerances), "default_tolerance": tolerances.get("default", Tolerance())},
+        )
+    return _BOUND[key]
