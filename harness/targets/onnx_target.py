@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,18 +14,23 @@ from .base import Artifact, ArtifactError, Runner, Target
 __all__ = ["OnnxRunner", "OnnxTarget"]
 
 
+#: Environment variable giving onnxruntime's intra-op thread count (0: onnxruntime's default).
+ORT_THREADS_ENV = "EXPORT_CONFORMANCE_ORT_THREADS"
+
+
 class OnnxRunner(Runner):
     """An onnxruntime InferenceSession; stateless, so reset has nothing to do."""
 
-    def __init__(self, artifact: Artifact, *, optimization: str = "all", threads: int = 0) -> None:
+    def __init__(self, artifact: Artifact, *, optimization: str = "all", threads: int | None = None) -> None:
         super().__init__(artifact)
         self._open_session(
             artifact, n_inputs=len(artifact.input_names), optimization=optimization, threads=threads
         )
 
     def _open_session(
-        self, artifact: Artifact, *, n_inputs: int, optimization: str = "all", threads: int = 0
+        self, artifact: Artifact, *, n_inputs: int, optimization: str = "all", threads: int | None = None
     ) -> None:
+        """Open the session. ``threads=None`` reads ORT_THREADS_ENV (the plugin sets 1 per xdist worker)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -34,7 +40,11 @@ class OnnxRunner(Runner):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
+        if threads is None:
+            threads = int(os.environ.get(ORT_THREADS_ENV, "0"))
         options.intra_op_num_threads = threads
+        if threads == 1:  # a single thread has no one to spin-wait for
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
         self.feed_names = [i.name for i in self.session.get_inputs()]
