@@ -18,10 +18,11 @@ from . import registry
 from .baseline import Baseline
 from .cache import ExportCache
 from .case import SUITES, MetricResult
+from .external import external_artifact, parse_artifact_option
 from .golden import TensorSnapshotExtension
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
-from .targets import ExportError, Runner, RuntimeMissing, targets
+from .targets import ArtifactError, ExportError, Runner, RuntimeMissing, targets
 from .targets.onnx_target import ORT_THREADS_ENV
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
@@ -39,6 +40,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--export-cache-dir",
         default=None,
         help="folder of cached exports (default: .export-cache under the rootdir, or the ini value)",
+    )
+    group.addoption(
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="CASE:TARGET=PATH",
+        help="run the suites on an export made elsewhere instead of exporting (repeatable), "
+        "e.g. pesto:onnx-stateful=model.onnx; its signature is checked against the case first",
     )
     group.addoption("--export-fresh", action="store_true", help="re-export every artifact once in this run")
     group.addoption(
@@ -98,7 +107,14 @@ def pytest_configure(config: pytest.Config) -> None:
     cache_dir = config.getoption("export_cache_dir") or config.getini("conformance_export_cache")
     cache_root = Path(config.rootpath) / cache_dir
     cache = ExportCache(cache_root, fresh=config.getoption("export_fresh"), session_id=session_id)
-    config.stash[SESSION_KEY] = ConformanceSession(cache)
+    overrides = {}
+    for value in config.getoption("artifact"):
+        try:
+            override = parse_artifact_option(value)
+            overrides[(override.case, override.target)] = external_artifact(override, cache_root / "external")
+        except (ValueError, ArtifactError) as exc:
+            raise pytest.UsageError(str(exc)) from exc
+    config.stash[SESSION_KEY] = ConformanceSession(cache, overrides)
     if workerinput is None:  # the controller (or a run without xdist) collects the matrix
         report_dir = config.getoption("conformance_report") or "reports"
         baseline_path = config.getoption("conformance_baseline") or config.getini("conformance_baseline")

@@ -47,8 +47,10 @@ class Cell:
 class ConformanceSession:
     """Caches what is expensive within one process: artifacts, runners, eager modules, references."""
 
-    def __init__(self, cache: ExportCache) -> None:
+    def __init__(self, cache: ExportCache, overrides: dict[tuple[str, str], Artifact] | None = None) -> None:
         self.cache = cache
+        #: (case, target) -> an artifact made elsewhere (``--artifact``), used instead of exporting
+        self.overrides = dict(overrides or {})
         self._runners: dict[tuple[str, str], Runner] = {}
         self._eager: dict[str, torch.nn.Module] = {}
         self._calls: dict[tuple[str, str], Calls] = {}
@@ -56,7 +58,8 @@ class ConformanceSession:
         self._state_audits: dict[str, list[StateBuffer]] = {}
 
     def artifact(self, case: ModelCase, target: Target) -> Artifact:
-        return self.cache.get(case, target)
+        override = self.overrides.get((case.name, target.name))
+        return override if override is not None else self.cache.get(case, target)
 
     def runner(self, case: ModelCase, target: Target) -> Runner:
         """A loaded runner for (case, target), reset to its initial state."""
