@@ -136,6 +136,7 @@ def share_cores_between_workers() -> None:
     os.environ[ORT_THREADS_ENV] = "1"
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist: workers share the controller's session id (one fresh export per run, not per worker)."""
     node.workerinput["conformance_session_id"] = node.config.stash[SESSION_ID_KEY]

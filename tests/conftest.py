@@ -26,7 +26,11 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     """
 
     def run(
-        *args: str, conftest: str = "", cases: str = "", modules: tuple[str, ...] = ()
+        *args: str,
+        conftest: str = "",
+        cases: str = "",
+        modules: tuple[str, ...] = (),
+        suites: tuple[str, ...] = ("test_equivalence",),
     ) -> pytest.RunResult:
         ini_modules = list(modules) + (["planted_cases"] if cases else [])
         pytester.makeini(
@@ -39,7 +43,7 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
         if conftest:
             pytester.makeconftest(conftest)
         pytester.makepyfile(
-            test_suites="from suites.test_equivalence import test_determinism, test_equivalence\n"
+            test_suites="".join(f"from suites.{name} import *  # noqa: F403\n" for name in suites)
         )
         env_path = os.pathsep.join([str(pytester.path), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
         monkeypatch.setenv("PYTHONPATH", env_path)
