@@ -64,6 +64,26 @@ def _check(args: argparse.Namespace) -> int:
     return int(pytest.main(pytest_args + ["-q", *args.pytest_args]))
 
 
+MATRIX_START, MATRIX_END = "<!-- matrix:start -->", "<!-- matrix:end -->"
+
+
+def _readme(args: argparse.Namespace) -> int:
+    """Put the last run's Markdown matrix between the README's matrix markers."""
+    readme, report = Path(args.readme), Path(args.report)
+    text = readme.read_text()
+    if MATRIX_START not in text or MATRIX_END not in text:
+        print(f"error: {readme} has no {MATRIX_START} ... {MATRIX_END} block", file=sys.stderr)
+        return 2
+    if not report.is_file():
+        print(f"error: {report} does not exist; run the suites first", file=sys.stderr)
+        return 2
+    head, rest = text.split(MATRIX_START, 1)
+    _, tail = rest.split(MATRIX_END, 1)
+    readme.write_text(f"{head}{MATRIX_START}\n{report.read_text().strip()}\n{MATRIX_END}{tail}")
+    print(f"{readme}: matrix replaced from {report}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description="export conformance harness")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--targets", default=None, help="comma-separated target names")
     check.add_argument("--workers", type=int, default=1, help="pytest-xdist workers")
     check.set_defaults(run=_check)
+    readme = commands.add_parser("readme", help="copy the last run's Markdown matrix into the README")
+    readme.add_argument("--report", default="reports/conformance.md")
+    readme.add_argument("--readme", default="README.md")
+    readme.set_defaults(run=_readme)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "check":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

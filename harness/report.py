@@ -145,6 +145,17 @@ class ConformanceReport:
         return rows
 
     @staticmethod
+    def _short_notes(row: dict[str, Any]) -> list[str]:
+        """Reasons without the observed detail, suites with the same reason on one line."""
+        by_reason: dict[str, list[str]] = {}
+        for suite, body in row["suites"].items():
+            bad = [v for v in body["inputs"].values() if v["status"] != "pass"]
+            if bad:
+                reason = bad[0]["reason"].split(" [observed: ")[0]
+                by_reason.setdefault(reason, []).append(f"{suite} ({bad[0]['status']})")
+        return [f"{', '.join(suites)}: {reason}" for reason, suites in by_reason.items()]
+
+    @staticmethod
     def _in_declared_order(case_name: str, results: list[InputResult]) -> list[InputResult]:
         try:
             order = list(find_case(case_name).inputs)
@@ -198,7 +209,7 @@ class ConformanceReport:
             statuses = [
                 f"**{s}**" if s in ("fail", "error", "xpass", "export-error") else s for s in statuses
             ]
-            notes = "<br>".join(reason.replace("|", "\\|") for reason in r["reasons"])
+            notes = "<br>".join(note.replace("|", "\\|") for note in self._short_notes(r))
             lines.append(
                 f"| {r['case']} | {r['target']} | "
                 + " | ".join(statuses)
