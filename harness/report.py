@@ -215,6 +215,12 @@ class ConformanceReport:
                 + " | ".join(statuses)
                 + f" | {self._metric_text(r)} | {notes} |"
             )
+        if self.state_audit:
+            lines += ["", "State audit (buffers that forward mutates):", ""]
+            lines += [
+                f"- `{case}`: {'; '.join(found) or 'none'}"
+                for case, found in sorted(self.state_audit.items())
+            ]
         return "\n".join(lines) + "\n"
 
     def observed(self) -> dict[tuple[str, str, str, str], tuple[str, str]]:
