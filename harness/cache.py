@@ -72,7 +72,10 @@ def cache_key(case: ModelCase, target: Target) -> str:
         "case": case.name,
         "target": target.name,
         "target_class": f"{type(target).__module__}.{type(target).__qualname__}",
-        "target_source": _file_digest(type(target)),
+        # the target's class and every harness base class it inherits export code from
+        "target_source": [
+            _file_digest(cls) for cls in type(target).__mro__ if cls.__module__.startswith("harness.targets")
+        ],
         "target_state": {k: repr(v) for k, v in sorted(vars(target).items())},
         "versions": library_versions(),
         "case_digest": _case_digest(case),

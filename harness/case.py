@@ -35,7 +35,7 @@ STREAM_SUITES: tuple[str, ...] = (
     "stream-batch",
     "stream-initial",
 )
-SUITES: tuple[str, ...] = ("export", "equivalence", "determinism", *STREAM_SUITES, "golden")
+SUITES: tuple[str, ...] = ("export", "equivalence", "determinism", *STREAM_SUITES, "golden", "benchmark")
 
 #: One call of the model: the positional inputs of ``forward``.
 Call = tuple[torch.Tensor, ...]
@@ -136,6 +136,7 @@ class StreamingSpec:
             fed the whole signal in one call from its initial state.
         offline_metric: judges streamed against offline output; default: the case's tolerances.
         batch_rows: independent streams per call along axis 0 (1: not batched).
+        steps_per_second: time steps per second (the sample rate), for the real-time factor.
     """
 
     chunk: int
@@ -147,6 +148,8 @@ class StreamingSpec:
     offline: Callable[[], torch.nn.Module] | None = None
     offline_metric: Metric | None = None
     batch_rows: int = 1
+    #: time steps per second of signal (the sample rate for audio): gives the real-time factor
+    steps_per_second: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunk <= 0 or any(c <= 0 for c in self.other_chunks):
@@ -180,6 +183,8 @@ class ModelCase:
         expected: declared expected failures, applied as strict xfail.
         tags: free-form labels (``stateful``, ``audio``...).
         streaming: how the model streams, for stateful cases (enables the ``stream-*`` suites).
+        approximate_metric: the task metric that judges quantized targets (e.g. median pitch
+            error); cases without one are not run on approximate targets.
     """
 
     name: str
@@ -196,6 +201,9 @@ class ModelCase:
     #: The input set used where one is enough (determinism); defaults to the first of ``inputs``.
     primary_input: str | None = None
     streaming: StreamingSpec | None = None
+    #: Judges approximate (quantized) targets instead of the tensor tolerances; without it the
+    #: case is not run on them.
+    approximate_metric: Metric | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():

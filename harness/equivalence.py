@@ -69,13 +69,17 @@ class EquivalenceResult:
     comparisons: tuple[Comparison, ...]
     metric: MetricResult | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: True for approximate (quantized) targets: the metric decides, tensor errors are informative
+    judged_by_metric: bool = False
 
     def __bool__(self) -> bool:
+        if self.judged_by_metric:
+            return self.metric is not None and bool(self.metric)
         return all(self.comparisons) and (self.metric is None or bool(self.metric))
 
     @property
     def failing(self) -> list[Comparison]:
-        return [c for c in self.comparisons if not c]
+        return [] if self.judged_by_metric else [c for c in self.comparisons if not c]
 
     def summary(self) -> str:
         """One line: the diagnosis of the first failure, or what passed."""
@@ -104,12 +108,23 @@ class EquivalenceResult:
         return "\n".join(lines)
 
 
-def check_equivalence(case: ModelCase, target: str, expected: Outputs, actual: Outputs) -> EquivalenceResult:
-    """Compare a target's stacked outputs with eager's, with the case's tolerances and metric."""
+def check_equivalence(
+    case: ModelCase, target: str, expected: Outputs, actual: Outputs, *, approximate: bool = False
+) -> EquivalenceResult:
+    """Compare a target's stacked outputs with eager's, with the case's tolerances and metric.
+
+    An approximate target (a quantized export) is judged by the case's ``approximate_metric``
+    alone; the tensor comparisons are still reported.
+    """
     comparisons = tuple(
         compare(expected[name], actual[name], case.tolerance_for(name, target), name=name)
         for name in case.output_names
     )
+    if approximate:
+        if case.approximate_metric is None:
+            raise ValueError(f"case {case.name!r} declares no approximate_metric to judge {target}")
+        metric = case.approximate_metric(expected, actual)
+        return EquivalenceResult(f"{target} vs eager", comparisons, metric, judged_by_metric=True)
     metric = case.metric(expected, actual) if case.metric is not None else None
     return EquivalenceResult(f"{target} vs eager", comparisons, metric)
 

@@ -23,7 +23,7 @@ from .golden import TensorSnapshotExtension
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
 from .targets import ArtifactError, ExportError, Runner, RuntimeMissing, targets
-from .targets.onnx_target import ORT_THREADS_ENV
+from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 REPORT_KEY = pytest.StashKey[ConformanceReport]()
@@ -73,6 +73,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite the baseline with this run's statuses instead of gating on it",
     )
+    group.addoption(
+        "--ort-optimization",
+        choices=("disable", "basic", "extended", "all"),
+        default=None,
+        help="onnxruntime graph optimisation level for ONNX targets (default: all)",
+    )
+    group.addoption(
+        "--ort-threads", type=int, default=None, help="onnxruntime intra-op threads (0: its default)"
+    )
     parser.addini("conformance_baseline", default="golden/conformance-baseline.json", help="baseline file")
     parser.addini("conformance_case_modules", type="linelist", default=[], help="modules that register cases")
     parser.addini("conformance_export_cache", default=".export-cache", help="export cache folder")
@@ -99,6 +108,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
     TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
+    if config.getoption("ort_optimization"):
+        os.environ[ORT_OPTIMIZATION_ENV] = config.getoption("ort_optimization")
+    if config.getoption("ort_threads") is not None:
+        os.environ[ORT_THREADS_ENV] = str(config.getoption("ort_threads"))
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and int(workerinput.get("workercount", 1)) > 1:
         share_cores_between_workers()
@@ -133,7 +146,7 @@ def share_cores_between_workers() -> None:
     import torch
 
     torch.set_num_threads(1)
-    os.environ[ORT_THREADS_ENV] = "1"
+    os.environ.setdefault(ORT_THREADS_ENV, "1")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -179,6 +192,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 continue
             if (only_targets is not None and target.name not in only_targets) or target.name in skip_targets:
                 continue
+            if target.approximate and (case.approximate_metric is None or streaming_only):
+                continue  # judged by a task metric: only where the case has one, never tensor-exact streaming
             cells += [Cell(case.name, target.name, name, suite) for name in input_names]
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
@@ -266,6 +281,18 @@ class CellContext:
         audit = self._session.state_audit(self.case)
         self._item.user_properties.append(("conformance_state", [b.describe() for b in audit]))
         return [b.name for b in audit]
+
+    def artifact_path(self) -> Path:
+        return Path(self._session.artifact(self.case, self.target).path)
+
+    def record_benchmark(self, **fields: Any) -> None:
+        """Benchmark figures for the report's table (ratios against eager are taken there)."""
+        figures = {"case": self.case.name, "target": self.target.name, **fields}
+        if fields.get("kind") == "cold":
+            figures["cold_s"] = fields["median_s"]
+        else:
+            figures["step_s"] = fields["median_s"]
+        self._item.user_properties.append(("conformance_benchmark", figures))
 
     def calls(self, input_name: str | None = None) -> Any:
         return self._session.calls(self.case, input_name or self.cell.input_name)

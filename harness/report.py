@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from .baseline import Baseline, BaselineChange
+from .benchmarks import benchmark_table
 from .cache import library_versions
 from .case import SUITES
 from .registry import CaseError, cases
@@ -83,6 +84,7 @@ class ConformanceReport:
     out_dir: Path
     cells: dict[tuple[str, str, str], list[InputResult]] = field(default_factory=lambda: defaultdict(list))
     state_audit: dict[str, list[str]] = field(default_factory=dict)
+    benchmarks: list[dict[str, Any]] = field(default_factory=list)
 
     def add(
         self, cell: dict[str, str], status: str, reason: str, result: dict[str, Any] | None = None
@@ -168,7 +170,10 @@ class ConformanceReport:
     @staticmethod
     def _metric_text(row: dict[str, Any]) -> str:
         metric = row.get("metric")
-        return f"{metric['value']:.3g} {metric['unit']}" if metric else ""
+        if not metric:
+            return ""
+        statistic = " (median)" if metric["name"].startswith("median") else ""
+        return f"{metric['value']:.3g} {metric['unit']}{statistic}"
 
     def render_text(self) -> str:
         """A plain table for the terminal: one line per (case, target), then reasons."""
@@ -245,7 +250,14 @@ class ConformanceReport:
         js = self.out_dir / "conformance.json"
         md.write_text(self.render_markdown())
         js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
-        return [md, js]
+        written = [md, js]
+        if self.benchmarks:
+            bench_md = self.out_dir / "benchmarks.md"
+            bench_md.write_text("\n".join(benchmark_table(self.benchmarks)))
+            bench_js = self.out_dir / "benchmarks.json"
+            bench_js.write_text(json.dumps(self.benchmarks, indent=2, sort_keys=True) + "\n")
+            written += [bench_md, bench_js]
+        return written
 
 
 class MatrixCollector:
@@ -298,6 +310,8 @@ class MatrixCollector:
         cell = props.get("conformance_cell")
         if cell is None:
             return
+        if "conformance_benchmark" in props and report.when == "call":
+            self.report.benchmarks.append(props["conformance_benchmark"])
         if "conformance_state" in props:
             self.report.state_audit[cell["case_name"]] = props["conformance_state"]
         result = props.get("conformance_result")
@@ -312,6 +326,10 @@ class MatrixCollector:
         for line in self.report.render_text().splitlines():
             terminalreporter.write_line(line)
         written = self.report.write()
+        if self.report.benchmarks:
+            terminalreporter.section("benchmarks (ratios against eager in this run)")
+            for line in benchmark_table(self.report.benchmarks):
+                terminalreporter.write_line(line)
         terminalreporter.write_line("written: " + ", ".join(str(p) for p in written))
         if self.gate_note:
             terminalreporter.section("conformance baseline")

@@ -6,6 +6,7 @@ from .base import Artifact, ArtifactError, ExportError, Runner, RuntimeMissing, 
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import OnnxTarget
+from .quantized import ExecuTorchInt8Target, OnnxInt8Target
 from .torch_targets import EagerTarget, TorchExportTarget, TorchScriptTarget
 
 __all__ = [
@@ -52,5 +53,7 @@ for _builtin in (
     LiftedOnnxTarget(),
     ExecuTorchTarget("xnnpack"),
     ExecuTorchTarget("portable"),
+    OnnxInt8Target(),
+    ExecuTorchInt8Target(),
 ):
     register_target(_builtin)

@@ -193,6 +193,10 @@ class Target(ABC):
     suffix: str
     requires: tuple[str, ...] = ()
     description: str = ""
+    #: Quantized and other lossy targets: judged by the case's approximate_metric, not tolerances.
+    approximate: bool = False
+    #: The float target an approximate one is compared with for size and speed.
+    float_counterpart: str | None = None
 
     def missing_runtime(self) -> str | None:
         """Why this target cannot run here, or None when its runtime is installed."""

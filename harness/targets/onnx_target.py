@@ -14,26 +14,36 @@ from .base import Artifact, ArtifactError, Runner, Target
 __all__ = ["OnnxRunner", "OnnxTarget"]
 
 
-#: Environment variable giving onnxruntime's intra-op thread count (0: onnxruntime's default).
+#: Environment variables for onnxruntime's intra-op thread count (0: its default) and graph
+#: optimisation level (disable, basic, extended, all); set by --ort-threads / --ort-optimization.
 ORT_THREADS_ENV = "EXPORT_CONFORMANCE_ORT_THREADS"
+ORT_OPTIMIZATION_ENV = "EXPORT_CONFORMANCE_ORT_OPTIMIZATION"
 
 
 class OnnxRunner(Runner):
     """An onnxruntime InferenceSession; stateless, so reset has nothing to do."""
 
-    def __init__(self, artifact: Artifact, *, optimization: str = "all", threads: int | None = None) -> None:
+    def __init__(
+        self, artifact: Artifact, *, optimization: str | None = None, threads: int | None = None
+    ) -> None:
         super().__init__(artifact)
         self._open_session(
             artifact, n_inputs=len(artifact.input_names), optimization=optimization, threads=threads
         )
 
     def _open_session(
-        self, artifact: Artifact, *, n_inputs: int, optimization: str = "all", threads: int | None = None
+        self,
+        artifact: Artifact,
+        *,
+        n_inputs: int,
+        optimization: str | None = None,
+        threads: int | None = None,
     ) -> None:
         """Open the session. ``threads=None`` reads ORT_THREADS_ENV (the plugin sets 1 per xdist worker)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        optimization = optimization or os.environ.get(ORT_OPTIMIZATION_ENV, "all")
         options.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

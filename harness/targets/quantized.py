@@ -1,0 +1,86 @@
+"""Quantized targets: judged by the case's task metric, compared with their float counterparts.
+
+- ``onnx-int8``: the lifted-state ONNX export, then onnxruntime dynamic quantization (int8
+  weights, activations quantized at run time). Lifting makes it correct for stateful models too.
+- ``executorch-xnnpack-int8``: PT2E static quantization with the XNNPACK quantizer, calibrated on
+  the case's canonical inputs, lowered to XNNPACK.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..buffers import buffer_snapshot, restore_buffers
+from .executorch_target import ExecuTorchTarget
+from .onnx_stateful import LiftedOnnxTarget
+
+__all__ = ["ExecuTorchInt8Target", "OnnxInt8Target"]
+
+
+class OnnxInt8Target(LiftedOnnxTarget):
+    """``onnxruntime.quantization.quantize_dynamic`` of the lifted-state ONNX export."""
+
+    name = "onnx-int8"
+    suffix = ".int8.onnx"
+    description = "lifted-state ONNX, onnxruntime dynamic int8 quantization"
+    approximate = True
+    float_counterpart = "onnx-stateful"
+
+    def _export_impl(self, module, example, case, path):
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        float_path = path.with_name(path.name.replace(".int8.onnx", ".float.onnx"))
+        meta = super()._export_impl(module, example, case, float_path)
+        model = onnx.load(str(float_path))
+        # the dynamo exporter leaves value_info entries that break quantize_dynamic's shape
+        # inference (measured on PESTO); they are optional, so drop them
+        del model.graph.value_info[:]
+        onnx.save(model, str(float_path))
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
+        float_path.unlink()
+        state = float_path.with_name(meta["state_file"])
+        meta["state_file"] = path.name + ".state.npz"
+        state.rename(path.with_name(meta["state_file"]))
+        return {**meta, "quantization": "onnxruntime dynamic, int8 weights"}
+
+
+class ExecuTorchInt8Target(ExecuTorchTarget):
+    """PT2E int8 (XNNPACKQuantizer, per-channel symmetric), calibrated on the canonical inputs."""
+
+    approximate = True
+    float_counterpart = "executorch-xnnpack"
+
+    def __init__(self) -> None:
+        super().__init__("xnnpack")
+        self.name = "executorch-xnnpack-int8"
+        self.suffix = ".xnnpack-int8.pte"
+        self.description = "ExecuTorch .pte, XNNPACK, PT2E int8 calibrated on the canonical inputs"
+
+    def _prepare_module(self, module, example, case):
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        initial = buffer_snapshot(module)
+        captured = torch.export.export(module, example, strict=False).module()
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = prepare_pt2e(captured, quantizer)
+            with torch.no_grad():
+                for input_name in case.inputs:
+                    restore_buffers(prepared, initial)  # each calibration stream starts fresh
+                    for call in case.inputs[input_name]():
+                        prepared(*call)
+            converted = convert_pt2e(prepared)
+        restore_buffers(converted, initial)  # calibration advanced the streaming state
+        return converted
+
+    def _export_impl(self, module, example, case, path):
+        meta = super()._export_impl(self._prepare_module(module, example, case), example, case, path)
+        return {**meta, "quantization": "PT2E int8, XNNPACKQuantizer per-channel symmetric"}

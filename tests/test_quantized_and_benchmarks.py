@@ -1,0 +1,91 @@
+"""Quantized targets are judged by the task metric; benchmark figures become honest ratios."""
+
+from __future__ import annotations
+
+import pytest
+
+import harness
+from harness.benchmarks import benchmark_table, flops_per_call
+from harness.equivalence import check_equivalence, eager_outputs, run_calls
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_quantized_pesto_passes_on_the_metric_while_tensors_differ(export_cache):
+    case = harness.case("pesto")
+    target = harness.target("onnx-int8")
+    calls = list(case.inputs["a_major_scale"]())
+    reference = eager_outputs(case.build(), calls, case.output_names)
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_equivalence(
+            case, target.name, reference, run_calls(runner, calls, case.output_names), approximate=True
+        )
+    assert result, result.report()
+    assert any(not c for c in result.comparisons)  # int8 is not tensor-exact: the metric decides
+    assert result.metric.name == "median pitch error on voiced frames" and result.metric.value < 25.0
+
+
+def test_an_approximate_target_that_drops_state_fails_its_metric(export_cache):
+    case = harness.case("pesto")
+    calls = list(case.inputs["pitch_sweep"]())
+    reference = eager_outputs(case.build(), calls, case.output_names)
+    with harness.target("onnx").load(export_cache.get(case, harness.target("onnx"))) as runner:
+        actual = run_calls(runner, calls, case.output_names)
+    result = check_equivalence(case, "onnx-int8", reference, actual, approximate=True)
+    assert not result
+    assert "median pitch error on voiced frames: OVER THRESHOLD" in result.summary()
+
+
+def test_cases_without_an_approximate_metric_are_refused():
+    case = harness.case("conv_mlp")
+    outputs = {"logits": case.build()(*case.example_inputs()).detach().numpy()}
+    with pytest.raises(ValueError, match="no approximate_metric"):
+        check_equivalence(case, "onnx-int8", outputs, outputs, approximate=True)
+
+
+def test_flops_are_counted_on_eager_and_state_is_restored():
+    case = harness.case("cached_conv")
+    module = case.build()
+    flops = flops_per_call(case, module, case.example_inputs())
+    assert flops == 2 * 4 * 1 * 5 * 32  # conv1d: 2 * out_channels * in_channels * kernel * frames
+    assert float(module.cache.abs().sum()) == 0.0
+
+
+def test_benchmark_table_takes_ratios_against_eager_of_the_same_run():
+    records = [
+        {
+            "case": "m",
+            "target": "eager",
+            "step_s": 0.004,
+            "flops": 4e6,
+            "peak_gflops": 10.0,
+            "size_bytes": 8e6,
+            "chunk_seconds": 0.01,
+            "streaming": True,
+        },
+        {
+            "case": "m",
+            "target": "onnx",
+            "step_s": 0.002,
+            "flops": 4e6,
+            "peak_gflops": 10.0,
+            "size_bytes": 8e6,
+            "chunk_seconds": 0.01,
+            "streaming": True,
+        },
+        {
+            "case": "m",
+            "target": "onnx-int8",
+            "step_s": 0.001,
+            "flops": 4e6,
+            "peak_gflops": 10.0,
+            "size_bytes": 2e6,
+            "chunk_seconds": 0.01,
+            "float_counterpart": "onnx",
+            "streaming": True,
+        },
+        {"case": "m", "target": "onnx", "cold_s": 0.05},
+    ]
+    table = "\n".join(benchmark_table(records))
+    assert "| onnx | 2.000 | 2.00x | 0.2000 | 50.0 | 8.00 | - | 2.00 | 20.0 |" in table
+    assert "| onnx-int8 | 1.000 | 4.00x | 0.1000 | - | 2.00 | 0.25 | 4.00 | 40.0 |" in table
