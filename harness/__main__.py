@@ -64,23 +64,39 @@ def _check(args: argparse.Namespace) -> int:
     return int(pytest.main(pytest_args + ["-q", *args.pytest_args]))
 
 
-MATRIX_START, MATRIX_END = "<!-- matrix:start -->", "<!-- matrix:end -->"
+def _replace_block(text: str, name: str, body: str) -> str | None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        return None
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body.strip()}\n{end}{tail}"
 
 
 def _readme(args: argparse.Namespace) -> int:
-    """Put the last run's Markdown matrix between the README's matrix markers."""
-    readme, report = Path(args.readme), Path(args.report)
+    """Put the last run's matrix (and benchmark table, if any) between the README's markers."""
+    readme = Path(args.readme)
     text = readme.read_text()
-    if MATRIX_START not in text or MATRIX_END not in text:
-        print(f"error: {readme} has no {MATRIX_START} ... {MATRIX_END} block", file=sys.stderr)
+    replaced = []
+    for name, report in (("matrix", Path(args.report)), ("benchmarks", Path(args.benchmarks))):
+        if not report.is_file():
+            continue
+        updated = _replace_block(text, name, report.read_text())
+        if updated is None:
+            print(
+                f"error: {readme} has no <!-- {name}:start --> ... <!-- {name}:end --> block", file=sys.stderr
+            )
+            return 2
+        text = updated
+        replaced.append(str(report))
+    if not replaced:
+        print(
+            f"error: neither {args.report} nor {args.benchmarks} exists; run the suites first",
+            file=sys.stderr,
+        )
         return 2
-    if not report.is_file():
-        print(f"error: {report} does not exist; run the suites first", file=sys.stderr)
-        return 2
-    head, rest = text.split(MATRIX_START, 1)
-    _, tail = rest.split(MATRIX_END, 1)
-    readme.write_text(f"{head}{MATRIX_START}\n{report.read_text().strip()}\n{MATRIX_END}{tail}")
-    print(f"{readme}: matrix replaced from {report}")
+    readme.write_text(text)
+    print(f"{readme}: replaced from {', '.join(replaced)}")
     return 0
 
 
@@ -101,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(run=_check)
     readme = commands.add_parser("readme", help="copy the last run's Markdown matrix into the README")
     readme.add_argument("--report", default="reports/conformance.md")
+    readme.add_argument("--benchmarks", default="reports/benchmarks.md")
     readme.add_argument("--readme", default="README.md")
     readme.set_defaults(run=_readme)
     args, extra = parser.parse_known_args(argv)
