@@ -11,6 +11,7 @@ Arguments ``check`` does not know are passed to pytest (e.g. ``-x``, ``--export-
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -100,6 +101,46 @@ def _readme(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from .summary import merge_reports
+
+    paths = [Path(p) for p in args.reports]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"error: no report at {', '.join(missing)}", file=sys.stderr)
+        return 2
+    markdown, merged = merge_reports(paths)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    out.with_suffix(".json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    print(markdown)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .html_report import trace_svgs
+
+    body = json.loads(Path(args.report).read_text())
+    key = f"{args.case}/{args.input}"
+    if key not in body.get("traces", {}):
+        print(
+            f"error: {args.report} has no traces for {key} (run the equivalence suite for it)",
+            file=sys.stderr,
+        )
+        return 2
+    order = [t.name for t in targets()]
+    only = args.targets.split(",") if args.targets else None
+    figures = dict(trace_svgs({key: body["traces"][key]}, target_order=order, only_targets=only))
+    caption = f"{args.case} on {args.input}: {args.output}"
+    if caption not in figures:
+        print(f"error: no per-call output {args.output!r} in the traces of {key}", file=sys.stderr)
+        return 2
+    Path(args.out).write_text(figures[caption])
+    print(args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description="export conformance harness")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     readme.add_argument("--benchmarks", default="reports/benchmarks.md")
     readme.add_argument("--readme", default="README.md")
     readme.set_defaults(run=_readme)
+    merge = commands.add_parser("merge", help="merge per-env conformance.json reports into one matrix")
+    merge.add_argument("reports", nargs="+")
+    merge.add_argument("--out", default="reports/summary.md")
+    merge.set_defaults(run=_merge)
+    plot = commands.add_parser("plot", help="an SVG of one output over time, eager against targets")
+    plot.add_argument("--report", default="reports/conformance.json")
+    plot.add_argument("--case", required=True)
+    plot.add_argument("--input", required=True)
+    plot.add_argument("--output", required=True, help="output name, e.g. pitch")
+    plot.add_argument("--targets", default=None, help="comma-separated targets to draw (default: all)")
+    plot.add_argument("--out", required=True)
+    plot.set_defaults(run=_plot)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "check":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -7,6 +7,7 @@ plugin parametrises them over every registered case x target x canonical input s
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path
@@ -281,6 +282,21 @@ class CellContext:
         audit = self._session.state_audit(self.case)
         self._item.user_properties.append(("conformance_state", [b.describe() for b in audit]))
         return [b.name for b in audit]
+
+    def record_traces(self, expected: Any, actual: Any, *, max_points: int = 2000) -> None:
+        """Keep outputs with one value per call (a pitch curve) for the report's plots."""
+
+        def series(values: Any) -> list[float | None]:
+            flat = values.reshape(values.shape[0], -1)[:max_points, 0].astype(float)
+            return [float(v) if math.isfinite(v) else None for v in flat]
+
+        per_call = [n for n in self.case.output_names if expected[n][0].size == 1]
+        if per_call and len(expected[per_call[0]]) > 1:
+            trace = {
+                "eager": {n: series(expected[n]) for n in per_call},
+                "target": {n: series(actual[n]) for n in per_call if actual[n].shape == expected[n].shape},
+            }
+            self._item.user_properties.append(("conformance_trace", trace))
 
     def artifact_path(self) -> Path:
         return Path(self._session.artifact(self.case, self.target).path)

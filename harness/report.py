@@ -14,14 +14,13 @@ from .baseline import Baseline, BaselineChange
 from .benchmarks import benchmark_table
 from .cache import library_versions
 from .case import SUITES
+from .html_report import render_html
 from .registry import CaseError, cases
 from .registry import case as find_case
+from .summary import STATUS_ORDER
 from .targets import targets
 
 __all__ = ["STATUS_ORDER", "ConformanceReport", "InputResult", "MatrixCollector", "status_of"]
-
-#: Worst first: a cell takes the worst status over its input sets.
-STATUS_ORDER = ("error", "fail", "xpass", "export-error", "xfail", "skip", "pass")
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,8 @@ class ConformanceReport:
     cells: dict[tuple[str, str, str], list[InputResult]] = field(default_factory=lambda: defaultdict(list))
     state_audit: dict[str, list[str]] = field(default_factory=dict)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
+    #: "case/input" -> target -> output -> one value per call (outputs with one value per call)
+    traces: dict[str, dict[str, dict[str, list[float | None]]]] = field(default_factory=dict)
 
     def add(
         self, cell: dict[str, str], status: str, reason: str, result: dict[str, Any] | None = None
@@ -242,6 +243,7 @@ class ConformanceReport:
             "versions": library_versions(),
             "rows": self.rows(),
             "state_audit": self.state_audit,
+            "traces": self.traces,
         }
 
     def write(self) -> list[Path]:
@@ -250,7 +252,13 @@ class ConformanceReport:
         js = self.out_dir / "conformance.json"
         md.write_text(self.render_markdown())
         js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
-        written = [md, js]
+        page = self.out_dir / "conformance.html"
+        order = [t.name for t in targets()]
+        page.write_text(render_html(self.as_json(), self.traces, self.benchmarks, target_order=order))
+        written = [md, js, page]
+        if not self.benchmarks:  # files from an earlier run must not pass for this one's
+            for stale in ("benchmarks.md", "benchmarks.json"):
+                (self.out_dir / stale).unlink(missing_ok=True)
         if self.benchmarks:
             bench_md = self.out_dir / "benchmarks.md"
             bench_md.write_text("\n".join(benchmark_table(self.benchmarks)))
@@ -312,6 +320,11 @@ class MatrixCollector:
             return
         if "conformance_benchmark" in props and report.when == "call":
             self.report.benchmarks.append(props["conformance_benchmark"])
+        if "conformance_trace" in props and report.when == "call":
+            trace = props["conformance_trace"]
+            by_target = self.report.traces.setdefault(f"{cell['case_name']}/{cell['input_name']}", {})
+            by_target["eager"] = trace["eager"]
+            by_target[cell["target_name"]] = trace["target"]
         if "conformance_state" in props:
             self.report.state_audit[cell["case_name"]] = props["conformance_state"]
         result = props.get("conformance_result")

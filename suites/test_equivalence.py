@@ -12,6 +12,7 @@ def test_equivalence(conformance):
     """The target's outputs match eager within the case's tolerance (and task metric)."""
     runner = conformance.runner()
     actual = run_calls(runner, conformance.calls(), conformance.case.output_names)
+    conformance.record_traces(conformance.reference(), actual)
     result = check_equivalence(
         conformance.case,
         conformance.target.name,
