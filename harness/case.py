@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,16 @@ STREAM_SUITES: tuple[str, ...] = (
     "stream-batch",
     "stream-initial",
 )
-SUITES: tuple[str, ...] = ("export", "equivalence", "determinism", *STREAM_SUITES, "golden", "benchmark")
+INPUT_SUITES: tuple[str, ...] = ("hypothesis", "dynamic-shapes", "branch-coverage")
+SUITES: tuple[str, ...] = (
+    "export",
+    "equivalence",
+    "determinism",
+    *STREAM_SUITES,
+    *INPUT_SUITES,
+    "golden",
+    "benchmark",
+)
 
 #: One call of the model: the positional inputs of ``forward``.
 Call = tuple[torch.Tensor, ...]
@@ -183,6 +193,8 @@ class ModelCase:
         expected: declared expected failures, applied as strict xfail.
         tags: free-form labels (``stateful``, ``audio``...).
         streaming: how the model streams, for stateful cases (enables the ``stream-*`` suites).
+        dynamic_dims: input name -> axis -> (min, max) for dimensions that vary at run time.
+        strategy: returns a hypothesis strategy of call sequences for the hypothesis suite.
         approximate_metric: the task metric that judges quantized targets (e.g. median pitch
             error); cases without one are not run on approximate targets.
     """
@@ -201,6 +213,11 @@ class ModelCase:
     #: The input set used where one is enough (determinism); defaults to the first of ``inputs``.
     primary_input: str | None = None
     streaming: StreamingSpec | None = None
+    #: Dynamic dimensions: input name -> axis -> (min, max). Exports are made with them, and
+    #: the dynamic-shapes suite tries sizes 1, the bounds and sizes unlike the example.
+    dynamic_dims: Mapping[str, Mapping[int, tuple[int, int]]] = field(default_factory=dict)
+    #: Hypothesis strategy of call sequences (the inputs the hypothesis suite generates).
+    strategy: Callable[[], Any] | None = None
     #: Judges approximate (quantized) targets instead of the tensor tolerances; without it the
     #: case is not run on them.
     approximate_metric: Metric | None = None
@@ -260,6 +277,14 @@ class ModelCase:
                 problems.append(
                     f"expected failure for ({expected.target}, {expected.suite}) but the case has no streaming spec"
                 )
+        for name, axes in self.dynamic_dims.items():
+            if name not in self.input_names:
+                problems.append(f"dynamic_dims names unknown input {name!r}")
+            for axis, (low, high) in axes.items():
+                if not 1 <= low <= high:
+                    problems.append(
+                        f"dynamic_dims {name!r} axis {axis}: need 1 <= min <= max, got ({low}, {high})"
+                    )
         for target in self.target_tolerance:
             if target not in known_targets:
                 problems.append(f"target_tolerance names unknown target {target!r}")

@@ -21,14 +21,18 @@ from .cache import ExportCache
 from .case import SUITES, MetricResult
 from .external import external_artifact, parse_artifact_option
 from .golden import TensorSnapshotExtension
+from .profiles import register_profiles
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
 from .targets import ArtifactError, ExportError, Runner, RuntimeMissing, targets
 from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
 
+register_profiles()  # before hypothesis's own pytest_configure reads --hypothesis-profile
+
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 REPORT_KEY = pytest.StashKey[ConformanceReport]()
 SESSION_ID_KEY = pytest.StashKey[str]()
+GENERATED_KEY = pytest.StashKey[set]()
 
 
 class ConformanceFailure(AssertionError):
@@ -178,16 +182,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     streaming_only = marker.kwargs.get("requires") == "streaming"
     only_targets = marker.kwargs.get("targets")
     skip_targets = marker.kwargs.get("skip_targets", ())
-    if inputs not in ("all", "primary"):
+    if inputs not in ("all", "primary", "generated"):
         raise pytest.UsageError(
-            f"{metafunc.definition.nodeid}: inputs must be 'all' or 'primary', got {inputs!r}"
+            f"{metafunc.definition.nodeid}: inputs must be 'all', 'primary' or 'generated', got {inputs!r}"
         )
+    requires = marker.kwargs.get("requires")
+    if requires not in (None, "streaming", "strategy", "dynamic"):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown requires={requires!r}")
     selected = _selected_targets(metafunc.config)
     cells = []
     for case in registry.cases():
-        if streaming_only and case.streaming is None:
+        if (
+            (streaming_only and case.streaming is None)
+            or (requires == "strategy" and case.strategy is None)
+            or (requires == "dynamic" and not case.dynamic_dims)
+        ):
             continue
-        input_names = list(case.inputs) if inputs == "all" else [case.main_input]
+        input_names = {"all": list(case.inputs), "primary": [case.main_input], "generated": ["generated"]}[
+            inputs
+        ]
         for target in targets():
             if selected is not None and target.name not in selected:
                 continue
@@ -196,6 +209,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if target.approximate and (case.approximate_metric is None or streaming_only):
                 continue  # judged by a task metric: only where the case has one, never tensor-exact streaming
             cells += [Cell(case.name, target.name, name, suite) for name in input_names]
+    metafunc.config.stash.setdefault(GENERATED_KEY, set()).update(cells)
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
 
@@ -203,29 +217,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Apply declared expected failures as strict xfail; reject declarations that match nothing."""
-    used: set[tuple[str, int]] = set()
-    suites_collected: set[str] = set()
+    """Apply declared expected failures as strict xfail; reject declarations that match nothing.
+
+    Staleness is judged against every cell generated for the collected suite functions (before
+    ``-k`` or node-id selection), so selecting a subset never makes a declaration look stale.
+    """
+    generated: set[Cell] = config.stash.get(GENERATED_KEY, set())
+    suites_generated = {cell.suite for cell in generated}
     for item in items:
         cell = _cell_of(item)
         if cell is None:
             continue
-        suites_collected.add(cell.suite)
-        case = cell.case
-        for index, expected in enumerate(case.expected):
-            if expected.matches(cell.target_name, cell.suite, cell.input_name):
-                used.add((case.name, index))
-                raises = ExportError if expected.suite == "export" else ConformanceFailure
-                item.add_marker(pytest.mark.xfail(reason=expected.reason, strict=True, raises=raises))
-                break
+        expected = cell.case.expected_failure(cell.target_name, cell.suite, cell.input_name)
+        if expected is not None:
+            raises = ExportError if expected.suite == "export" else ConformanceFailure
+            item.add_marker(pytest.mark.xfail(reason=expected.reason, strict=True, raises=raises))
     if _selected_targets(config) is not None:
         return  # a target subset cannot judge declarations about the others
     stale = [
         f"case {c.name!r}: expected failure ({e.target}, {e.suite}, inputs={list(e.inputs) or 'all'}) matches no test"
         for c in registry.cases()
-        for i, e in enumerate(c.expected)
-        if (c.name, i) not in used
-        and (e.suite in suites_collected or (e.suite == "export" and suites_collected))
+        for e in c.expected
+        if (e.suite in suites_generated or (e.suite == "export" and suites_generated))
+        and not any(
+            cell.case_name == c.name and e.matches(cell.target_name, cell.suite, cell.input_name)
+            for cell in generated
+        )
     ]
     if stale:
         raise pytest.UsageError("stale expected failures:\n  " + "\n  ".join(stale))
@@ -297,6 +314,14 @@ class CellContext:
                 "target": {n: series(actual[n]) for n in per_call if actual[n].shape == expected[n].shape},
             }
             self._item.user_properties.append(("conformance_trace", trace))
+
+    def record_branches(self, summary: str) -> None:
+        """Branch coverage for the report, per case."""
+        self._item.user_properties.append(("conformance_branches", summary))
+
+    def branches(self) -> Any:
+        """The case's data-dependent branches (cached per process)."""
+        return self._session.branches(self.case)
 
     def artifact_path(self) -> Path:
         return Path(self._session.artifact(self.case, self.target).path)

@@ -84,6 +84,7 @@ class ConformanceReport:
     cells: dict[tuple[str, str, str], list[InputResult]] = field(default_factory=lambda: defaultdict(list))
     state_audit: dict[str, list[str]] = field(default_factory=dict)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
+    branch_coverage: dict[str, str] = field(default_factory=dict)
     #: "case/input" -> target -> output -> one value per call (outputs with one value per call)
     traces: dict[str, dict[str, dict[str, list[float | None]]]] = field(default_factory=dict)
 
@@ -201,6 +202,9 @@ class ConformanceReport:
             lines += [
                 f"  {case}: {'; '.join(found) or 'none'}" for case, found in sorted(self.state_audit.items())
             ]
+        if self.branch_coverage:
+            lines += ["", "branch coverage (data-dependent branches, sides taken by generated inputs):"]
+            lines += [f"  {case}: {summary}" for case, summary in sorted(self.branch_coverage.items())]
         return "\n".join(lines)
 
     def render_markdown(self) -> str:
@@ -227,6 +231,9 @@ class ConformanceReport:
                 f"- `{case}`: {'; '.join(found) or 'none'}"
                 for case, found in sorted(self.state_audit.items())
             ]
+        if self.branch_coverage:
+            lines += ["", "Branch coverage (data-dependent branches, sides taken by generated inputs):", ""]
+            lines += [f"- `{case}`: {summary}" for case, summary in sorted(self.branch_coverage.items())]
         return "\n".join(lines) + "\n"
 
     def observed(self) -> dict[tuple[str, str, str, str], tuple[str, str]]:
@@ -243,6 +250,7 @@ class ConformanceReport:
             "versions": library_versions(),
             "rows": self.rows(),
             "state_audit": self.state_audit,
+            "branch_coverage": self.branch_coverage,
             "traces": self.traces,
         }
 
@@ -320,6 +328,8 @@ class MatrixCollector:
             return
         if "conformance_benchmark" in props and report.when == "call":
             self.report.benchmarks.append(props["conformance_benchmark"])
+        if "conformance_branches" in props:
+            self.report.branch_coverage[cell["case_name"]] = props["conformance_branches"]
         if "conformance_trace" in props and report.when == "call":
             trace = props["conformance_trace"]
             by_target = self.report.traces.setdefault(f"{cell['case_name']}/{cell['input_name']}", {})

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .branches import Branch, discover_branches
 from .cache import ExportCache
 from .case import Calls, ModelCase
 from .equivalence import eager_outputs
@@ -56,6 +57,7 @@ class ConformanceSession:
         self._calls: dict[tuple[str, str], Calls] = {}
         self._references: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._state_audits: dict[str, list[StateBuffer]] = {}
+        self._branches: dict[str, list[Branch]] = {}
 
     def artifact(self, case: ModelCase, target: Target) -> Artifact:
         override = self.overrides.get((case.name, target.name))
@@ -81,6 +83,12 @@ class ConformanceSession:
         if case.name not in self._state_audits:
             self._state_audits[case.name] = audit_state(self.eager_module(case), case.example_inputs())
         return self._state_audits[case.name]
+
+    def branches(self, case: ModelCase) -> list[Branch]:
+        """Data-dependent branches of the case's forward (cached per case)."""
+        if case.name not in self._branches:
+            self._branches[case.name] = discover_branches(self.eager_module(case), case.example_inputs())
+        return self._branches[case.name]
 
     def eager_module(self, case: ModelCase) -> torch.nn.Module:
         if case.name not in self._eager:

@@ -77,11 +77,12 @@ def test_registry_rejects_a_second_case_with_the_same_name():
 
 
 def test_builtin_targets_are_registered_in_order():
-    assert [t.name for t in harness.targets()][:7] == [
+    assert [t.name for t in harness.targets()][:8] == [
         "eager",
         "torchscript",
         "torch-export",
         "onnx",
+        "onnx-legacy",
         "onnx-stateful",
         "executorch-xnnpack",
         "executorch-portable",

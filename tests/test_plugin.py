@@ -42,8 +42,10 @@ def test_ids_select_by_case_and_target(inner_pytest):
     result = inner_pytest("--collect-only", "-q", "-k", "doubler and onnx", cases=_cases())
     lines = [line for line in result.outlines if "::" in line]
     assert sorted(lines) == [
+        "test_suites.py::test_determinism[doubler-onnx-legacy-ones]",
         "test_suites.py::test_determinism[doubler-onnx-ones]",
         "test_suites.py::test_determinism[doubler-onnx-stateful-ones]",
+        "test_suites.py::test_equivalence[doubler-onnx-legacy-ones]",
         "test_suites.py::test_equivalence[doubler-onnx-ones]",
         "test_suites.py::test_equivalence[doubler-onnx-stateful-ones]",
     ]
@@ -110,7 +112,7 @@ def test_expected_failure_that_matches_no_generated_test_is_stale(inner_pytest):
 def test_missing_optional_runtime_is_a_skip_with_a_reason(inner_pytest):
     blocker = "import sys\nsys.modules['onnxruntime'] = None  # planted: the runtime is not installed\n"
     result = inner_pytest("-k", "doubler and onnx", "-rs", cases=_cases(), conftest=blocker)
-    result.assert_outcomes(skipped=4)  # onnx and onnx-stateful, two suites each
+    result.assert_outcomes(skipped=6)  # onnx, onnx-legacy and onnx-stateful, two suites each
     assert "onnx: the optional runtime 'onnxruntime' is not installed" in result.stdout.str()
     assert "ImportError" not in result.stdout.str()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import Artifact, ArtifactError, ExportError, Runner, RuntimeMissing, Target
 from .executorch_target import ExecuTorchTarget
+from .onnx_legacy import LegacyOnnxTarget
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import OnnxTarget
 from .quantized import ExecuTorchInt8Target, OnnxInt8Target
@@ -50,6 +51,7 @@ for _builtin in (
     TorchScriptTarget(),
     TorchExportTarget(),
     OnnxTarget(),
+    LegacyOnnxTarget(),
     LiftedOnnxTarget(),
     ExecuTorchTarget("xnnpack"),
     ExecuTorchTarget("portable"),

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..shapes import torch_dynamic_shapes
 from .base import Artifact, ArtifactError, Runner, Target
 
 __all__ = ["ExecuTorchRunner", "ExecuTorchTarget"]
@@ -91,7 +92,9 @@ class ExecuTorchTarget(Target):
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
         from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
 
-        program = torch.export.export(module, example, strict=False)
+        program = torch.export.export(
+            module, example, dynamic_shapes=torch_dynamic_shapes(case), strict=False
+        )
         partitioners = []
         if self.backend == "xnnpack":
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner

@@ -14,11 +14,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..shapes import torch_dynamic_shapes
 from ..state import LiftedState, mutated_buffer_names
 from .base import Artifact, ArtifactError, Runner, Target
 from .onnx_target import OnnxRunner
 
 __all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
+
+
+def _with_static_state(shapes: tuple | None, n_state: int) -> tuple | None:
+    """LiftedState.forward takes ``*args``: its dynamic shapes are one tuple for ``args``."""
+    return None if shapes is None else ((*shapes, *([None] * n_state)),)
 
 
 class LiftedOnnxRunner(OnnxRunner):
@@ -90,6 +96,7 @@ class LiftedOnnxTarget(Target):
             dynamo=True,
             input_names=[*case.input_names, *state_inputs],
             output_names=[*case.output_names, *state_outputs],
+            dynamic_shapes=_with_static_state(torch_dynamic_shapes(case), len(state_names)),
             external_data=False,
             verbose=False,
         )

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..shapes import torch_dynamic_shapes
 from .base import Artifact, ArtifactError, Runner, Target
 
 __all__ = ["OnnxRunner", "OnnxTarget"]
@@ -89,6 +90,7 @@ class OnnxTarget(Target):
             dynamo=True,
             input_names=list(case.input_names),
             output_names=list(case.output_names),
+            dynamic_shapes=torch_dynamic_shapes(case),
             external_data=False,
             verbose=False,
         )

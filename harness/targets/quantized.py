@@ -13,6 +13,7 @@ import warnings
 import torch
 
 from ..buffers import buffer_snapshot, restore_buffers
+from ..shapes import torch_dynamic_shapes
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
 
@@ -67,7 +68,8 @@ class ExecuTorchInt8Target(ExecuTorchTarget):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         initial = buffer_snapshot(module)
-        captured = torch.export.export(module, example, strict=False).module()
+        shapes = torch_dynamic_shapes(case)
+        captured = torch.export.export(module, example, dynamic_shapes=shapes, strict=False).module()
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

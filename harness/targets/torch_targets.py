@@ -11,6 +11,7 @@ import torch
 
 from ..buffers import buffer_snapshot, restore_buffers
 from ..case import ModelCase
+from ..shapes import torch_dynamic_shapes
 from .base import Artifact, Runner, Target
 
 __all__ = ["EagerTarget", "ModuleRunner", "TorchExportTarget", "TorchScriptTarget"]
@@ -84,7 +85,9 @@ class TorchExportTarget(Target):
     description = "torch.export.export, run via ExportedProgram.module()"
 
     def _export_impl(self, module, example, case, path):
-        program = torch.export.export(module, example, strict=False)
+        program = torch.export.export(
+            module, example, dynamic_shapes=torch_dynamic_shapes(case), strict=False
+        )
         torch.export.save(program, str(path))
         return None
 

@@ -1,0 +1,105 @@
+"""Checks over the input space: generated inputs, dynamic sizes, branch coverage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .branches import Branch, BranchRecorder
+from .case import Calls, ModelCase
+from .compare import compare
+from .equivalence import check_equivalence, eager_outputs, run_calls
+from .shapes import resize_call, sizes_to_try
+from .streaming import StreamCheck, eager_stream
+from .targets import Runner
+from .targets.base import describe_exception
+
+__all__ = ["baked_branch", "check_dynamic_shapes", "check_generated_input"]
+
+
+def baked_branch(
+    module: torch.nn.Module, branches: Sequence[Branch], example: Calls, failing: Calls
+) -> str | None:
+    """The branch the failing input takes the other way from the example, if any."""
+    if not branches:
+        return None
+    recorder = BranchRecorder(branches)
+    with recorder.watch() as example_sides:
+        eager_stream(module, example)  # the outputs are not needed, only the sides taken
+    with recorder.watch() as failing_sides:
+        eager_stream(module, failing)
+    for branch in branches:
+        if (
+            branch in example_sides
+            and branch in failing_sides
+            and example_sides[branch] != failing_sides[branch]
+        ):
+            return (
+                f"branch baked: the export always takes the {str(example_sides[branch]).lower()} side of "
+                f"{branch.describe()}, as the example input did; this input takes the "
+                f"{str(failing_sides[branch]).lower()} side"
+            )
+    return None
+
+
+def check_generated_input(
+    case: ModelCase,
+    target: str,
+    runner: Runner,
+    module: torch.nn.Module,
+    calls: Calls,
+    branches: Sequence[Branch],
+    *,
+    approximate: bool = False,
+) -> StreamCheck:
+    """One generated input through eager and the export; a mismatch is diagnosed (baked branch)."""
+    what = f"{target} on a generated input"
+    expected = eager_outputs(module, calls, case.output_names)
+    try:
+        actual = run_calls(runner, calls, case.output_names)
+    except Exception as exc:
+        kind, line = describe_exception(exc)
+        return StreamCheck(what, False, f"the export rejects this input: {kind}: {line}")
+    result = check_equivalence(case, target, expected, actual, approximate=approximate)
+    if result:
+        return StreamCheck(what, True, "ok", metric=result.metric)
+    baked = baked_branch(module, branches, [tuple(case.example_inputs())], calls[:1])
+    diagnosis = f"{baked}; {result.summary()}" if baked else result.summary()
+    return StreamCheck(what, False, diagnosis, tuple(result.report().splitlines()), metric=result.metric)
+
+
+def check_dynamic_shapes(
+    case: ModelCase, target: str, runner: Runner, module: torch.nn.Module, call: tuple[torch.Tensor, ...]
+) -> StreamCheck:
+    """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example."""
+    what = f"{target} dynamic sizes"
+    tried = []
+    for index, name in enumerate(case.input_names):
+        for axis, (low, high) in sorted(case.dynamic_dims.get(name, {}).items()):
+            example_size = call[index].shape[axis]
+            for size in sizes_to_try(low, high, example_size):
+                resized = resize_call(call, index, axis, size, seed=size)
+                tried.append(f"{name}[{axis}]={size}")
+                expected = eager_outputs(module, [resized], case.output_names)
+                try:
+                    actual = run_calls(runner, [resized], case.output_names)
+                except Exception as exc:
+                    kind, line = describe_exception(exc)
+                    return StreamCheck(
+                        what,
+                        False,
+                        f"shape specialised: the export rejects {name} dimension {axis} = {size} "
+                        f"(the example has {example_size}): {kind}: {line}",
+                    )
+                for out in case.output_names:
+                    comparison = compare(
+                        expected[out], actual[out], case.tolerance_for(out, target), name=out
+                    )
+                    if not comparison:
+                        return StreamCheck(
+                            what,
+                            False,
+                            f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {comparison.summary()}",
+                        )
+    return StreamCheck(what, True, f"ok at {', '.join(tried)}")

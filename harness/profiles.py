@@ -1,0 +1,70 @@
+"""Hypothesis profiles for the input-space suites: ``dev``, ``ci`` (bounded), ``nightly``.
+
+Chosen with hypothesis's own ``--hypothesis-profile``; this repository's pytest options make
+``ci`` the default. ``dev`` and ``nightly`` generate at random, shrink failures and save them in
+``golden/hypothesis`` (commit it): every later run replays them first. ``ci`` is deterministic:
+it replays that database, then generates a fixed (derandomized) set of inputs, so CI is never
+red by chance, and a failure the nightly run found once gates every later CI run.
+"""
+
+from __future__ import annotations
+
+import unittest
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+__all__ = ["EXAMPLE_DATABASE", "register_profiles", "run_property"]
+
+EXAMPLE_DATABASE = "golden/hypothesis"
+_COMMON = dict(
+    deadline=None,  # exports run at the speed of their runtime (portable kernels are slow)
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+    print_blob=True,
+)
+
+
+def register_profiles() -> None:
+    database = DirectoryBasedExampleDatabase(EXAMPLE_DATABASE)
+    settings.register_profile("dev", max_examples=20, database=database, **_COMMON)
+    # ci: derandomized generation (hypothesis then uses no database) and no shrinking;
+    # replay_then_generate() replays the database in a separate pass first
+    ci_phases = (Phase.explicit, Phase.generate, Phase.target)
+    settings.register_profile("ci", max_examples=6, derandomize=True, phases=ci_phases, **_COMMON)
+    settings.register_profile("nightly", max_examples=200, database=database, **_COMMON)
+
+
+def run_property(
+    strategy: Any, body: Callable[[Any], None], *, database_key: str, database_path: str = EXAMPLE_DATABASE
+) -> None:
+    """Run ``body`` on inputs drawn from ``strategy`` under the active profile.
+
+    Under a derandomized profile (``ci``), first replay every example saved in the database for
+    ``database_key`` (failures found by earlier dev or nightly runs), then generate the fixed
+    set. Otherwise one run does both, saving new failures.
+    """
+    current = settings()
+    runs = [current]
+    if current.derandomize:
+        replay = settings(
+            current,
+            derandomize=False,
+            database=DirectoryBasedExampleDatabase(database_path),
+            phases=(Phase.reuse,),
+        )
+        runs = [replay, current]
+    for index, run_settings in enumerate(runs):
+        test = settings(run_settings)(given(strategy)(body))
+        # one database key per cell (hypothesis's pytest plugin does the same for parametrized tests)
+        test.hypothesis.inner_test._hypothesis_internal_add_digest = database_key.encode()
+        try:
+            test()
+        except unittest.SkipTest:
+            if index == len(runs) - 1:
+                raise  # the replay pass has nothing to replay when the database has no failure

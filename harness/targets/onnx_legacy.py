@@ -1,0 +1,53 @@
+"""The TorchScript-based ONNX exporter (``dynamo=False``), as many teams still export today."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .base import Artifact, Runner, Target
+from .onnx_target import OnnxRunner
+
+__all__ = ["LegacyOnnxTarget"]
+
+
+class LegacyOnnxTarget(Target):
+    """``torch.onnx.export(..., dynamo=False, opset_version=17, do_constant_folding=True)`` with
+    dynamic axes for the case's declared dynamic dimensions; run on onnxruntime like ``onnx``."""
+
+    name = "onnx-legacy"
+    suffix = ".legacy.onnx"
+    requires = ("onnx", "onnxruntime")
+    description = "torch.onnx.export(dynamo=False), opset 17, constant folding, dynamic axes"
+    opset = 17
+
+    def _export_impl(self, module, example, case, path):
+        dynamic_axes = {
+            name: {axis: f"{name}_{axis}" for axis in axes} for name, axes in case.dynamic_dims.items()
+        }
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                dynamo=False,
+                opset_version=self.opset,
+                do_constant_folding=True,
+                input_names=list(case.input_names),
+                output_names=list(case.output_names),
+                dynamic_axes=dynamic_axes or None,
+                training=torch.onnx.TrainingMode.EVAL,
+            )
+        tracer = sorted(
+            {
+                f"{w.filename}:{w.lineno}: {w.message}"
+                for w in caught
+                if w.category.__name__ == "TracerWarning"
+            }
+        )
+        return {"opset": self.opset, "dynamic_axes": dynamic_axes, "tracer_warnings": tracer}
+
+    def _load_impl(self, artifact: Artifact) -> Runner:
+        return OnnxRunner(artifact)

@@ -1,0 +1,83 @@
+"""The input space: generated inputs (hypothesis), dynamic sizes, and branch coverage."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, target
+from hypothesis import strategies as st
+
+from harness.branches import BranchRecorder
+from harness.inputs import check_dynamic_shapes, check_generated_input
+from harness.profiles import run_property
+from harness.streaming import StreamCheck, eager_stream
+
+
+@pytest.mark.conformance("hypothesis", inputs="generated", requires="strategy")
+def test_hypothesis(conformance, request):
+    """Generated inputs agree between eager and the export; a failing input is shrunk and kept
+    in golden/hypothesis, and replayed by every later run."""
+    runner = conformance.runner()
+    module, branches = conformance.eager_module(), conformance.branches()
+    # the primary canonical input is the simplest example, so hypothesis tries it first
+    seed = st.just(conformance.calls(conformance.case.main_input))
+
+    def body(calls):
+        result = check_generated_input(
+            conformance.case,
+            conformance.target.name,
+            runner,
+            module,
+            calls,
+            branches,
+            approximate=conformance.target.approximate,
+        )
+        conformance.verdict(result)
+
+    run_property(st.one_of(seed, conformance.case.strategy()), body, database_key=request.node.nodeid)
+
+
+@pytest.mark.conformance("dynamic-shapes", inputs="primary", requires="dynamic")
+def test_dynamic_shapes(conformance):
+    """Sizes 1, the bounds and sizes unlike the example; a shape-specialised export is named."""
+    runner = conformance.runner()
+    call = conformance.calls()[0]
+    conformance.verdict(
+        check_dynamic_shapes(
+            conformance.case, conformance.target.name, runner, conformance.eager_module(), call
+        )
+    )
+
+
+@pytest.mark.conformance("branch-coverage", inputs="generated", targets=("eager",), requires="strategy")
+def test_branch_coverage(conformance):
+    """Every side of every data-dependent branch is taken by some generated input."""
+    module = conformance.eager_module()
+    branches = conformance.branches()
+    recorder = BranchRecorder(branches)
+    strategy = conformance.case.strategy()
+
+    @settings(database=None)  # coverage is searched afresh; the failure database is the suites'
+    @given(data=st.data())
+    def search(data):
+        calls = data.draw(strategy)
+        seen_before = {b: dict(recorder.counts[b]) for b in branches}
+        with recorder.watch():
+            eager_stream(module, calls)
+        novelty = sum(
+            1
+            for b in branches
+            for side in (True, False)
+            if recorder.counts[b][side] and not seen_before[b][side]
+        )
+        target(float(novelty), label="new branch sides")  # steer towards sides not yet taken
+
+    if branches:
+        search()
+    unreached = recorder.unreached()
+    if unreached:
+        missing = "; ".join(f"the {str(side).lower()} side of {b.describe()}" for b, side in unreached)
+        result = StreamCheck("branch coverage", False, f"never exercised by the generated inputs: {missing}")
+    else:
+        result = StreamCheck("branch coverage", True, f"covered: {recorder.summary()}")
+    conformance.record_branches(recorder.summary())
+    conformance.verdict(result)

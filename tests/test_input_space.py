@@ -1,0 +1,167 @@
+"""The input space: every planted fault is reported with its diagnosis."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import Phase, settings
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+import harness
+from harness import ModelCase, tol
+from harness.branches import BranchRecorder, discover_branches
+from harness.inputs import check_dynamic_shapes, check_generated_input
+from harness.profiles import run_property
+from harness.strategies import audio, audio_stream, images, tokens
+from harness.targets import Artifact
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.mark.parametrize("target_name", ["torchscript", "onnx-legacy"])
+def test_traced_branch_is_reported_as_baked_with_its_source_line(export_cache, target_name):
+    case = harness.case("branchy")
+    module = case.build()
+    branches = discover_branches(module, case.example_inputs())
+    loud = [(torch.randn(4, 16, generator=torch.Generator().manual_seed(5)) * 3.0,)]
+    target = harness.target(target_name)
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_generated_input(case, target_name, runner, module, loud, branches)
+    assert not result
+    assert result.diagnosis.startswith(
+        "branch baked: the export always takes the false side of `if x.abs().mean() > 0.5:`"
+    )
+    assert "fixtures/toys.py:" in result.diagnosis and "this input takes the true side" in result.diagnosis
+
+
+def test_dynamo_based_exports_refuse_the_branch_instead(export_cache):
+    case = harness.case("branchy")
+    with pytest.raises(harness.ExportError, match="GuardOnDataDependentSymNode"):
+        export_cache.get(case, harness.target("onnx"))
+
+
+def test_shape_specialised_export_is_reported(tmp_path):
+    case = harness.case("conv_mlp")
+    module = case.build()
+    path = tmp_path / "static.pt2"
+    # the planted fault: exported without the case's dynamic batch dimension
+    torch.export.save(torch.export.export(module, case.example_inputs(), strict=False), str(path))
+    artifact = Artifact(path, "torch-export", case.name, case.input_names, case.output_names)
+    with harness.target("torch-export").load(artifact) as runner:
+        result = check_dynamic_shapes(case, "torch-export", runner, module, case.example_inputs())
+    assert not result
+    assert result.diagnosis.startswith(
+        "shape specialised: the export rejects signal dimension 0 = 1 (the example has 2)"
+    )
+
+
+def test_the_real_dynamic_export_accepts_every_size(export_cache):
+    case = harness.case("conv_mlp")
+    target = harness.target("torch-export")
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_dynamic_shapes(case, target.name, runner, case.build(), case.example_inputs())
+    assert result, result.report()
+    assert "signal[0]=1" in result.diagnosis and "signal[0]=16" in result.diagnosis
+
+
+def test_a_branch_side_the_strategy_cannot_reach_fails_coverage(inner_pytest):
+    planted = """
+import torch
+from hypothesis import strategies as st
+from harness import ModelCase, register
+
+class Gate(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 1000.0:
+            return x * 2.0
+        return x - 1.0
+
+register(ModelCase(
+    name="gate", build=lambda: Gate().eval(), example_inputs=lambda: (torch.zeros(3),),
+    input_names=("x",), output_names=("y",), inputs={"zeros": lambda: [(torch.zeros(3),)]},
+    # the planted fault: values in [0, 1] never sum past 1000
+    strategy=lambda: st.lists(st.floats(0, 1), min_size=3, max_size=3).map(lambda v: [(torch.tensor(v),)]),
+))
+"""
+    result = inner_pytest("-k", "coverage", cases=planted, suites=("test_inputs",))
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "never exercised by the generated inputs: the true side of `if x.sum() > 1000.0:`" in out
+    assert "planted_cases.py:" in out
+
+
+def test_recorder_counts_both_sides():
+    case = harness.case("branchy")
+    module = case.build()
+    recorder = BranchRecorder(discover_branches(module, case.example_inputs()))
+    with recorder.watch():
+        module(torch.zeros(4, 16))
+        module(torch.full((4, 16), 2.0))
+    assert recorder.unreached() == []
+    assert "true x1, false x1" in recorder.summary()
+
+
+def test_a_failure_found_once_is_replayed_first_by_the_deterministic_profile(tmp_path):
+    seen: list[int] = []
+
+    def body(n: int) -> None:
+        seen.append(n)
+        assert n < 500
+
+    database = str(tmp_path / "db")
+    base = settings(database=None, deadline=None, max_examples=200)
+    dev = settings(base, database=DirectoryBasedExampleDatabase(database))  # random, shrinks, saves
+    with _profile(dev), pytest.raises(AssertionError):
+        run_property(st.integers(0, 1000), body, database_key="cell-1", database_path=database)
+    shrunk = seen[-1]
+    seen.clear()
+    ci = settings(base, derandomize=True, phases=(Phase.explicit, Phase.generate), max_examples=1)
+    with _profile(ci), pytest.raises(AssertionError):
+        run_property(st.integers(0, 1000), body, database_key="cell-1", database_path=database)
+    assert seen[0] >= 500 and seen[0] == shrunk  # the replay pass ran the saved failure first
+
+
+class _profile:
+    """Make ``settings()`` return these settings inside the block (as a loaded profile does)."""
+
+    def __init__(self, active: settings) -> None:
+        self.active = active
+
+    def __enter__(self) -> None:
+        settings.register_profile("_self_test", self.active)
+        self.previous = settings._current_profile
+        settings.load_profile("_self_test")
+
+    def __exit__(self, *exc: object) -> None:
+        settings.load_profile(self.previous)
+
+
+def test_strategies_check_their_arguments():
+    with pytest.raises(ValueError, match="min_length <= max_length"):
+        audio(min_length=10, max_length=5, sample_rate=16000)
+    with pytest.raises(ValueError, match="Nyquist"):
+        audio(min_length=1, max_length=5, sample_rate=16000, freq_range=(100.0, 9000.0))
+    with pytest.raises(ValueError, match="unknown kinds"):
+        audio(min_length=1, max_length=5, sample_rate=16000, kinds=("hum",))
+    with pytest.raises(ValueError, match="bad length"):
+        tokens(vocab=10, length=(5, 2))
+    with pytest.raises(ValueError, match="bad shape"):
+        images(height=0, width=4)
+    stream = audio_stream(chunk=160, min_chunks=2, max_chunks=3, sample_rate=16000).example()
+    assert 2 <= len(stream) <= 3 and stream[0][0].shape == (1, 160)
+
+
+def test_dynamic_dims_naming_an_unknown_input_are_rejected():
+    case = ModelCase(
+        name="bad_dims",
+        build=lambda: torch.nn.Identity().eval(),
+        example_inputs=lambda: (torch.zeros(1),),
+        input_names=("x",),
+        output_names=("y",),
+        inputs={"z": lambda: [(torch.zeros(1),)]},
+        tolerance={"default": tol(0.0)},
+        dynamic_dims={"xx": {0: (1, 4)}, "x": {0: (0, 4)}},
+    )
+    problems = "\n".join(case.check_declarations([t.name for t in harness.targets()]))
+    assert "dynamic_dims names unknown input 'xx'" in problems and "need 1 <= min <= max" in problems
