@@ -19,6 +19,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension
 from syrupy.location import PyTestLocation
 
 from .cache import library_versions
+from .case import Metric, MetricResult
 from .compare import Tolerance, compare
 
 __all__ = ["TensorSnapshot", "TensorSnapshotExtension", "tensor_snapshot_extension"]
@@ -81,6 +82,8 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
     golden_root: ClassVar[Path | None] = None
     tolerances: ClassVar[Mapping[str, Tolerance]] = {}
     default_tolerance: ClassVar[Tolerance] = Tolerance()
+    #: For approximate (quantized) targets: the task metric that decides, tensors are informative.
+    metric: ClassVar[Metric | None] = None
 
     def serialize(self, data: Any, **kwargs: Any) -> bytes:
         if isinstance(data, TensorSnapshot):
@@ -114,8 +117,18 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
                 result = compare(expected[name], actual[name], tolerance, name=name)
                 yield name, None if result else result.summary()
 
+    def _metric_result(self, serialized_data: Any, snapshot_data: Any) -> MetricResult | None:
+        if self.metric is None:
+            return None
+        actual, _ = _from_npz(serialized_data)
+        expected, _ = _from_npz(snapshot_data)
+        return self.metric(expected, actual)
+
     def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
         try:
+            judged = self._metric_result(serialized_data, snapshot_data)
+            if judged is not None:
+                return bool(judged)
             return all(problem is None for _, problem in self._comparisons(serialized_data, snapshot_data))
         except (ValueError, OSError, KeyError, TypeError):
             return False  # an unreadable snapshot never matches; diff_lines says why
@@ -128,7 +141,12 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
         except (ValueError, OSError, KeyError, TypeError) as exc:
             yield f"the stored snapshot cannot be read as .npz ({type(exc).__name__}: {exc})"
             return
-        yield "tensor snapshot differs beyond tolerance (snapshot = expected, now = actual):"
+        judged = self._metric_result(serialized_data, snapshot_data)
+        if judged is not None:
+            yield f"approximate target: judged by its task metric: {judged.summary()}"
+            yield "tensor differences (informative):"
+        else:
+            yield "tensor snapshot differs beyond tolerance (snapshot = expected, now = actual):"
         yield from (f"  {p}" for p in problems)
         yield "  (rerun with --snapshot-update only if the change is intended)"
 
@@ -147,13 +165,20 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
 _BOUND: dict[tuple, type[TensorSnapshotExtension]] = {}
 
 
-def tensor_snapshot_extension(tolerances: Mapping[str, Tolerance]) -> type[TensorSnapshotExtension]:
-    """A TensorSnapshotExtension subclass comparing each output with its tolerance."""
-    key = tuple(sorted((k, v.atol, v.rtol) for k, v in tolerances.items()))
+def tensor_snapshot_extension(
+    tolerances: Mapping[str, Tolerance], *, metric: Metric | None = None
+) -> type[TensorSnapshotExtension]:
+    """A TensorSnapshotExtension subclass comparing each output with its tolerance, or, given a
+    ``metric`` (approximate targets), judging by the metric alone."""
+    key = (tuple(sorted((k, v.atol, v.rtol) for k, v in tolerances.items())), id(metric))
     if key not in _BOUND:
         _BOUND[key] = type(
             "BoundTensorSnapshotExtension",
             (TensorSnapshotExtension,),
-            {"tolerances": dict(tolerances), "default_tolerance": tolerances.get("default", Tolerance())},
+            {
+                "tolerances": dict(tolerances),
+                "default_tolerance": tolerances.get("default", Tolerance()),
+                "metric": metric,
+            },
         )
     return _BOUND[key]

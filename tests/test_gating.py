@@ -186,3 +186,19 @@ def test_baseline_gate_fails_on_a_regression_an_improvement_and_a_removed_case(
         "retired_model / onnx / equivalence [x]: pass -> (removed: case or target no longer registered)"
         in out
     )
+
+
+def test_approximate_snapshots_are_judged_by_the_task_metric():
+    from harness.golden import TensorSnapshot, tensor_snapshot_extension
+    from harness.metrics import pitch_error_cents
+
+    metric = pitch_error_cents(threshold=25.0, statistic="median")
+    extension = tensor_snapshot_extension({"default": harness.tol(1e-6)}, metric=metric)()
+    snap = TensorSnapshot({"pitch": np.array([60.0, 62.0, 64.0]), "confidence": np.ones(3)})
+    near = TensorSnapshot({"pitch": np.array([60.1, 62.1, 64.1]), "confidence": np.ones(3)})
+    far = TensorSnapshot({"pitch": np.array([61.0, 63.0, 65.0]), "confidence": np.ones(3)})
+    stored = extension.serialize(snap)
+    assert extension.matches(serialized_data=extension.serialize(near), snapshot_data=stored)  # 10 cents
+    assert not extension.matches(serialized_data=extension.serialize(far), snapshot_data=stored)  # 100 cents
+    diff = "\n".join(extension.diff_lines(extension.serialize(far), stored))
+    assert "judged by its task metric: median pitch error on voiced frames: OVER THRESHOLD: 100 cents" in diff
