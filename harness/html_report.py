@@ -50,7 +50,7 @@ def svg_lines(
     width: int = 760,
     height: int = 260,
 ) -> str:
-    """An SVG line chart, one polyline per series (the first drawn thick: the reference)."""
+    """An SVG line chart, one polyline per series (a first series named "eager" is drawn thick)."""
     left, right, top, bottom = 60, 170, 28, 36
     values = [v for s in series.values() for v in _finite(s)]
     if not values:
@@ -89,8 +89,9 @@ def svg_lines(
         points = " ".join(
             f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values_) if v is not None and math.isfinite(v)
         )
-        stroke = 3.0 if index == 0 else 1.4
-        dash = "" if index < 2 else ' stroke-dasharray="5 3"'
+        reference = index == 0 and label == "eager"
+        stroke = 3.0 if reference else 1.4
+        dash = "" if reference or index == 1 else ' stroke-dasharray="5 3"'
         parts.append(
             f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{stroke}" opacity="0.85"{dash}/>'
         )
