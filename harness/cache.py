@@ -60,7 +60,9 @@ def _case_digest(case: ModelCase) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )  # 0-dim too
     for tensor in case.example_inputs():
         h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
     _DIGESTS[case.name] = h.hexdigest()

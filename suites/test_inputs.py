@@ -43,7 +43,12 @@ def test_dynamic_shapes(conformance):
     call = conformance.calls()[0]
     conformance.verdict(
         check_dynamic_shapes(
-            conformance.case, conformance.target.name, runner, conformance.eager_module(), call
+            conformance.case,
+            conformance.target.name,
+            runner,
+            conformance.eager_module(),
+            call,
+            approximate=conformance.target.approximate,
         )
     )
 
