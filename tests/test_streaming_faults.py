@@ -198,3 +198,30 @@ def test_lifted_state_fed_back_swapped_is_diagnosed(export_cache, tmp_path):
         result = check_continuity(case, "onnx-stateful", runner, module, calls, names)
     assert not result
     assert result.diagnosis.startswith("state buffers swapped: 'h' and 'c'")
+
+
+def test_streamed_output_that_drifts_from_offline_is_reported(export_cache):
+    from harness.streaming import check_offline
+
+    case, _, calls, _ = _setup("cached_conv")
+    target = harness.target("onnx")
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_offline(case, "onnx", runner, case.build, calls)
+    assert not result and result.diagnosis.startswith("features: MISMATCH")
+    with harness.target("onnx-stateful").load(
+        export_cache.get(case, harness.target("onnx-stateful"))
+    ) as runner:
+        assert check_offline(case, "onnx-stateful", runner, case.build, calls)
+
+
+def test_an_artifact_fixed_to_one_chunk_size_is_reported(export_cache):
+    from harness.streaming import check_chunk_sizes
+
+    case, _, calls, _ = _setup("cached_conv")
+    target = harness.target("torch-export")
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_chunk_sizes(case, "torch-export", runner, calls)
+    assert not result
+    assert result.diagnosis.startswith("artifact rejects chunk 64 (exported at chunk 32 with static shapes?)")
+    with harness.target("torchscript").load(export_cache.get(case, harness.target("torchscript"))) as runner:
+        assert check_chunk_sizes(case, "torchscript", runner, calls)
