@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
@@ -98,8 +96,3 @@ def chunk_calls(wave: np.ndarray, chunk: int, *, batch: int = 1) -> list[tuple[t
     usable = (wave.size // chunk) * chunk
     frames = torch.from_numpy(np.ascontiguousarray(wave[:usable])).reshape(-1, chunk)
     return [(frame.unsqueeze(0).expand(batch, chunk).contiguous(),) for frame in frames]
-
-
-def stack_calls(calls: Sequence[tuple[torch.Tensor, ...]]) -> np.ndarray:
-    """Concatenate the first input of each call back into one signal (for plots and checks)."""
-    return np.concatenate([c[0].reshape(-1).numpy() for c in calls])

@@ -98,12 +98,29 @@ class ExportCache:
         self.fresh = fresh
         self.session_id = session_id or uuid.uuid4().hex
         self.exports_done = 0
+        # (case, target) -> the artifact or the export error, once looked up in this process
+        self._resolved: dict[tuple[str, str], Artifact | ExportError] = {}
 
     def entry_dir(self, case: ModelCase, target: Target) -> Path:
         return self.root / case.name / f"{target.name}-{cache_key(case, target)}"
 
     def get(self, case: ModelCase, target: Target) -> Artifact:
-        """The artifact for (case, target), exporting it if needed; raises the cached ExportError."""
+        """The artifact for (case, target), exporting it if needed; raises the cached ExportError.
+
+        Resolved once per process: the key hashes sources and versions, which need not be redone.
+        """
+        key = (case.name, target.name)
+        if key not in self._resolved:
+            try:
+                self._resolved[key] = self._get(case, target)
+            except ExportError as exc:
+                self._resolved[key] = exc
+        resolved = self._resolved[key]
+        if isinstance(resolved, ExportError):
+            raise resolved
+        return resolved
+
+    def _get(self, case: ModelCase, target: Target) -> Artifact:
         entry = self.entry_dir(case, target)
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):

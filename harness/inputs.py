@@ -8,10 +8,11 @@ import torch
 
 from .branches import Branch, BranchRecorder
 from .case import Calls, ModelCase
+from .check import Check
 from .compare import compare
 from .equivalence import check_equivalence, eager_outputs, run_calls
 from .shapes import resize_call, sizes_to_try
-from .streaming import StreamCheck, eager_stream
+from .streaming import eager_stream
 from .targets import Runner
 from .targets.base import describe_exception
 
@@ -52,7 +53,7 @@ def check_generated_input(
     branches: Sequence[Branch],
     *,
     approximate: bool = False,
-) -> StreamCheck:
+) -> Check:
     """One generated input through eager and the export; a mismatch is diagnosed (baked branch)."""
     what = f"{target} on a generated input"
     expected = eager_outputs(module, calls, case.output_names)
@@ -60,13 +61,13 @@ def check_generated_input(
         actual = run_calls(runner, calls, case.output_names)
     except Exception as exc:
         kind, line = describe_exception(exc)
-        return StreamCheck(what, False, f"the export rejects this input: {kind}: {line}")
+        return Check(what, False, f"the export rejects this input: {kind}: {line}")
     result = check_equivalence(case, target, expected, actual, approximate=approximate)
     if result:
-        return StreamCheck(what, True, "ok", metric=result.metric)
+        return Check(what, True, "ok", metric=result.metric)
     baked = baked_branch(module, branches, [tuple(case.example_inputs())], calls[:1])
     diagnosis = f"{baked}; {result.summary()}" if baked else result.summary()
-    return StreamCheck(what, False, diagnosis, tuple(result.report().splitlines()), metric=result.metric)
+    return Check(what, False, diagnosis, tuple(result.report().splitlines()), metric=result.metric)
 
 
 def check_dynamic_shapes(
@@ -77,7 +78,7 @@ def check_dynamic_shapes(
     call: tuple[torch.Tensor, ...],
     *,
     approximate: bool = False,
-) -> StreamCheck:
+) -> Check:
     """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example
     (an approximate target is judged at each size by the case's approximate metric)."""
     what = f"{target} dynamic sizes"
@@ -93,7 +94,7 @@ def check_dynamic_shapes(
                     actual = run_calls(runner, [resized], case.output_names)
                 except Exception as exc:
                     kind, line = describe_exception(exc)
-                    return StreamCheck(
+                    return Check(
                         what,
                         False,
                         f"shape specialised: the export rejects {name} dimension {axis} = {size} "
@@ -102,7 +103,7 @@ def check_dynamic_shapes(
                 if approximate:
                     judged = check_equivalence(case, target, expected, actual, approximate=True)
                     if not judged:
-                        return StreamCheck(
+                        return Check(
                             what, False, f"wrong at {name} dimension {axis} = {size}: {judged.summary()}"
                         )
                     continue
@@ -111,9 +112,9 @@ def check_dynamic_shapes(
                         expected[out], actual[out], case.tolerance_for(out, target), name=out
                     )
                     if not comparison:
-                        return StreamCheck(
+                        return Check(
                             what,
                             False,
                             f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {comparison.summary()}",
                         )
-    return StreamCheck(what, True, f"ok at {', '.join(tried)}")
+    return Check(what, True, f"ok at {', '.join(tried)}")

@@ -30,7 +30,6 @@ from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
 register_profiles()  # before hypothesis's own pytest_configure reads --hypothesis-profile
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
-REPORT_KEY = pytest.StashKey[ConformanceReport]()
 SESSION_ID_KEY = pytest.StashKey[str]()
 GENERATED_KEY = pytest.StashKey[set]()
 
@@ -141,7 +140,6 @@ def pytest_configure(config: pytest.Config) -> None:
             Baseline(Path(config.rootpath) / baseline_path),
             update=config.getoption("conformance_baseline_update"),
         )
-        config.stash[REPORT_KEY] = collector.report
         config.pluginmanager.register(collector, "conformance-matrix")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -114,6 +113,3 @@ class ConformanceSession:
         for runner in self._runners.values():
             runner.close()
         self._runners.clear()
-
-    def describe(self) -> dict[str, Any]:
-        return {"exports_done": self.cache.exports_done, "runners": len(self._runners)}

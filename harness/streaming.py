@@ -1,6 +1,6 @@
 """Streaming checks for stateful cases, each with a diagnosis in words.
 
-Every check returns a :class:`StreamCheck`: truthy on pass, ``summary()`` one line saying what
+Every check returns a :class:`Check`: truthy on pass, ``summary()`` one line saying what
 went wrong (state dropped, state advanced by export, buffers swapped, batch rows sharing state,
 a reset that does not reset, a chunk size the artifact rejects), ``report()`` the details.
 Diagnoses are found by replaying eager under each hypothesis and seeing which one the target
@@ -10,7 +10,7 @@ reproduces, so they work for runtimes whose state cannot be read (ONNX, ExecuTor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
@@ -18,13 +18,13 @@ import torch
 
 from .buffers import buffer_snapshot, restore_buffers
 from .case import Call, Calls, ModelCase, StreamingSpec
+from .check import Check
 from .compare import Comparison, compare
 from .equivalence import DETERMINISM_TOLERANCE
 from .targets import Runner
 from .targets.base import describe_exception
 
 __all__ = [
-    "StreamCheck",
     "check_batch_isolation",
     "check_chunk_sizes",
     "check_continuity",
@@ -36,26 +36,6 @@ __all__ = [
 ]
 
 PerCall = list[tuple[np.ndarray, ...]]
-
-
-@dataclass(frozen=True)
-class StreamCheck:
-    """The outcome of one streaming check; truthy on pass, ``summary()`` is the diagnosis."""
-
-    what: str
-    passed: bool
-    diagnosis: str
-    details: tuple[str, ...] = field(default_factory=tuple)
-    metric: object | None = None
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def summary(self) -> str:
-        return f"{self.what}: {self.diagnosis}"
-
-    def report(self) -> str:
-        return "\n".join([self.summary(), *(f"  {d}" for d in self.details)])
 
 
 @dataclass(frozen=True)
@@ -221,16 +201,16 @@ def check_continuity(
     module: torch.nn.Module,
     calls: Calls,
     state_names: Sequence[str],
-) -> StreamCheck:
+) -> Check:
     """Chunk by chunk, the target matches eager fed the same chunks from the initial state."""
     eager = eager_stream(module, calls, state_names=state_names)
     actual = target_stream(runner, calls)
     first = _first_divergence(case, target, eager.outputs, actual.outputs)
     what = f"{target} streamed vs eager streamed"
     if first is None:
-        return StreamCheck(what, True, f"ok over {len(calls)} chunks")
+        return Check(what, True, f"ok over {len(calls)} chunks")
     diagnosis, details = _explain_divergence(case, target, module, calls, state_names, actual, first)
-    return StreamCheck(what, False, diagnosis, tuple(details))
+    return Check(what, False, diagnosis, tuple(details))
 
 
 def check_initial_state(
@@ -240,7 +220,7 @@ def check_initial_state(
     module: torch.nn.Module,
     calls: Calls,
     state_names: Sequence[str],
-) -> StreamCheck:
+) -> Check:
     """A freshly loaded artifact starts from the module's initial state (export consumed none)."""
     what = f"{target} freshly loaded"
     head = list(calls[:1])  # the first call's outputs depend on the initial state alone
@@ -257,11 +237,11 @@ def check_initial_state(
                 details.append(f"initial value of {name!r} differs from the module's")
     first = _first_divergence(case, target, eager.outputs, actual.outputs)
     if first is None and not details:
-        return StreamCheck(what, True, "ok: starts from the initial state")
+        return Check(what, True, "ok: starts from the initial state")
     if first is not None:
         advanced = eager_stream(module, head, preroll=tuple(case.example_inputs()))
         if state_names and _reproduces(case, target, advanced, actual.outputs):
-            return StreamCheck(
+            return Check(
                 what,
                 False,
                 "state advanced by export: the artifact starts where one forward call with the example input "
@@ -269,10 +249,10 @@ def check_initial_state(
                 tuple(details),
             )
         details.insert(0, f"first chunks differ from eager's from the initial state: {first[1].summary()}")
-    return StreamCheck(what, False, "does not start from the initial state: " + details[0], tuple(details))
+    return Check(what, False, "does not start from the initial state: " + details[0], tuple(details))
 
 
-def check_reset(case: ModelCase, target: str, fresh_runner: Runner, calls: Calls) -> StreamCheck:
+def check_reset(case: ModelCase, target: str, fresh_runner: Runner, calls: Calls) -> Check:
     """After ``reset()``, replaying a stream gives what the freshly loaded artifact gave."""
     what = f"{target} reset"
     first = target_stream(fresh_runner, calls, reset=False)
@@ -280,9 +260,9 @@ def check_reset(case: ModelCase, target: str, fresh_runner: Runner, calls: Calls
     replay = target_stream(fresh_runner, calls, reset=False)
     divergence = _first_divergence(case, target, first.outputs, replay.outputs, DETERMINISM_TOLERANCE)
     if divergence is None:
-        return StreamCheck(what, True, f"ok: replay after reset identical over {len(calls)} chunks")
+        return Check(what, True, f"ok: replay after reset identical over {len(calls)} chunks")
     index, comparison = divergence
-    return StreamCheck(
+    return Check(
         what,
         False,
         f"reset() did not return to the initial state: the replay differs from the first run at chunk {index}",
@@ -312,7 +292,7 @@ def _frames(case: ModelCase, per_call: PerCall) -> dict[str, np.ndarray]:
     }
 
 
-def _compare_frames(case: ModelCase, target: str, expected: dict, actual: dict, what: str) -> StreamCheck:
+def _compare_frames(case: ModelCase, target: str, expected: dict, actual: dict, what: str) -> Check:
     spec = _spec(case)
     comparisons = []
     for name in case.output_names:
@@ -323,12 +303,12 @@ def _compare_frames(case: ModelCase, target: str, expected: dict, actual: dict, 
         comparisons.append(compare(e, a, case.tolerance_for(name, target), name=name))
     failing = [c for c in comparisons if not c]
     if not failing:
-        return StreamCheck(what, True, "ok")
+        return Check(what, True, "ok")
     worst = failing[0]
-    return StreamCheck(what, False, worst.summary(), tuple(c.summary() for c in comparisons))
+    return Check(what, False, worst.summary(), tuple(c.summary() for c in comparisons))
 
 
-def check_chunk_sizes(case: ModelCase, target: str, runner: Runner, calls: Calls) -> StreamCheck:
+def check_chunk_sizes(case: ModelCase, target: str, runner: Runner, calls: Calls) -> Check:
     """The same signal in every admitted chunk size gives the same frames as the main chunk."""
     spec = _spec(case)
     what = f"{target} chunk sizes {[spec.chunk, *spec.other_chunks]}"
@@ -339,20 +319,20 @@ def check_chunk_sizes(case: ModelCase, target: str, runner: Runner, calls: Calls
             other = _frames(case, target_stream(runner, other_calls).outputs)
         except Exception as exc:  # runtimes raise anything on a shape they were not built for
             kind, line = describe_exception(exc)
-            return StreamCheck(
+            return Check(
                 what,
                 False,
                 f"artifact rejects chunk {chunk} (exported at chunk {spec.chunk} with static shapes?): {kind}: {line}",
             )
         result = _compare_frames(case, target, reference, other, what)
         if not result:
-            return StreamCheck(
+            return Check(
                 what,
                 False,
                 f"chunk {chunk} gives other frames than chunk {spec.chunk}: {result.diagnosis}",
                 result.details,
             )
-    return StreamCheck(what, True, "ok: same frames for every admitted chunk size")
+    return Check(what, True, "ok: same frames for every admitted chunk size")
 
 
 def _offline_reference(
@@ -368,7 +348,7 @@ def _offline_reference(
 
 def check_offline(
     case: ModelCase, target: str, runner: Runner, module_factory: Callable[[], torch.nn.Module], calls: Calls
-) -> StreamCheck:
+) -> Check:
     """Streamed output matches whole-signal (offline) output after the warm-up frames."""
     spec = _spec(case)
     what = f"{target} streamed vs offline"
@@ -381,14 +361,14 @@ def check_offline(
         start = max(spec.warmup, spec.latency)
         stop = min(n_s, n_o + spec.latency)
         if stop <= start:
-            return StreamCheck(what, False, f"too few frames ({n_s} streamed) to pass warm-up {spec.warmup}")
+            return Check(what, False, f"too few frames ({n_s} streamed) to pass warm-up {spec.warmup}")
         aligned_streamed[name] = np.take(streamed[name], range(start, stop), axis=axis)
         aligned_offline[name] = np.take(
             offline[name], range(start - spec.latency, stop - spec.latency), axis=axis
         )
     if spec.offline_metric is not None:
         result = spec.offline_metric(aligned_offline, aligned_streamed)
-        return StreamCheck(what, bool(result), result.summary(), metric=result)
+        return Check(what, bool(result), result.summary(), metric=result)
     check = _compare_frames(case, target, aligned_offline, aligned_streamed, what)
     return check
 
@@ -406,7 +386,7 @@ def _altered_rows(calls: Calls) -> list[Call]:
     return altered
 
 
-def check_batch_isolation(case: ModelCase, target: str, runner: Runner, calls: Calls) -> StreamCheck:
+def check_batch_isolation(case: ModelCase, target: str, runner: Runner, calls: Calls) -> Check:
     """Batch rows are independent streams: changing the other rows leaves row 0 unchanged."""
     what = f"{target} batch isolation"
     base = target_stream(runner, calls).outputs
@@ -415,10 +395,10 @@ def check_batch_isolation(case: ModelCase, target: str, runner: Runner, calls: C
         for name, x, y in zip(case.output_names, a, b):
             comparison = compare(x[:1], y[:1], DETERMINISM_TOLERANCE, name=name)
             if not comparison:
-                return StreamCheck(
+                return Check(
                     what,
                     False,
                     f"batch rows share state: changing rows 1.. changed row 0's {name!r} from chunk {index}",
                     (comparison.summary(),),
                 )
-    return StreamCheck(what, True, f"ok: row 0 unchanged over {len(calls)} chunks")
+    return Check(what, True, f"ok: row 0 unchanged over {len(calls)} chunks")

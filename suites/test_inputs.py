@@ -7,9 +7,10 @@ from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
 from harness.branches import BranchRecorder
+from harness.check import Check
 from harness.inputs import check_dynamic_shapes, check_generated_input
 from harness.profiles import run_property
-from harness.streaming import StreamCheck, eager_stream
+from harness.streaming import eager_stream
 
 
 @pytest.mark.conformance("hypothesis", inputs="generated", requires="strategy")
@@ -81,8 +82,8 @@ def test_branch_coverage(conformance):
     unreached = recorder.unreached()
     if unreached:
         missing = "; ".join(f"the {str(side).lower()} side of {b.describe()}" for b, side in unreached)
-        result = StreamCheck("branch coverage", False, f"never exercised by the generated inputs: {missing}")
+        result = Check("branch coverage", False, f"never exercised by the generated inputs: {missing}")
     else:
-        result = StreamCheck("branch coverage", True, f"covered: {recorder.summary()}")
+        result = Check("branch coverage", True, f"covered: {recorder.summary()}")
     conformance.record_branches(recorder.summary())
     conformance.verdict(result)

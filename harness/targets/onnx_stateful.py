@@ -17,7 +17,7 @@ import torch
 from ..shapes import torch_dynamic_shapes
 from ..state import LiftedState, mutated_buffer_names
 from .base import Artifact, ArtifactError, Runner, Target
-from .onnx_target import OnnxRunner
+from .onnx_target import OnnxRunner, dynamo_onnx_export
 
 __all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
 
@@ -89,16 +89,13 @@ class LiftedOnnxTarget(Target):
         initial = lifted.initial_state()
         state_inputs = [f"state.{n}" for n in state_names]
         state_outputs = [f"next_state.{n}" for n in state_names]
-        torch.onnx.export(
+        dynamo_onnx_export(
             lifted,
             (*example, *initial),
-            str(path),
-            dynamo=True,
-            input_names=[*case.input_names, *state_inputs],
-            output_names=[*case.output_names, *state_outputs],
-            dynamic_shapes=_with_static_state(torch_dynamic_shapes(case), len(state_names)),
-            external_data=False,
-            verbose=False,
+            path,
+            [*case.input_names, *state_inputs],
+            [*case.output_names, *state_outputs],
+            _with_static_state(torch_dynamic_shapes(case), len(state_names)),
         )
         state_file = path.with_name(path.name + ".state.npz")
         np.savez(state_file, **{n: t.numpy() for n, t in zip(state_names, initial)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from ..shapes import torch_dynamic_shapes
 from .base import Artifact, ArtifactError, Runner, Target
 
-__all__ = ["OnnxRunner", "OnnxTarget"]
+__all__ = ["OnnxRunner", "OnnxTarget", "dynamo_onnx_export"]
 
 
 #: Environment variables for onnxruntime's intra-op thread count (0: its default) and graph
@@ -74,6 +75,28 @@ class OnnxRunner(Runner):
         pass
 
 
+def dynamo_onnx_export(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_shapes: Any = None,
+) -> None:
+    """``torch.onnx.export(dynamo=True)`` into one self-contained file, the way a user calls it."""
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        dynamo=True,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_shapes=dynamic_shapes,
+        external_data=False,
+        verbose=False,
+    )
+
+
 class OnnxTarget(Target):
     """``torch.onnx.export(..., dynamo=True)``, as a user would write it."""
 
@@ -83,16 +106,8 @@ class OnnxTarget(Target):
     description = "torch.onnx.export(dynamo=True) on onnxruntime CPU, ORT_ENABLE_ALL"
 
     def _export_impl(self, module, example, case, path):
-        torch.onnx.export(
-            module,
-            example,
-            str(path),
-            dynamo=True,
-            input_names=list(case.input_names),
-            output_names=list(case.output_names),
-            dynamic_shapes=torch_dynamic_shapes(case),
-            external_data=False,
-            verbose=False,
+        dynamo_onnx_export(
+            module, example, path, case.input_names, case.output_names, torch_dynamic_shapes(case)
         )
         return None
 
