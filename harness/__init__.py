@@ -15,6 +15,7 @@ from .case import (
 )
 from .compare import Comparison, Tolerance, compare, tol
 from .registry import CaseError, case, cases, register
+from .shapes import InputSignatureError
 from .state import LiftedState, StateBuffer, audit_state
 from .targets import (
     Artifact,
@@ -43,6 +44,7 @@ __all__ = [
     "Comparison",
     "ExpectedFailure",
     "ExportError",
+    "InputSignatureError",
     "Metric",
     "MetricResult",
     "ModelCase",

@@ -18,6 +18,7 @@ __all__ = [
     "StreamingSpec",
     "expect_failures",
     "Calls",
+    "DynamicAxis",
     "ExpectedFailure",
     "Metric",
     "MetricResult",
@@ -41,6 +42,7 @@ SUITES: tuple[str, ...] = (
     "export",
     "equivalence",
     "determinism",
+    "batch-consistency",
     *STREAM_SUITES,
     *INPUT_SUITES,
     "golden",
@@ -173,6 +175,18 @@ class StreamingSpec:
         return self.output_time_axis.get(output, 1)
 
 
+@dataclass(frozen=True)
+class DynamicAxis:
+    """One dynamic axis of one input; axes with the same ``dim`` always have the same size."""
+
+    input: str
+    index: int
+    axis: int
+    low: int
+    high: int
+    dim: str
+
+
 def _default_tolerance() -> Mapping[str, Tolerance]:
     return {"default": Tolerance()}
 
@@ -193,10 +207,12 @@ class ModelCase:
         expected: declared expected failures, applied as strict xfail.
         tags: free-form labels (``stateful``, ``audio``...).
         streaming: how the model streams, for stateful cases (enables the ``stream-*`` suites).
-        dynamic_dims: input name -> axis -> (min, max) for dimensions that vary at run time.
+        dynamic_dims: input name -> axis -> (min, max) for dimensions that vary at run time;
+            ``(min, max, "dim")`` names a dimension that several inputs share (a sequence length).
         strategy: returns a hypothesis strategy of call sequences for the hypothesis suite.
         approximate_metric: the task metric that judges quantized targets (e.g. median pitch
             error); cases without one are not run on approximate targets.
+        batch_consistency: a batch size whose per-sample outputs must equal batch-1 outputs.
     """
 
     name: str
@@ -215,12 +231,18 @@ class ModelCase:
     streaming: StreamingSpec | None = None
     #: Dynamic dimensions: input name -> axis -> (min, max). Exports are made with them, and
     #: the dynamic-shapes suite tries sizes 1, the bounds and sizes unlike the example.
-    dynamic_dims: Mapping[str, Mapping[int, tuple[int, int]]] = field(default_factory=dict)
+    dynamic_dims: Mapping[str, Mapping[int, tuple[int, int] | tuple[int, int, str]]] = field(
+        default_factory=dict
+    )
     #: Hypothesis strategy of call sequences (the inputs the hypothesis suite generates).
     strategy: Callable[[], Any] | None = None
     #: Judges approximate (quantized) targets instead of the tensor tolerances; without it the
     #: case is not run on them.
     approximate_metric: Metric | None = None
+    #: Axis 0 of every input and output is the batch: per-sample outputs at batch 1 must match
+    #: those at this batch size (BatchNorm with batch statistics, i.e. a training-mode export,
+    #: breaks this). None: the check does not apply.
+    batch_consistency: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -250,6 +272,16 @@ class ModelCase:
                 return table[output]
         return override.get("default", self.tolerance["default"])
 
+    def dynamic_axes(self) -> list[DynamicAxis]:
+        """Every declared dynamic axis, in input order; shared dimensions carry one ``dim`` name."""
+        axes = []
+        for index, name in enumerate(self.input_names):
+            for axis, spec in sorted(self.dynamic_dims.get(name, {}).items()):
+                low, high = spec[0], spec[1]
+                dim = spec[2] if len(spec) > 2 else f"{name}_{axis}"
+                axes.append(DynamicAxis(name, index, axis, low, high, dim))
+        return axes
+
     def expected_failure(self, target: str, suite: str, input_name: str) -> ExpectedFailure | None:
         """The declared expected failure covering this cell, if any."""
         for expected in self.expected:
@@ -277,14 +309,19 @@ class ModelCase:
                 problems.append(
                     f"expected failure for ({expected.target}, {expected.suite}) but the case has no streaming spec"
                 )
-        for name, axes in self.dynamic_dims.items():
+        for name in self.dynamic_dims:
             if name not in self.input_names:
                 problems.append(f"dynamic_dims names unknown input {name!r}")
-            for axis, (low, high) in axes.items():
-                if not 1 <= low <= high:
-                    problems.append(
-                        f"dynamic_dims {name!r} axis {axis}: need 1 <= min <= max, got ({low}, {high})"
-                    )
+        bounds_by_dim: dict[str, tuple[int, int]] = {}
+        for dim in self.dynamic_axes():
+            if not 1 <= dim.low <= dim.high:
+                problems.append(
+                    f"dynamic_dims {dim.input!r} axis {dim.axis}: need 1 <= min <= max, got ({dim.low}, {dim.high})"
+                )
+            if bounds_by_dim.setdefault(dim.dim, (dim.low, dim.high)) != (dim.low, dim.high):
+                problems.append(
+                    f"dynamic_dims: shared dimension {dim.dim!r} has different bounds on {dim.input!r}"
+                )
         for target in self.target_tolerance:
             if target not in known_targets:
                 problems.append(f"target_tolerance names unknown target {target!r}")

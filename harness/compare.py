@@ -79,6 +79,16 @@ class Comparison:
         return f"{self.name}: {verdict}: " + "; ".join(parts)
 
 
+def _shape_problem(expected: np.ndarray, actual: np.ndarray) -> str:
+    text = f"shape {tuple(actual.shape)} {actual.dtype} does not match eager's {tuple(expected.shape)} {expected.dtype}"
+    if expected.ndim == actual.ndim:
+        differing = [i for i, (e, a) in enumerate(zip(expected.shape, actual.shape)) if e != a]
+        if len(differing) == 1:
+            axis = differing[0]
+            text += f" (axis {axis} is {actual.shape[axis]} where eager's is {expected.shape[axis]})"
+    return text
+
+
 def _failed_shape(name: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance) -> Comparison:
     return Comparison(
         name=name,
@@ -95,7 +105,7 @@ def _failed_shape(name: str, expected: np.ndarray, actual: np.ndarray, tolerance
         nonfinite_mismatches=0,
         first_nonfinite_index=None,
         needed_atol=None,
-        problem=f"shape {tuple(actual.shape)} {actual.dtype} does not match eager's {tuple(expected.shape)} {expected.dtype}",
+        problem=_shape_problem(expected, actual),
     )
 
 

@@ -10,12 +10,15 @@ import torch
 
 from .buffers import buffer_snapshot, restore_buffers
 from .case import Calls, MetricResult, ModelCase, Outputs
+from .check import Check
 from .compare import Comparison, Tolerance, compare
+from .shapes import resize_call
 from .targets import Runner
 
 __all__ = [
     "DETERMINISM_TOLERANCE",
     "EquivalenceResult",
+    "check_batch_consistency",
     "check_determinism",
     "check_equivalence",
     "eager_outputs",
@@ -71,6 +74,8 @@ class EquivalenceResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: True for approximate (quantized) targets: the metric decides, tensor errors are informative
     judged_by_metric: bool = False
+    #: Why it failed, where something beyond the outputs says so (e.g. the weight audit)
+    diagnosis: str | None = None
 
     def __bool__(self) -> bool:
         if self.judged_by_metric:
@@ -90,7 +95,8 @@ class EquivalenceResult:
                 text += f"; {self.metric.name} {self.metric.value:.3g} {self.metric.unit}"
             return text
         failing = self.failing
-        parts = [failing[0].summary()] if failing else []
+        parts = [self.diagnosis] if self.diagnosis else []
+        parts += [failing[0].summary()] if failing else []
         if len(failing) > 1:
             parts.append(f"{len(failing) - 1} more outputs differ ({', '.join(c.name for c in failing[1:])})")
         if self.metric is not None and not self.metric:
@@ -140,3 +146,57 @@ def check_determinism(case: ModelCase, first: Outputs, second: Outputs, *, what:
         else ("outputs change between identical runs: dropout or batch statistics live?",)
     )
     return EquivalenceResult(f"{what} run twice", comparisons, None, notes)
+
+
+def check_batch_consistency(
+    case: ModelCase,
+    target: str,
+    runner: Runner,
+    call: tuple[torch.Tensor, ...],
+    batch: int,
+    *,
+    approximate: bool = False,
+) -> Check:
+    """Each sample of a batch of ``batch`` must come out as it does alone, within the case's
+    tolerances: a model whose output for one image depends on the others in the batch
+    (BatchNorm using batch statistics, as in a training-mode export) fails. An approximate
+    (quantized) target is judged per sample by the case's approximate metric."""
+    what = f"{target} batch {batch} vs batch 1"
+    batched = call
+    for index in range(len(call)):
+        batched = resize_call(batched, index, 0, batch, seed=batch)
+    together = run_calls(runner, [batched], case.output_names)
+    worst = None
+    for sample in range(batch):
+        alone = run_calls(runner, [tuple(x[sample : sample + 1] for x in batched)], case.output_names)
+        if approximate and case.approximate_metric is not None:
+            in_batch = {name: together[name][:, sample : sample + 1] for name in case.output_names}
+            judged = case.approximate_metric(alone, in_batch)
+            if not judged:
+                return Check(
+                    what,
+                    False,
+                    f"sample {sample} differs between batch {batch} and batch 1: {judged.summary()}; "
+                    "the output depends on the other samples in the batch (activation scales "
+                    "computed over the whole batch, as dynamic quantization does?)",
+                )
+            continue
+        for name in case.output_names:
+            comparison = compare(
+                together[name][:, sample : sample + 1],
+                alone[name],
+                case.tolerance_for(name, target),
+                name=name,
+            )
+            if not comparison:
+                return Check(
+                    what,
+                    False,
+                    f"sample {sample} differs between batch {batch} and batch 1: {comparison.summary()}; "
+                    "the output depends on the other samples in the batch (BatchNorm using batch "
+                    "statistics: exported in training mode?)",
+                )
+            if worst is None or comparison.max_abs > worst.max_abs:
+                worst = comparison
+    largest = f" (largest difference {worst.name} {worst.max_abs:.3g})" if worst else ""
+    return Check(what, True, f"every sample as it is alone{largest}")

@@ -18,6 +18,7 @@ import torch
 from .case import ModelCase
 from .registry import CaseError
 from .registry import case as find_case
+from .shapes import input_signature
 from .targets import Artifact, ArtifactError, Target
 from .targets import target as find_target
 
@@ -209,6 +210,7 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
         except FileExistsError:  # another xdist worker made it
             pass
         path = linked
+    meta.setdefault("inputs", input_signature(case, tuple(case.example_inputs())))
     artifact = Artifact(path, target.name, case.name, case.input_names, case.output_names, meta)
     problems = check_signature(artifact, case, target)
     if problems:

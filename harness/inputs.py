@@ -83,38 +83,42 @@ def check_dynamic_shapes(
     (an approximate target is judged at each size by the case's approximate metric)."""
     what = f"{target} dynamic sizes"
     tried = []
-    for index, name in enumerate(case.input_names):
-        for axis, (low, high) in sorted(case.dynamic_dims.get(name, {}).items()):
-            example_size = call[index].shape[axis]
-            for size in sizes_to_try(low, high, example_size):
-                resized = resize_call(call, index, axis, size, seed=size)
-                tried.append(f"{name}[{axis}]={size}")
-                expected = eager_outputs(module, [resized], case.output_names)
-                try:
-                    actual = run_calls(runner, [resized], case.output_names)
-                except Exception as exc:
-                    kind, line = describe_exception(exc)
+    groups: dict[str, list] = {}
+    for d in case.dynamic_axes():
+        groups.setdefault(d.dim, []).append(d)
+    for members in groups.values():
+        first = members[0]
+        name, axis, low, high = first.input, first.axis, first.low, first.high
+        example_size = call[first.index].shape[axis]
+        for size in sizes_to_try(low, high, example_size):
+            resized = call
+            for member in members:  # a shared dimension changes on every input that has it
+                resized = resize_call(resized, member.index, member.axis, size, seed=size)
+            tried.append(f"{name}[{axis}]={size}")
+            expected = eager_outputs(module, [resized], case.output_names)
+            try:
+                actual = run_calls(runner, [resized], case.output_names)
+            except Exception as exc:
+                kind, line = describe_exception(exc)
+                return Check(
+                    what,
+                    False,
+                    f"shape specialised: the export rejects {name} dimension {axis} = {size} "
+                    f"(the example has {example_size}): {kind}: {line}",
+                )
+            if approximate:
+                judged = check_equivalence(case, target, expected, actual, approximate=True)
+                if not judged:
+                    return Check(
+                        what, False, f"wrong at {name} dimension {axis} = {size}: {judged.summary()}"
+                    )
+                continue
+            for out in case.output_names:
+                comparison = compare(expected[out], actual[out], case.tolerance_for(out, target), name=out)
+                if not comparison:
                     return Check(
                         what,
                         False,
-                        f"shape specialised: the export rejects {name} dimension {axis} = {size} "
-                        f"(the example has {example_size}): {kind}: {line}",
+                        f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {comparison.summary()}",
                     )
-                if approximate:
-                    judged = check_equivalence(case, target, expected, actual, approximate=True)
-                    if not judged:
-                        return Check(
-                            what, False, f"wrong at {name} dimension {axis} = {size}: {judged.summary()}"
-                        )
-                    continue
-                for out in case.output_names:
-                    comparison = compare(
-                        expected[out], actual[out], case.tolerance_for(out, target), name=out
-                    )
-                    if not comparison:
-                        return Check(
-                            what,
-                            False,
-                            f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {comparison.summary()}",
-                        )
     return Check(what, True, f"ok at {', '.join(tried)}")

@@ -6,7 +6,7 @@ import numpy as np
 
 from .case import Metric, Outputs
 
-__all__ = ["pitch_error_cents"]
+__all__ = ["log_spectral_distance", "pitch_error_cents", "token_disagreement"]
 
 
 def pitch_error_cents(
@@ -40,3 +40,62 @@ def pitch_error_cents(
 
     name = "pitch error on voiced frames" if statistic == "max" else "median pitch error on voiced frames"
     return Metric(name=name, unit="cents", compute=compute, threshold=threshold)
+
+
+def _power_spectrogram(signal: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    if signal.size < n_fft:
+        signal = np.pad(signal, (0, n_fft - signal.size))
+    count = 1 + (signal.size - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(signal, n_fft)[::hop][:count]
+    return np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
+
+
+def log_spectral_distance(
+    *,
+    output: str = "audio",
+    n_fft: int = 1024,
+    hop: int = 256,
+    floor_db: float = -80.0,
+    threshold: float = 1.0,
+) -> Metric:
+    """Return a Metric: the log-spectral distance in dB between eager's and the target's audio.
+
+    Per STFT frame, the RMS over frequency of the difference of the two power spectra in dB
+    (both floored ``floor_db`` below eager's loudest bin), averaged over frames and signals.
+    Audio of a different length from eager's is an infinite distance: the length is part of
+    what the model computes. The last axis of ``output`` is time; other axes index signals.
+    """
+
+    def compute(expected: Outputs, actual: Outputs) -> float:
+        e = np.asarray(expected[output], dtype=np.float64)
+        a = np.asarray(actual[output], dtype=np.float64)
+        if e.shape != a.shape:
+            return float("inf")
+        if not np.all(np.isfinite(a)):
+            return float("inf")
+        distances = []
+        for e_row, a_row in zip(e.reshape(-1, e.shape[-1]), a.reshape(-1, a.shape[-1])):
+            pe, pa = _power_spectrogram(e_row, n_fft, hop), _power_spectrogram(a_row, n_fft, hop)
+            floor = max(pe.max(), 1e-20) * 10 ** (floor_db / 10)
+            diff = 10 * np.log10(np.maximum(pe, floor)) - 10 * np.log10(np.maximum(pa, floor))
+            distances.append(np.sqrt(np.mean(diff**2, axis=-1)).mean())
+        return float(np.mean(distances))
+
+    return Metric(name=f"log-spectral distance of {output}", unit="dB", compute=compute, threshold=threshold)
+
+
+def token_disagreement(*, output: str = "tokens", threshold: float = 0.0) -> Metric:
+    """Return a Metric: the share of token ids that differ from eager's (0 = every token agrees).
+
+    A different shape (a different number of tokens) is total disagreement.
+    """
+
+    def compute(expected: Outputs, actual: Outputs) -> float:
+        e, a = np.asarray(expected[output]), np.asarray(actual[output])
+        if e.shape != a.shape:
+            return 1.0
+        return float((e != a).mean()) if e.size else 0.0
+
+    return Metric(
+        name=f"{output} disagreeing with eager", unit="fraction", compute=compute, threshold=threshold
+    )

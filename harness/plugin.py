@@ -185,7 +185,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.definition.nodeid}: inputs must be 'all', 'primary' or 'generated', got {inputs!r}"
         )
     requires = marker.kwargs.get("requires")
-    if requires not in (None, "streaming", "strategy", "dynamic"):
+    if requires not in (None, "streaming", "strategy", "dynamic", "batch"):
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown requires={requires!r}")
     selected = _selected_targets(metafunc.config)
     cells = []
@@ -194,6 +194,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             (streaming_only and case.streaming is None)
             or (requires == "strategy" and case.strategy is None)
             or (requires == "dynamic" and not case.dynamic_dims)
+            or (requires == "batch" and case.batch_consistency is None)
         ):
             continue
         input_names = {"all": list(case.inputs), "primary": [case.main_input], "generated": ["generated"]}[

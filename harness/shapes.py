@@ -8,7 +8,74 @@ import torch
 
 from .case import Call, ModelCase
 
-__all__ = ["resize_call", "sizes_to_try", "torch_dynamic_shapes"]
+__all__ = [
+    "InputSignatureError",
+    "check_call_signature",
+    "input_signature",
+    "resize_call",
+    "sizes_to_try",
+    "torch_dynamic_shapes",
+]
+
+
+class InputSignatureError(TypeError):
+    """Inputs that do not fit the artifact's signature (wrong dtype, rank or size), raised before
+    the runtime sees them; the message names the artifact, the input and the dimension."""
+
+
+def input_signature(case: ModelCase, example: Call) -> list[dict[str, Any]]:
+    """What the exported graph takes: per input its name, dtype and shape, where a dynamic axis
+    is ``[min, max, dim name]`` and a fixed one its size (stored in the artifact's sidecar)."""
+    dynamic = {(d.input, d.axis): d for d in case.dynamic_axes()}
+    signature = []
+    for name, x in zip(case.input_names, example):
+        shape: list[Any] = []
+        for axis, size in enumerate(x.shape):
+            d = dynamic.get((name, axis)) or dynamic.get((name, axis - x.dim()))
+            shape.append([d.low, d.high, d.dim] if d else int(size))
+        signature.append({"name": name, "dtype": str(x.dtype).removeprefix("torch."), "shape": shape})
+    return signature
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    dims = [f"{d[2]} in [{d[0]}, {d[1]}]" if isinstance(d, list) else str(d) for d in entry["shape"]]
+    return f"{entry['dtype']} ({', '.join(dims)})"
+
+
+def check_call_signature(signature: list[dict[str, Any]], inputs: Call, where: str) -> None:
+    """Raise InputSignatureError naming the first input that does not fit ``signature``."""
+    shared: dict[str, tuple[str, int]] = {}
+    for entry, x in zip(signature, inputs):
+        name, want = entry["name"], entry["shape"]
+        dtype = str(x.dtype).removeprefix("torch.")
+        problem = None
+        if dtype != entry["dtype"]:
+            problem = f"is {dtype}"
+        elif x.dim() != len(want):
+            problem = f"has rank {x.dim()} (shape {tuple(x.shape)})"
+        else:
+            for axis, (size, spec) in enumerate(zip(x.shape, want)):
+                if isinstance(spec, list):
+                    low, high, dim = spec
+                    if not low <= size <= high:
+                        problem = f"dimension {axis} is {size}, outside the exported range [{low}, {high}]"
+                        break
+                    other = shared.setdefault(dim, (name, size))
+                    if other[1] != size:
+                        problem = (
+                            f"dimension {axis} is {size} but {other[0]!r} has {other[1]} on the same "
+                            f"dimension {dim!r}"
+                        )
+                        break
+                elif size != spec:
+                    problem = (
+                        f"dimension {axis} is {size} where the graph has {spec} (shape {tuple(x.shape)})"
+                    )
+                    break
+        if problem:
+            raise InputSignatureError(
+                f"{where}: input {name!r} {problem}; the artifact takes {_describe(entry)}"
+            )
 
 
 def torch_dynamic_shapes(case: ModelCase) -> tuple[dict[int, Any] | None, ...] | None:
@@ -17,12 +84,11 @@ def torch_dynamic_shapes(case: ModelCase) -> tuple[dict[int, Any] | None, ...] |
         return None
     from torch.export import Dim
 
-    shapes = []
-    for name in case.input_names:
-        axes = case.dynamic_dims.get(name, {})
-        shapes.append(
-            {axis: Dim(f"{name}_{axis}", min=lo, max=hi) for axis, (lo, hi) in axes.items()} or None
-        )
+    dims: dict[str, Any] = {}
+    shapes: list[dict[int, Any] | None] = [None] * len(case.input_names)
+    for d in case.dynamic_axes():
+        dim = dims.setdefault(d.dim, Dim(d.dim, min=d.low, max=d.high))
+        shapes[d.index] = {**(shapes[d.index] or {}), d.axis: dim}
     return tuple(shapes)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from harness.equivalence import check_determinism, check_equivalence, run_calls
+from harness.equivalence import check_batch_consistency, check_determinism, check_equivalence, run_calls
+from harness.weights import artifact_weights, audit_weights
 
 
 @pytest.mark.conformance("equivalence")
@@ -20,6 +23,12 @@ def test_equivalence(conformance):
         actual,
         approximate=conformance.target.approximate,
     )
+    if not result and not conformance.target.approximate:
+        weights = artifact_weights(runner.artifact)
+        if weights is not None:
+            audit = audit_weights(conformance.eager_module(), weights)
+            if not audit:
+                result = replace(result, diagnosis=audit.diagnosis())
     conformance.verdict(result)
 
 
@@ -31,3 +40,20 @@ def test_determinism(conformance):
     first = run_calls(runner, calls, conformance.case.output_names)
     second = run_calls(runner, calls, conformance.case.output_names)
     conformance.verdict(check_determinism(conformance.case, first, second, what=conformance.target.name))
+
+
+@pytest.mark.conformance("batch-consistency", inputs="primary", requires="batch")
+def test_batch_consistency(conformance):
+    """Per-sample outputs are the same at batch 1 and at the case's batch size."""
+    case = conformance.case
+    call = conformance.calls()[0]
+    conformance.verdict(
+        check_batch_consistency(
+            case,
+            conformance.target.name,
+            conformance.runner(),
+            call,
+            case.batch_consistency,
+            approximate=conformance.target.approximate,
+        )
+    )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import harness
 from fixtures.efficientnet import EfficientNetB0, build
+from harness.equivalence import check_batch_consistency, check_determinism, run_calls
+from harness.targets import Artifact
 
 
 def test_parameter_count_and_keys_match_torchvision_b0():
@@ -26,3 +30,53 @@ def test_the_case_model_is_deterministic_in_eval_and_not_in_training():
         torch.testing.assert_close(model(x)[0], model(x)[0], rtol=0, atol=0)
         model.train()  # dropout 0.4 and stochastic depth live, batch statistics
         assert not torch.equal(model(x)[0], model(x)[0])
+
+
+def _train_mode_export(tmp_path, target_name: str):
+    """The planted fault: the classifier exported while still in training mode."""
+    case = harness.case("efficientnet_b0")
+    module = case.build().train()
+    example = case.example_inputs()
+    path = tmp_path / f"efficientnet-train-mode.{target_name}"
+    if target_name == "torchscript":
+        torch.jit.save(torch.jit.trace(module, example, check_trace=False), str(path))
+    else:
+        from torch.export import Dim
+
+        program = torch.export.export(
+            module, example, dynamic_shapes=({0: Dim("image_0", min=1, max=8)},), strict=False
+        )
+        torch.export.save(program, str(path))
+    return case, Artifact(path, target_name, case.name, case.input_names, case.output_names)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target_name", ["torchscript", "torch-export"])
+def test_training_mode_export_is_caught_by_batch_consistency(tmp_path, target_name):
+    case, artifact = _train_mode_export(tmp_path, target_name)
+    call = case.inputs["gradient"]()[0]
+    with harness.target(target_name).load(artifact) as runner:
+        result = check_batch_consistency(case, target_name, runner, call, 8)
+    assert not result
+    assert "differs between batch 8 and batch 1" in result.diagnosis
+    assert "BatchNorm using batch statistics: exported in training mode?" in result.diagnosis
+
+
+@pytest.mark.slow
+def test_training_mode_export_is_not_deterministic_either(tmp_path):
+    case, artifact = _train_mode_export(tmp_path, "torch-export")
+    calls = list(case.inputs["noise"]())
+    with harness.target("torch-export").load(artifact) as runner:
+        first = run_calls(runner, calls, case.output_names)
+        second = run_calls(runner, calls, case.output_names)
+    result = check_determinism(case, first, second, what="torch-export")
+    assert not result and "dropout or batch statistics live" in result.report()
+
+
+@pytest.mark.slow
+def test_the_eval_mode_export_passes_batch_consistency(export_cache):
+    case = harness.case("efficientnet_b0")
+    target = harness.target("torch-export")
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_batch_consistency(case, "torch-export", runner, case.inputs["gradient"]()[0], 8)
+    assert result, result.summary()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..case import ModelCase
+from ..shapes import check_call_signature, input_signature
 
 __all__ = [
     "Artifact",
@@ -150,6 +151,9 @@ class Runner(ABC):
                 f"{self.artifact.path}: expects {expected} inputs {self.artifact.input_names}, got {len(inputs)}"
             )
         tensors = tuple(torch.as_tensor(x) for x in inputs)
+        signature = self.artifact.meta.get("inputs")
+        if signature:
+            check_call_signature(signature, tensors, str(self.artifact.path))
         outputs = self._run_impl(tensors)
         return tuple(to_numpy(o) for o in outputs)
 
@@ -228,6 +232,7 @@ class Target(ABC):
                 meta = self._export_impl(module, example, case, path) or {}
         except Exception as exc:  # exporters raise anything; the cell reports it
             raise ExportError(self.name, case.name, *describe_exception(exc)) from exc
+        meta.setdefault("inputs", input_signature(case, example))
         artifact = Artifact(path, self.name, case.name, case.input_names, case.output_names, meta)
         artifact.write_sidecar()
         return artifact

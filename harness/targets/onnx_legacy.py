@@ -24,7 +24,8 @@ class LegacyOnnxTarget(Target):
 
     def _export_impl(self, module, example, case, path):
         dynamic_axes = {
-            name: {axis: f"{name}_{axis}" for axis in axes} for name, axes in case.dynamic_dims.items()
+            name: {d.axis: d.dim for d in case.dynamic_axes() if d.input == name}
+            for name in case.dynamic_dims
         }
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

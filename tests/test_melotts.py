@@ -1,0 +1,101 @@
+"""MeloTTS-style cases: signature errors, data-dependent output length, the audio metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fixtures.vits as vits
+import harness
+from fixtures.melotts import CONFIG
+from harness.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.metrics import log_spectral_distance
+from harness.targets import Artifact
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target_name", ["onnx", "torchscript"])
+def test_an_80_bin_mel_fed_to_the_192_channel_decoder_is_a_signature_error(export_cache, target_name):
+    case = harness.case("melotts_vocoder")
+    target = harness.target(target_name)
+    latent, speaker = case.example_inputs()
+    mel = torch.randn(1, 80, latent.shape[-1])  # the fault: a mel spectrogram where the latent goes
+    with target.load(export_cache.get(case, target)) as runner:
+        with pytest.raises(harness.InputSignatureError) as caught:
+            runner.run(mel, speaker)
+    message = str(caught.value)
+    assert message.startswith(str(runner.artifact.path))
+    assert "input 'latent' dimension 1 is 80 where the graph has 192" in message
+    assert "the artifact takes float32 (1, 192, latent_2 in [8, 128])" in message
+
+
+@pytest.mark.slow
+def test_inputs_in_the_wrong_order_are_a_signature_error(export_cache):
+    case = harness.case("melotts")
+    target = harness.target("onnx")
+    inputs = list(case.example_inputs())
+    inputs[5], inputs[6] = inputs[6], inputs[5]  # ja_bert (768) where bert (1024) goes
+    with target.load(export_cache.get(case, target)) as runner:
+        with pytest.raises(
+            harness.InputSignatureError, match="input 'bert' dimension 1 is 768 where the graph has 1024"
+        ):
+            runner.run(*inputs)
+
+
+def test_the_synthesizer_output_length_follows_the_predicted_durations():
+    case = harness.case("melotts")
+    module = case.build()
+    normal = eager_outputs(module, case.inputs["phrase"](), case.output_names)
+    slow = eager_outputs(module, case.inputs["slow_phrase"](), case.output_names)
+    frames = normal["durations"].sum()
+    assert normal["audio"].shape[-1] == frames * CONFIG.hop
+    assert slow["audio"].shape[-1] > normal["audio"].shape[-1]
+
+
+def _length_baking_sequence_mask(length, max_length=None):
+    """The planted fault: the output length read as a Python int, which a tracer freezes."""
+    if max_length is None:
+        max_length = int(length.max())
+    return torch.arange(max_length, dtype=length.dtype).unsqueeze(0) < length.unsqueeze(1)
+
+
+@pytest.mark.slow
+def test_an_export_that_bakes_the_output_length_is_caught(tmp_path, monkeypatch):
+    case = harness.case("melotts")
+    module = case.build()
+    path = tmp_path / "baked-length.ts"
+    with monkeypatch.context() as patch:
+        patch.setattr(vits, "sequence_mask", _length_baking_sequence_mask)
+        with torch.no_grad(), pytest.warns(torch.jit.TracerWarning):
+            traced = torch.jit.trace(module, case.example_inputs(), check_trace=False)
+    torch.jit.save(traced, str(path))
+    artifact = Artifact(path, "torchscript", case.name, case.input_names, case.output_names)
+    calls = case.inputs["slow_phrase"]()
+    with harness.target("torchscript").load(artifact) as runner:
+        actual = run_calls(runner, calls, case.output_names)
+    result = check_equivalence(case, "torchscript", eager_outputs(module, calls, case.output_names), actual)
+    assert not result
+    assert "audio: shape" in result.summary() and "axis 3 is" in result.summary()
+    assert result.metric is not None and result.metric.value == float("inf")
+    # the example's own length still matches: one input cannot reveal the fault
+    same = case.inputs["phrase"]()
+    with harness.target("torchscript").load(artifact) as runner:
+        assert check_equivalence(
+            case,
+            "torchscript",
+            eager_outputs(module, same, case.output_names),
+            run_calls(runner, same, case.output_names),
+        )
+
+
+def test_log_spectral_distance_grows_with_the_error():
+    metric = log_spectral_distance(output="audio", threshold=0.5)
+    rng = np.random.default_rng(0)
+    clean = np.sin(2 * np.pi * 440 * np.arange(8192) / 44100)[None, None, None, :]
+    slightly = clean + 1e-5 * rng.standard_normal(clean.shape)
+    badly = clean + 0.3 * rng.standard_normal(clean.shape)
+    assert metric({"audio": clean}, {"audio": clean}).value == 0.0
+    assert metric({"audio": clean}, {"audio": slightly})
+    assert not metric({"audio": clean}, {"audio": badly})
+    assert metric({"audio": clean}, {"audio": clean[..., :4096]}).value == float("inf")
