@@ -79,7 +79,7 @@ def _readme(args: argparse.Namespace) -> int:
     readme = Path(args.readme)
     text = readme.read_text()
     replaced = []
-    for name, report in (("matrix", Path(args.report)), ("benchmarks", Path(args.benchmarks))):
+    for name, report in ((args.block, Path(args.report)), ("benchmarks", Path(args.benchmarks))):
         if not report.is_file():
             continue
         updated = _replace_block(text, name, report.read_text())
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(run=_check)
     readme = commands.add_parser("readme", help="copy the last run's Markdown matrix into the README")
     readme.add_argument("--report", default="reports/conformance.md")
+    readme.add_argument(
+        "--block", default="matrix", help="the README block the matrix goes into (<!-- NAME:start -->)"
+    )
     readme.add_argument("--benchmarks", default="reports/benchmarks.md")
     readme.add_argument("--readme", default="README.md")
     readme.set_defaults(run=_readme)
