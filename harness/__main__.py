@@ -79,7 +79,10 @@ def _readme(args: argparse.Namespace) -> int:
     readme = Path(args.readme)
     text = readme.read_text()
     replaced = []
-    for name, report in ((args.block, Path(args.report)), ("benchmarks", Path(args.benchmarks))):
+    sources = [(args.block, Path(args.report))]
+    if args.benchmarks:
+        sources.append(("benchmarks", Path(args.benchmarks)))
+    for name, report in sources:
         if not report.is_file():
             continue
         updated = _replace_block(text, name, report.read_text())
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     readme.add_argument(
         "--block", default="matrix", help="the README block the matrix goes into (<!-- NAME:start -->)"
     )
-    readme.add_argument("--benchmarks", default="reports/benchmarks.md")
+    readme.add_argument("--benchmarks", default=None, help="also copy this benchmark table (Markdown)")
     readme.add_argument("--readme", default="README.md")
     readme.set_defaults(run=_readme)
     merge = commands.add_parser("merge", help="merge per-env conformance.json reports into one matrix")

@@ -210,7 +210,9 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
         except FileExistsError:  # another xdist worker made it
             pass
         path = linked
-    meta.setdefault("inputs", input_signature(case, tuple(case.example_inputs())))
+    meta.setdefault(
+        "inputs", input_signature(case, tuple(case.example_inputs()), fixed_shapes=target.fixed_shapes)
+    )
     artifact = Artifact(path, target.name, case.name, case.input_names, case.output_names, meta)
     problems = check_signature(artifact, case, target)
     if problems:

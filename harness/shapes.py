@@ -23,22 +23,29 @@ class InputSignatureError(TypeError):
     the runtime sees them; the message names the artifact, the input and the dimension."""
 
 
-def input_signature(case: ModelCase, example: Call) -> list[dict[str, Any]]:
+def input_signature(case: ModelCase, example: Call, *, fixed_shapes: bool = True) -> list[dict[str, Any]]:
     """What the exported graph takes: per input its name, dtype and shape, where a dynamic axis
-    is ``[min, max, dim name]`` and a fixed one its size (stored in the artifact's sidecar)."""
+    is ``[min, max, dim name]`` and a fixed one its size (stored in the artifact's sidecar).
+
+    ``fixed_shapes=False`` (eager, traced TorchScript: any size the layers accept runs) records
+    undeclared axes as ``None``, so only dtype, rank and declared ranges are checked.
+    """
     dynamic = {(d.input, d.axis): d for d in case.dynamic_axes()}
     signature = []
     for name, x in zip(case.input_names, example):
         shape: list[Any] = []
         for axis, size in enumerate(x.shape):
             d = dynamic.get((name, axis)) or dynamic.get((name, axis - x.dim()))
-            shape.append([d.low, d.high, d.dim] if d else int(size))
+            shape.append([d.low, d.high, d.dim] if d else int(size) if fixed_shapes else None)
         signature.append({"name": name, "dtype": str(x.dtype).removeprefix("torch."), "shape": shape})
     return signature
 
 
 def _describe(entry: dict[str, Any]) -> str:
-    dims = [f"{d[2]} in [{d[0]}, {d[1]}]" if isinstance(d, list) else str(d) for d in entry["shape"]]
+    dims = [
+        f"{d[2]} in [{d[0]}, {d[1]}]" if isinstance(d, list) else "any" if d is None else str(d)
+        for d in entry["shape"]
+    ]
     return f"{entry['dtype']} ({', '.join(dims)})"
 
 
@@ -67,7 +74,7 @@ def check_call_signature(signature: list[dict[str, Any]], inputs: Call, where: s
                             f"dimension {dim!r}"
                         )
                         break
-                elif size != spec:
+                elif spec is not None and size != spec:
                     problem = (
                         f"dimension {axis} is {size} where the graph has {spec} (shape {tuple(x.shape)})"
                     )

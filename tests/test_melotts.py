@@ -15,7 +15,7 @@ from harness.targets import Artifact
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target_name", ["onnx", "torchscript"])
+@pytest.mark.parametrize("target_name", ["onnx", "torch-export"])
 def test_an_80_bin_mel_fed_to_the_192_channel_decoder_is_a_signature_error(export_cache, target_name):
     case = harness.case("melotts_vocoder")
     target = harness.target(target_name)

@@ -152,3 +152,24 @@ def test_the_sampler_signature_has_a_shared_token_axis():
     dims = {(d.input, d.axis): d.dim for d in case.dynamic_axes()}
     assert dims == {("codes", 2): "tokens", ("draw", 2): "tokens"}
     assert isinstance(case.build(), MaskedSampler)
+
+
+@pytest.mark.slow
+def test_the_equivalence_suite_names_the_weight_never_transferred(inner_pytest, tmp_path):
+    """Through the plugin: the user's own ONNX file with a re-initialised classifier."""
+    case = harness.case("vampnet")
+    path = tmp_path / "user-export.onnx"
+    _export(_reinitialised("classifier"), case, path, "onnx")
+    result = inner_pytest(
+        "--artifact",
+        f"vampnet:onnx={path}",
+        "--conformance-targets",
+        "onnx",
+        "-k",
+        "test_equivalence and periodic_prompt",
+        modules=("fixtures.vampnet",),
+    )
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert "vampnet/onnx: equivalence [periodic_prompt]: onnx vs eager: incomplete weight transfer" in text
+    assert "model.classifier.weight holds values unrelated to eager's" in text

@@ -199,6 +199,9 @@ class Target(ABC):
     description: str = ""
     #: Quantized and other lossy targets: judged by the case's approximate_metric, not tolerances.
     approximate: bool = False
+    #: Whether the artifact's input sizes are fixed where no dynamic dimension was declared
+    #: (False for eager and traced TorchScript, which run any size their layers accept).
+    fixed_shapes: bool = True
     #: The float target an approximate one is compared with for size and speed.
     float_counterpart: str | None = None
 
@@ -232,7 +235,7 @@ class Target(ABC):
                 meta = self._export_impl(module, example, case, path) or {}
         except Exception as exc:  # exporters raise anything; the cell reports it
             raise ExportError(self.name, case.name, *describe_exception(exc)) from exc
-        meta.setdefault("inputs", input_signature(case, example))
+        meta.setdefault("inputs", input_signature(case, example, fixed_shapes=self.fixed_shapes))
         artifact = Artifact(path, self.name, case.name, case.input_names, case.output_names, meta)
         artifact.write_sidecar()
         return artifact

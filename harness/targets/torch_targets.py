@@ -41,6 +41,7 @@ class EagerTarget(Target):
     """The reference: the case's own module, rebuilt and loaded from a saved state_dict."""
 
     name = "eager"
+    fixed_shapes = False
     suffix = ".eager.pt"
     description = "the eager nn.Module (reference)"
 
@@ -61,6 +62,7 @@ class TorchScriptTarget(Target):
     """``torch.jit.trace``; buffers are restored after tracing, since tracing runs forward once."""
 
     name = "torchscript"
+    fixed_shapes = False
     suffix = ".ts.pt"
     description = "torch.jit.trace, saved with torch.jit.save"
     reset_state_after_trace = True
