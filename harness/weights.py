@@ -51,10 +51,9 @@ def artifact_weights(artifact: Artifact) -> dict[str, np.ndarray] | None:
 
 @dataclass(frozen=True)
 class WeightAudit:
-    """Same-named weights found in the artifact and those that were not carried over."""
+    """How many eager weights were found by name in the artifact, and those that differ."""
 
     compared: int
-    eager_total: int
     problems: tuple[str, ...] = field(default_factory=tuple)
 
     def __bool__(self) -> bool:
@@ -109,4 +108,4 @@ def audit_weights(module: torch.nn.Module, weights: dict[str, np.ndarray]) -> We
                 f"{name} holds values unrelated to eager's (correlation {correlation:.2f}, max |diff| "
                 f"{np.abs(a - e).max():.3g}): re-initialised or never loaded?"
             )
-    return WeightAudit(compared, len(params), tuple(problems))
+    return WeightAudit(compared, tuple(problems))

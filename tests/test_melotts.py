@@ -99,3 +99,25 @@ def test_log_spectral_distance_grows_with_the_error():
     assert metric({"audio": clean}, {"audio": slightly})
     assert not metric({"audio": clean}, {"audio": badly})
     assert metric({"audio": clean}, {"audio": clean[..., :4096]}).value == float("inf")
+
+
+def test_the_synthesizer_built_under_no_grad_is_the_same_model():
+    from fixtures.melotts import build_synthesizer
+
+    with torch.no_grad():
+        quiet = build_synthesizer()
+    normal = build_synthesizer()
+    assert list(quiet.state_dict()) == list(normal.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(quiet.state_dict().values(), normal.state_dict().values()))
+
+
+def test_token_disagreement_counts_changed_tokens_and_shape_changes():
+    from harness.metrics import token_disagreement
+
+    metric = token_disagreement(output="tokens")
+    ids = np.arange(8).reshape(1, 8)
+    changed = ids.copy()
+    changed[0, :2] = 99
+    assert metric({"tokens": ids}, {"tokens": ids}).value == 0.0
+    assert metric({"tokens": ids}, {"tokens": changed}).value == 0.25
+    assert metric({"tokens": ids}, {"tokens": ids[:, :4]}).value == 1.0

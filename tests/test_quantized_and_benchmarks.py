@@ -89,3 +89,36 @@ def test_benchmark_table_takes_ratios_against_eager_of_the_same_run():
     table = "\n".join(benchmark_table(records))
     assert "| onnx | 2.000 | 2.00x | 0.2000 | 50.0 | 8.00 | - | - | 2.00 | 20.0 |" in table
     assert "| onnx-int8 | 1.000 | 4.00x | 0.1000 | - | 2.00 | 0.25 | 2.00 | 4.00 | 40.0 |" in table
+
+
+@pytest.mark.slow
+def test_dynamic_int8_that_depends_on_the_batch_is_named(export_cache):
+    """onnxruntime's dynamic int8 computes activation scales over the whole batch; a metric strict
+    enough to see it (0.001 on the logits) reports the batch dependence with that diagnosis."""
+    import dataclasses
+
+    from harness import Metric
+    from harness.equivalence import check_batch_consistency
+
+    case = harness.case("efficientnet_b0")
+    strict = dataclasses.replace(
+        case,
+        approximate_metric=Metric(
+            "largest logit change",
+            "logit",
+            lambda e, a: float(abs(e["logits"] - a["logits"]).max()),
+            threshold=1e-3,
+        ),
+    )
+    target = harness.target("onnx-int8")
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_batch_consistency(
+            strict, "onnx-int8", runner, case.inputs["noise"]()[0], 8, approximate=True
+        )
+        judged_by_labels = check_batch_consistency(
+            case, "onnx-int8", runner, case.inputs["noise"]()[0], 8, approximate=True
+        )
+    assert not result
+    assert "differs between batch 8 and batch 1: largest logit change: OVER THRESHOLD" in result.diagnosis
+    assert "activation scales computed over the whole batch" in result.diagnosis
+    assert judged_by_labels, judged_by_labels.summary()

@@ -173,3 +173,15 @@ def test_the_equivalence_suite_names_the_weight_never_transferred(inner_pytest, 
     text = result.stdout.str()
     assert "vampnet/onnx: equivalence [periodic_prompt]: onnx vs eager: incomplete weight transfer" in text
     assert "model.classifier.weight holds values unrelated to eager's" in text
+
+
+@pytest.mark.parametrize("build", [build_encoder, build_decoder, build_sampler])
+def test_a_model_built_under_no_grad_is_the_same_model(build):
+    """Weight-norm removal under no_grad once left plain-tensor weights outside named_parameters
+    (unseeded, so the encoder's codes changed from process to process)."""
+    with torch.no_grad():
+        quiet = build()
+    normal = build()
+    assert [n for n, _ in quiet.named_parameters()] == [n for n, _ in normal.named_parameters()]
+    for (name, a), b in zip(quiet.state_dict().items(), normal.state_dict().values()):
+        assert torch.equal(a, b), name
