@@ -149,6 +149,14 @@ class StreamingSpec:
         offline_metric: judges streamed against offline output; default: the case's tolerances.
         batch_rows: independent streams per call along axis 0 (1: not batched).
         steps_per_second: time steps per second (the sample rate), for the real-time factor.
+        time_inputs: the inputs streamed along time, by name, with their time axis. Default
+            (None): every input that is neither static nor state, on ``input_time_axis``.
+        static_inputs: inputs passed unchanged on every call (a sample rate, a speaker id, a
+            language id): never split, joined or rechunked.
+        state: explicit state in the signature, ``(x, state, ...) -> (y, new_state)``: input
+            name -> the output fed back as that input on the next call. The first call's value of
+            a state input is the initial state; the harness threads the state itself, through
+            eager and every target, and ignores the value later calls carry.
     """
 
     chunk: int
@@ -162,12 +170,25 @@ class StreamingSpec:
     batch_rows: int = 1
     #: time steps per second of signal (the sample rate for audio): gives the real-time factor
     steps_per_second: float | None = None
+    time_inputs: Mapping[str, int] | None = None
+    static_inputs: tuple[str, ...] = ()
+    state: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.chunk <= 0 or any(c <= 0 for c in self.other_chunks):
             raise ValueError(f"chunk sizes must be positive, got {self.chunk} and {self.other_chunks}")
         if self.warmup < 0 or self.latency < 0 or self.batch_rows < 1:
             raise ValueError("warmup and latency must be >= 0 and batch_rows >= 1")
+
+    def time_axes(self, input_names: Sequence[str]) -> dict[str, int]:
+        """The inputs streamed along time, with their axis (input order)."""
+        if self.time_inputs is not None:
+            return {n: self.time_inputs[n] for n in input_names if n in self.time_inputs}
+        return {
+            n: self.input_time_axis
+            for n in input_names
+            if n not in self.static_inputs and n not in self.state
+        }
 
     def frame_axis(self, output: str) -> int:
         if isinstance(self.output_time_axis, int):
@@ -309,6 +330,19 @@ class ModelCase:
                 problems.append(
                     f"expected failure for ({expected.target}, {expected.suite}) but the case has no streaming spec"
                 )
+        if self.streaming is not None:
+            spec = self.streaming
+            roles = [*(spec.time_inputs or {}), *spec.static_inputs, *spec.state]
+            for name in roles:
+                if name not in self.input_names:
+                    problems.append(f"streaming spec names unknown input {name!r}")
+            for name in spec.state.values():
+                if name not in self.output_names:
+                    problems.append(f"streaming state names unknown output {name!r}")
+            if len(set(roles)) != len(roles):
+                problems.append("streaming spec gives an input more than one role (time, static, state)")
+            if not spec.time_axes(self.input_names):
+                problems.append("streaming spec leaves no input streamed along time")
         for name in self.dynamic_dims:
             if name not in self.input_names:
                 problems.append(f"dynamic_dims names unknown input {name!r}")

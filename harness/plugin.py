@@ -19,6 +19,7 @@ from . import registry
 from .baseline import Baseline
 from .cache import ExportCache
 from .case import SUITES, MetricResult
+from .errors import ConformanceFailure
 from .external import external_artifact, parse_artifact_option
 from .golden import TensorSnapshotExtension
 from .profiles import register_profiles
@@ -32,10 +33,6 @@ register_profiles()  # before hypothesis's own pytest_configure reads --hypothes
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 SESSION_ID_KEY = pytest.StashKey[str]()
 GENERATED_KEY = pytest.StashKey[set]()
-
-
-class ConformanceFailure(AssertionError):
-    """A cell whose outputs do not conform; the message's first line is the diagnosis."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
