@@ -51,15 +51,22 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Every suite for one case. With ``--artifact`` only the given files are judged (unless
+    ``--targets`` says otherwise), strictly: the case's expected failures and the baseline
+    describe the harness's own exports and are not applied; any cell on the user's file that
+    is not a pass (or a check that does not apply) makes the exit status non-zero."""
     pytest_args = ["--pyargs", "suites", "-k", args.case]
+    artifact_targets = []
     for value in args.artifact:
         target, sep, path = value.partition("=")
-        if not sep:
+        if not sep or not target or not path:
             print(f"error: --artifact {value!r}: expected TARGET=PATH", file=sys.stderr)
             return 2
-        pytest_args += ["--artifact", f"{args.case}:{target}={path}"]
-    if args.targets:
-        pytest_args += ["--conformance-targets", args.targets]
+        artifact_targets.append(target)
+        pytest_args.append(f"--artifact={args.case}:{target}={Path(path).resolve()}")
+    targets_option = args.targets or ",".join(dict.fromkeys(artifact_targets))
+    if targets_option:
+        pytest_args.append(f"--conformance-targets={targets_option}")
     if args.workers > 1:
         pytest_args += ["-n", str(args.workers)]
     return int(pytest.main(pytest_args + ["-q", *args.pytest_args]))
@@ -153,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("target")
     export.add_argument("outdir")
     export.set_defaults(run=_export)
-    check = commands.add_parser("check", help="run every suite for one case and print the matrix")
+    check = commands.add_parser(
+        "check",
+        help="run every suite for one case and print the matrix (other arguments go to pytest)",
+        description="Run every suite for one case and print the matrix. With --artifact, judge your "
+        "own files strictly: exit status 1 if any cell on them is not a pass. Arguments check does "
+        "not know are passed to pytest.",
+    )
     check.add_argument("case")
     check.add_argument("--artifact", action="append", default=[], metavar="TARGET=PATH")
     check.add_argument("--targets", default=None, help="comma-separated target names")

@@ -7,8 +7,11 @@ state inputs for a lifted-state model. A mismatch is one clear error naming what
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,62 +164,186 @@ def check_signature(artifact: Artifact, case: ModelCase, target: Target) -> list
     ]
 
 
-def _lifted_state_meta(path: Path, case: ModelCase, workdir: Path) -> dict:
-    """State metadata for a user's lifted-state ONNX file without a sidecar: ``state.NAME`` inputs
-    and ``next_state.NAME`` outputs, starting from the case module's initial buffers."""
+def _lifted_state_meta(path: Path, case: ModelCase) -> dict:
+    """State metadata for a user's lifted-state ONNX file without a sidecar: ``state.NAME``
+    inputs and ``next_state.NAME`` outputs, starting from the case module's initial buffers."""
     inputs, outputs = _onnx_io(path)
     state_inputs = [n for n, _, _ in inputs if n not in case.input_names]
     state_outputs = [n for n, _, _ in outputs if n not in case.output_names]
+    if not state_inputs and not state_outputs:
+        raise ArtifactError(
+            f"{path}: has no state inputs or outputs besides the case's {list(case.input_names)}: "
+            "a plain ONNX export? Give it as --artifact=CASE:onnx=PATH"
+        )
     names = [n.removeprefix("state.") for n in state_inputs]
     if [f"next_state.{n}" for n in names] != state_outputs:
         raise ArtifactError(
-            f"{path}: state inputs {state_inputs} and outputs {state_outputs} do not pair as state.NAME / next_state.NAME"
+            f"{path}: state inputs {state_inputs} and outputs {state_outputs} do not pair as state.NAME / "
+            "next_state.NAME (name the pairs in a sidecar's meta.state_inputs / meta.state_outputs, "
+            "see docs/sidecar.schema.json)"
         )
+    return {"state_names": names, "state_inputs": state_inputs, "state_outputs": state_outputs}
+
+
+_META_LISTS = ("state_names", "state_inputs", "state_outputs")
+
+
+def _read_sidecar(sidecar: Path) -> dict:
+    """The ``meta`` of a user's sidecar, checked against docs/sidecar.schema.json's shape."""
+    try:
+        body = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{sidecar}: cannot read the artifact's sidecar ({exc})") from exc
+    except ValueError as exc:
+        raise ArtifactError(f"{sidecar}: the artifact's sidecar is not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ArtifactError(f"{sidecar}: the sidecar must be a JSON object, got a {type(body).__name__}")
+    meta = body.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{sidecar}: 'meta' must be an object, got a {type(meta).__name__}")
+    for key in _META_LISTS:
+        value = meta.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ArtifactError(f"{sidecar}: meta.{key} must be a list of strings, got {value!r}")
+    if "state_file" in meta and (not isinstance(meta["state_file"], str) or not meta["state_file"]):
+        raise ArtifactError(f"{sidecar}: meta.state_file must be a file name, got {meta['state_file']!r}")
+    if "state_file" in meta and Path(meta["state_file"]).name != meta["state_file"]:
+        raise ArtifactError(f"{sidecar}: meta.state_file must name a file beside the artifact, not a path")
+    lengths = {key: len(meta.get(key, [])) for key in _META_LISTS}
+    if len(set(lengths.values())) > 1:
+        raise ArtifactError(f"{sidecar}: meta's state lists differ in length {lengths}")
+    if "inputs" in meta and not isinstance(meta["inputs"], list):
+        raise ArtifactError(f"{sidecar}: meta.inputs must be a list, got a {type(meta['inputs']).__name__}")
+    return dict(meta)
+
+
+def _check_state_file(state: Path, names: list[str], case: ModelCase) -> None:
+    """The user's initial state: readable, one array per state buffer, the buffers' shapes and dtypes."""
+    if not state.is_file():
+        raise ArtifactError(f"{state}: the initial-state file the sidecar names does not exist")
     buffers = dict(case.build().named_buffers())
-    unknown = [n for n in names if n not in buffers]
-    if unknown:
-        raise ArtifactError(f"{path}: state inputs name buffers the case's module does not have: {unknown}")
+    try:
+        with np.load(state, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except Exception as exc:  # zipfile, pickle refusal, truncated member: all "unreadable"
+        raise ArtifactError(f"{state}: not a readable .npz of initial state ({type(exc).__name__}: {exc})") from exc
+    if sorted(arrays) != sorted(names):
+        raise ArtifactError(
+            f"{state}: holds {sorted(arrays)}, the artifact's state is {sorted(names)}"
+        )
+    for name in names:
+        if name not in buffers:
+            continue  # a state the case's module does not name: checked against the graph instead
+        want = buffers[name]
+        got = arrays[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise ArtifactError(
+                f"{state}: state {name!r} has shape {tuple(got.shape)}, the case's buffer {tuple(want.shape)}"
+            )
+        if str(got.dtype) != str(want.dtype).removeprefix("torch."):
+            raise ArtifactError(
+                f"{state}: state {name!r} is {got.dtype}, the case's buffer is {str(want.dtype).removeprefix('torch.')}"
+            )
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def _private_copy(files: list[Path], workdir: Path, entry: str, extra: dict[str, bytes]) -> Path:
+    """Copy the user's files into ``workdir/entry`` (an entry named by their content digest),
+    published atomically; an existing entry has the same content by construction."""
+    final = workdir / entry
+    if final.is_dir():
+        return final
     workdir.mkdir(parents=True, exist_ok=True)
-    state_file = workdir / (path.name + ".state.npz")
-    np.savez(state_file, **{n: buffers[n].numpy() for n in names})
-    return {
-        "state_names": names,
-        "state_inputs": state_inputs,
-        "state_outputs": state_outputs,
-        "state_file": state_file.name,
-    }
+    staging = workdir / f".staging-{entry}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for f in files:
+            shutil.copyfile(f, staging / f.name)
+        for name, data in extra.items():
+            (staging / name).write_bytes(data)
+        try:
+            staging.rename(final)
+        except OSError:  # another xdist worker published the same content first
+            if not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
-    """The user's file as an Artifact, checked against its case; raises ArtifactError on any misfit."""
+    """The user's file as an Artifact, checked against its case; raises ArtifactError on any misfit.
+
+    The file and every file beside it that belongs to it (sidecar, initial state) are copied
+    into a private entry named by their content digest: two different files never share an
+    entry, and a file changed between runs is never judged by an old copy.
+    """
     case, target = find_case(override.case), find_target(override.target)
-    path = override.path.resolve()
+    given = override.path
+    path = given.resolve()
+    if path.is_dir():
+        raise ArtifactError(f"{given}: is a directory, not an artifact file")
     if not path.is_file():
-        raise ArtifactError(f"{path}: artifact file does not exist")
+        raise ArtifactError(f"{given}: artifact file does not exist")
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"{given}: artifact file is empty")
     sidecar = path.with_name(path.name + ".json")
-    meta = json.loads(sidecar.read_text()).get("meta", {}) if sidecar.is_file() else {}
-    local = workdir / f"{case.name}-{target.name}"
-    if target.name == "onnx-stateful" and not meta:
-        meta = _lifted_state_meta(path, case, local)
-    if meta.get("state_file"):
-        # keep the user's folder untouched: read the state beside a private link to the file
-        local.mkdir(parents=True, exist_ok=True)
-        state = path.with_name(meta["state_file"])
-        if state.is_file():
-            shutil.copy(state, local / meta["state_file"])
-        linked = local / path.name
-        try:
-            linked.symlink_to(path)
-        except FileExistsError:  # another xdist worker made it
-            pass
-        path = linked
+    meta = _read_sidecar(sidecar) if sidecar.is_file() else {}
+    problem = target.format_problem(path)
+    if problem:
+        raise ArtifactError(f"{given}: {problem}")
+    lifted = target.name == "onnx-stateful"
+    if lifted and not meta.get("state_inputs"):
+        meta.update(_lifted_state_meta(path, case))
+    elif meta.get("state_inputs"):
+        inputs, outputs = _onnx_io(path)
+        absent = [n for n in meta["state_inputs"] if n not in {i[0] for i in inputs}]
+        absent += [n for n in meta["state_outputs"] if n not in {o[0] for o in outputs}]
+        if absent:
+            raise ArtifactError(
+                f"{given}: the sidecar names state inputs/outputs the graph does not have: {absent} "
+                "(a plain export given as onnx-stateful?)"
+            )
+    files = [path]
+    extra: dict[str, bytes] = {}
+    if meta.get("state_inputs"):
+        if meta.get("state_file"):
+            state = path.with_name(meta["state_file"])
+            _check_state_file(state, meta["state_names"], case)
+            files.append(state)
+        else:
+            buffers = dict(case.build().named_buffers())
+            unknown = [n for n in meta["state_names"] if n not in buffers]
+            if unknown:
+                raise ArtifactError(
+                    f"{given}: state inputs name buffers the case's module does not have: {unknown} "
+                    "(give their initial values in a .npz named by the sidecar's meta.state_file)"
+                )
+            buffer = io.BytesIO()
+            np.savez(buffer, **{n: buffers[n].numpy() for n in meta["state_names"]})
+            meta["state_file"] = path.name + ".state.npz"
+            extra[meta["state_file"]] = buffer.getvalue()
+    if sidecar.is_file():
+        files.append(sidecar)
+    digest = _digest(files) + (hashlib.sha256(b"".join(extra.values())).hexdigest()[:8] if extra else "")
+    local = _private_copy(
+        [f for f in files if f != sidecar], workdir, f"{case.name}-{target.name}-{digest}", extra
+    )
     meta.setdefault(
         "inputs", input_signature(case, tuple(case.example_inputs()), fixed_shapes=target.fixed_shapes)
     )
-    artifact = Artifact(path, target.name, case.name, case.input_names, case.output_names, meta)
+    artifact = Artifact(local / path.name, target.name, case.name, case.input_names, case.output_names, meta)
     problems = check_signature(artifact, case, target)
     if problems:
-        raise ArtifactError(
-            f"{override.path}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems)
-        )
+        raise ArtifactError(f"{given}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems))
     return artifact

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from .profiles import register_profiles
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
 from .targets import ArtifactError, ExportError, Runner, RuntimeMissing, targets
+from .targets.base import describe_exception
 from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
 
 register_profiles()  # before hypothesis's own pytest_configure reads --hypothesis-profile
@@ -73,6 +75,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--conformance-baseline-update",
         action="store_true",
         help="rewrite the baseline with this run's statuses instead of gating on it",
+    )
+    group.addoption(
+        "--conformance-baseline-with-artifacts",
+        action="store_true",
+        help="also gate (or rewrite) the baseline in a run with --artifact (by default a user's file "
+        "is judged on its own: the baseline is neither consulted nor rewritten)",
     )
     group.addoption(
         "--ort-optimization",
@@ -132,10 +140,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is None:  # the controller (or a run without xdist) collects the matrix
         report_dir = config.getoption("conformance_report") or "reports"
         baseline_path = config.getoption("conformance_baseline") or config.getini("conformance_baseline")
+        baseline: Baseline | None = Baseline(Path(config.rootpath) / baseline_path)
+        if overrides and not config.getoption("conformance_baseline_with_artifacts"):
+            # the baseline records the harness's own exports: a user's file is judged on its own
+            if config.getoption("conformance_baseline_update"):
+                raise pytest.UsageError(
+                    "--conformance-baseline-update with --artifact would record a user's file as the "
+                    "baseline; add --conformance-baseline-with-artifacts if that is what you want"
+                )
+            baseline = None
         collector = MatrixCollector(
             ConformanceReport(Path(config.rootpath) / report_dir),
-            Baseline(Path(config.rootpath) / baseline_path),
+            baseline,
             update=config.getoption("conformance_baseline_update"),
+            external=bool(overrides),
         )
         config.pluginmanager.register(collector, "conformance-matrix")
 
@@ -220,10 +238,13 @@ def pytest_collection_modifyitems(
     """
     generated: set[Cell] = config.stash.get(GENERATED_KEY, set())
     suites_generated = {cell.suite for cell in generated}
+    external = set(config.stash[SESSION_KEY].overrides)
     for item in items:
         cell = _cell_of(item)
         if cell is None:
             continue
+        if (cell.case_name, cell.target_name) in external:
+            continue  # a case's expected failures describe the harness's exports, never a user's file
         expected = cell.case.expected_failure(cell.target_name, cell.suite, cell.input_name)
         if expected is not None:
             raises = ExportError if expected.suite == "export" else ConformanceFailure
@@ -359,5 +380,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     cell = _cell_of(item)
     if cell is not None:
-        report.user_properties.append(("conformance_cell", cell.as_dict()))
+        record = cell.as_dict()
+        session = item.config.stash.get(SESSION_KEY, None)
+        record["external"] = bool(session and (cell.case_name, cell.target_name) in session.overrides)
+        report.user_properties.append(("conformance_cell", record))
+        if call.excinfo is not None and report.when == "call" and not report.skipped:
+            report.user_properties.append(("conformance_outcome", outcome_of(call.excinfo.value)))
     return report
+
+
+def outcome_of(exc: BaseException) -> dict[str, str]:
+    """Who is at fault for an exception a cell raised: the export (``fail``), the exporter
+    (``export-error``) or the harness, the case or the user's input (``error``)."""
+    if isinstance(exc, ConformanceFailure):
+        return {"status": "fail"}
+    if isinstance(exc, ExportError):
+        return {"status": "export-error"}
+    kind, line = describe_exception(exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return {"status": "error", "reason": f"harness error, not a verdict on the export: {kind}: {line}{where}"}

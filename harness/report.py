@@ -48,8 +48,15 @@ def _longrepr_message(report: pytest.TestReport) -> str:
     return _first_line(str(report.longrepr))
 
 
-def status_of(report: pytest.TestReport, result: dict[str, Any] | None) -> tuple[str, str] | None:
-    """(status, one-line reason) for a test report, or None for phases that say nothing new."""
+def status_of(
+    report: pytest.TestReport, result: dict[str, Any] | None, outcome: dict[str, str] | None = None
+) -> tuple[str, str] | None:
+    """(status, one-line reason) for a test report, or None for phases that say nothing new.
+
+    ``outcome`` is the plugin's classification of the exception the cell raised: a verdict
+    (``fail``), an exporter refusal (``export-error``) or anything else (``error``: the harness,
+    the case or the user's input, never the export).
+    """
     observed = (result or {}).get("summary", "")
     if report.when == "call":
         if report.passed:
@@ -64,8 +71,10 @@ def status_of(report: pytest.TestReport, result: dict[str, Any] | None) -> tuple
         message = _longrepr_message(report)
         if "[XPASS(strict)]" in str(report.longrepr):
             return "xpass", f"passed but declared as expected failure: {message}"
-        if (result or {}).get("status") == "export-error":
-            return "export-error", _first_line(observed).removeprefix("export-error: ")
+        if (result or {}).get("status") == "export-error" or (outcome or {}).get("status") == "export-error":
+            return "export-error", (_first_line(observed) or message).removeprefix("export-error: ")
+        if outcome is not None and outcome.get("status") == "error":
+            return "error", outcome.get("reason") or message
         return "fail", _first_line(observed) or message
     if report.when == "setup" and report.skipped:
         if hasattr(report, "wasxfail"):
@@ -121,7 +130,13 @@ class ConformanceReport:
         rows = []
         for case_name in cases:
             for target_name in targets_by_case[case_name]:
-                row: dict[str, Any] = {"case": case_name, "target": target_name, "suites": {}, "reasons": []}
+                row: dict[str, Any] = {
+                    "case": case_name,
+                    "target": target_name,
+                    "suites": {},
+                    "reasons": [],
+                    "errors": [],
+                }
                 metrics = []
                 for suite in suites:
                     results = self.cells.get((case_name, target_name, suite))
@@ -136,7 +151,11 @@ class ConformanceReport:
                         },
                     }
                     results = self._in_declared_order(case_name, results)
-                    bad = [r for r in results if r.status != "pass"]
+                    errors = [r for r in results if r.status == "error"]
+                    if errors:
+                        names = ",".join(r.input_name for r in errors)
+                        row["errors"].append(f"{suite} [{names}]: {errors[0].reason}")
+                    bad = [r for r in results if r.status not in ("pass", "error")]
                     if bad:
                         names = ",".join(r.input_name for r in bad)
                         row["reasons"].append(f"{suite} [{names}]: {self.worst(bad).reason}")
@@ -197,6 +216,9 @@ class ConformanceReport:
         reasons = [f"  {r['case']}/{r['target']}: {reason}" for r in rows for reason in r["reasons"]]
         if reasons:
             lines += ["", "non-pass cells:"] + reasons
+        errors = [f"  {r['case']}/{r['target']}: {reason}" for r in rows for reason in r["errors"]]
+        if errors:
+            lines += ["", "errors (the harness, the case or the input failed; no verdict on the export):"] + errors
         if self.state_audit:
             lines += ["", "state audit (buffers forward mutates):"]
             lines += [
@@ -276,23 +298,48 @@ class ConformanceReport:
         return written
 
 
+#: Skips that say a check does not apply to the case (not that the file went unjudged).
+_NOT_APPLICABLE = ("streams one row per call", "admits one chunk size only", "does not apply")
+
+
+def _skip_that_does_not_apply(status: tuple[str, str]) -> bool:
+    return status[0] == "skip" and any(text in status[1] for text in _NOT_APPLICABLE)
+
+
 class MatrixCollector:
     """A plugin object on the controller: collects cell statuses, gates them against the baseline
     and prints the matrix."""
 
     def __init__(
-        self, report: ConformanceReport, baseline: Baseline | None = None, *, update: bool = False
+        self,
+        report: ConformanceReport,
+        baseline: Baseline | None = None,
+        *,
+        update: bool = False,
+        external: bool = False,
     ) -> None:
         self.report = report
         self.baseline = baseline
         self.update = update
+        self.external = external
         self.changes: list[BaselineChange] = []
         self.gate_note = ""
+        #: cells on a user's file (``--artifact``) that did not pass: they fail the run
+        self.external_problems: list[str] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         observed = self.report.observed()
-        if self.baseline is None or not observed:
+        if self.external_problems:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.baseline is None:
+            if self.external:
+                self.gate_note = (
+                    "baseline not consulted: this run judges files given with --artifact on their own "
+                    "(--conformance-baseline-with-artifacts gates them too)"
+                )
+            return
+        if not observed:
             return
         known_cases = [c.name for c in cases()]
         known_targets = [t.name for t in targets()]
@@ -338,9 +385,14 @@ class MatrixCollector:
         if "conformance_state" in props:
             self.report.state_audit[cell["case_name"]] = props["conformance_state"]
         result = props.get("conformance_result")
-        status = status_of(report, result)
+        status = status_of(report, result, props.get("conformance_outcome"))
         if status is not None:
             self.report.add(cell, *status, result)
+            if cell.get("external") and status[0] != "pass" and not _skip_that_does_not_apply(status):
+                self.external_problems.append(
+                    f"{cell['case_name']} / {cell['target_name']} / {cell['suite']} [{cell['input_name']}]: "
+                    f"{status[0]}: {status[1]}"
+                )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.report.cells:
@@ -354,6 +406,18 @@ class MatrixCollector:
             for line in benchmark_table(self.report.benchmarks):
                 terminalreporter.write_line(line)
         terminalreporter.write_line("written: " + ", ".join(str(p) for p in written))
+        if self.external:
+            terminalreporter.section("artifacts given with --artifact")
+            if self.external_problems:
+                terminalreporter.write_line(
+                    f"{len(self.external_problems)} cells on your files did not pass (no expected failure "
+                    "applies to a user's file):",
+                    red=True,
+                )
+                for line in self.external_problems:
+                    terminalreporter.write_line("  " + line)
+            else:
+                terminalreporter.write_line("every cell on your files passed", green=True)
         if self.gate_note:
             terminalreporter.section("conformance baseline")
             terminalreporter.write_line(self.gate_note, red=bool(self.changes), green=not self.changes)

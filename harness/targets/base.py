@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..case import ModelCase
+from ..errors import HarnessError, TargetRunError
 from ..shapes import check_call_signature, input_signature
 
 __all__ = [
@@ -154,7 +155,20 @@ class Runner(ABC):
         signature = self.artifact.meta.get("inputs")
         if signature:
             check_call_signature(signature, tensors, str(self.artifact.path))
-        outputs = self._run_impl(tensors)
+        try:
+            outputs = self._run_impl(tensors)
+        except Exception as exc:
+            kind, line = describe_exception(exc)
+            described = ", ".join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors)
+            if self.artifact.target == "eager":
+                raise HarnessError(
+                    f"the case's own module rejects its inputs ({described}): {kind}: {line}; "
+                    "fix the case's inputs, no export is at fault"
+                ) from exc
+            raise TargetRunError(
+                f"{self.artifact.path}: the {self.artifact.target} runtime raised on inputs eager accepts "
+                f"({described}): {kind}: {line}"
+            ) from exc
         return tuple(to_numpy(o) for o in outputs)
 
     def reset(self) -> None:
@@ -239,6 +253,14 @@ class Target(ABC):
         artifact = Artifact(path, self.name, case.name, case.input_names, case.output_names, meta)
         artifact.write_sidecar()
         return artifact
+
+    def format_problem(self, path: Path) -> str | None:
+        """Why a user's file is not this target's format, in a few words (None: it may be).
+
+        Called on files given with ``--artifact`` before anything loads them; targets override
+        it with what their format's bytes must look like.
+        """
+        return None
 
     def load(self, artifact: Artifact) -> Runner:
         """Load an artifact; a missing, truncated or foreign file raises ArtifactError naming it."""

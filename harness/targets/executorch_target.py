@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import struct
+import subprocess
+import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..shapes import torch_dynamic_shapes
 from .base import Artifact, ArtifactError, Runner, Target
+from .formats import describe_format, pte_header_problem
 
 __all__ = ["ExecuTorchRunner", "ExecuTorchTarget"]
 
@@ -21,15 +24,37 @@ def check_pte_bytes(path: object, data: bytes) -> None:
     The runtime aborts the whole process on some malformed programs (seen here on random bytes),
     so the flatbuffer identifier and the extended header's declared sizes are checked first.
     """
-    if len(data) < 8 or data[4:6] != b"ET" or not data[6:8].isdigit():
-        raise ArtifactError(f"{path}: not an ExecuTorch program (no 'ETnn' flatbuffer identifier at byte 4)")
-    if data[8:12] == b"eh00" and len(data) >= 40:
-        program_size, segment_base, segment_size = struct.unpack_from("<QQQ", data, 16)
-        needed = segment_base + segment_size if segment_size else program_size
-        if len(data) < needed:
-            raise ArtifactError(
-                f"{path}: truncated ExecuTorch program ({len(data)} bytes, header says {needed})"
-            )
+    problem = pte_header_problem(path, data)
+    if problem:
+        raise ArtifactError(f"{path}: {problem}")
+
+
+_PROBE = """
+import sys
+from executorch.runtime import Runtime
+program = Runtime.get().load_program(open(sys.argv[1], "rb").read())
+method = program.load_method("forward")
+sys.exit(0 if method is not None else 3)
+"""
+
+
+def probe_in_subprocess(path: Path, timeout_s: float = 180.0) -> str | None:
+    """Load the program's ``forward`` in a child process: the runtime aborts (SIGABRT) or hangs
+    on some malformed programs, which must not take the test session down with it."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return f"the ExecuTorch runtime did not finish loading it in {timeout_s:.0f} s"
+    if done.returncode == 0:
+        return None
+    if done.returncode == 3:
+        return "the program has no 'forward' method"
+    lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
+    how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
+    last = lines[-1][:300] if lines else "no message"
+    return f"the ExecuTorch runtime cannot load it ({how}: {last})"
 
 
 class ExecuTorchRunner(Runner):
@@ -113,3 +138,14 @@ class ExecuTorchTarget(Target):
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return ExecuTorchRunner(artifact)
+
+    def format_problem(self, path: Path) -> str | None:
+        kind = describe_format(path)
+        if kind != "an ExecuTorch program":
+            return f"is {kind}, not an ExecuTorch program (.pte)"
+        problem = pte_header_problem(path, path.read_bytes())
+        if problem:
+            return problem
+        if self.missing_runtime():
+            return None  # the cells skip with the reason; nothing can load it here
+        return probe_in_subprocess(path)

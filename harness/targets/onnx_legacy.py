@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from .base import Artifact, Runner, Target
-from .onnx_target import OnnxRunner
+from .onnx_target import OnnxRunner, onnx_format_problem
 
 __all__ = ["LegacyOnnxTarget"]
 
@@ -49,6 +49,8 @@ class LegacyOnnxTarget(Target):
             }
         )
         return {"opset": self.opset, "dynamic_axes": dynamic_axes, "tracer_warnings": tracer}
+
+    format_problem = staticmethod(onnx_format_problem)
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OnnxRunner(artifact)

@@ -17,7 +17,7 @@ import torch
 from ..shapes import torch_dynamic_shapes
 from ..state import LiftedState, mutated_buffer_names
 from .base import Artifact, ArtifactError, Runner, Target
-from .onnx_target import OnnxRunner, dynamo_onnx_export
+from .onnx_target import OnnxRunner, dynamo_onnx_export, onnx_format_problem
 
 __all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
 
@@ -105,6 +105,8 @@ class LiftedOnnxTarget(Target):
             "state_outputs": state_outputs,
             "state_file": state_file.name,
         }
+
+    format_problem = staticmethod(onnx_format_problem)
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return LiftedOnnxRunner(artifact)

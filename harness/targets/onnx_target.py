@@ -12,6 +12,7 @@ import torch
 
 from ..shapes import torch_dynamic_shapes
 from .base import Artifact, ArtifactError, Runner, Target
+from .formats import describe_format
 
 __all__ = ["OnnxRunner", "OnnxTarget", "dynamo_onnx_export"]
 
@@ -97,6 +98,25 @@ def dynamo_onnx_export(
     )
 
 
+def onnx_format_problem(path: Path) -> str | None:
+    """Why a file is not a usable ONNX model: another format, a protobuf that does not parse
+    (corrupt or truncated), or a model without a graph."""
+    kind = describe_format(path)
+    if kind not in ("an ONNX-like protobuf", "unrecognised bytes"):
+        return f"is {kind}, not an ONNX model"
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        return f"not an ONNX model: its protobuf does not parse, corrupt or truncated ({type(exc).__name__})"
+    if not model.graph.node or not model.graph.output:
+        return "an ONNX file without a graph (no nodes or no outputs): not an exported model"
+    if not model.opset_import:
+        return "an ONNX model that declares no opset: corrupt?"
+    return None
+
+
 class OnnxTarget(Target):
     """``torch.onnx.export(..., dynamo=True)``, as a user would write it."""
 
@@ -113,3 +133,5 @@ class OnnxTarget(Target):
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OnnxRunner(artifact)
+
+    format_problem = staticmethod(onnx_format_problem)

@@ -13,6 +13,7 @@ from ..buffers import buffer_snapshot, restore_buffers
 from ..case import ModelCase
 from ..shapes import torch_dynamic_shapes
 from .base import Artifact, Runner, Target
+from .formats import describe_format
 
 __all__ = ["EagerTarget", "ModuleRunner", "TorchExportTarget", "TorchScriptTarget"]
 
@@ -78,6 +79,10 @@ class TorchScriptTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         return ModuleRunner(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
 
+    def format_problem(self, path: Path) -> str | None:
+        kind = describe_format(path)
+        return None if kind == "a TorchScript archive" else f"is {kind}, not a TorchScript archive (torch.jit.save)"
+
 
 class TorchExportTarget(Target):
     """``torch.export.export`` saved as .pt2 and run as a module (``ExportedProgram.module()``)."""
@@ -96,3 +101,7 @@ class TorchExportTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         program = torch.export.load(str(artifact.path))
         return ModuleRunner(artifact, program.module())
+
+    def format_problem(self, path: Path) -> str | None:
+        kind = describe_format(path)
+        return None if kind == "a torch.export archive" else f"is {kind}, not a torch.export archive (.pt2)"
