@@ -66,15 +66,18 @@ class MetricResult:
     value: float
     threshold: float
     unit: str
+    #: the field's other figures beside the judged one (e.g. raw pitch accuracy, octave errors)
+    figures: Mapping[str, float] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(np.isfinite(self.value) and self.value <= self.threshold)
 
     def summary(self) -> str:
         verdict = "ok" if self else "OVER THRESHOLD"
-        return (
-            f"{self.name}: {verdict}: {self.value:.4g} {self.unit} (threshold {self.threshold:g} {self.unit})"
-        )
+        text = f"{self.name}: {verdict}: {self.value:.4g} {self.unit} (threshold {self.threshold:g} {self.unit})"
+        if self.figures:
+            text += " [" + ", ".join(f"{k} {v:.4g}" for k, v in self.figures.items()) + "]"
+        return text
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ class Metric:
     """A task metric computed from eager and target outputs (e.g. pitch error in cents).
 
     ``compute(expected, actual)`` takes stacked outputs by name and returns one number where
-    lower is better; NaN or Inf counts as over the threshold.
+    lower is better (NaN or Inf counts as over the threshold), or ``(number, figures)`` with the
+    field's other figures by name, reported beside the judged one.
     """
 
     name: str
@@ -91,7 +95,11 @@ class Metric:
     threshold: float
 
     def __call__(self, expected: Outputs, actual: Outputs) -> MetricResult:
-        return MetricResult(self.name, float(self.compute(expected, actual)), self.threshold, self.unit)
+        value = self.compute(expected, actual)
+        figures: Mapping[str, float] = {}
+        if isinstance(value, tuple):
+            value, figures = value
+        return MetricResult(self.name, float(value), self.threshold, self.unit, dict(figures))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class Comparison:
     first_nonfinite_index: tuple[int, ...] | None
     needed_atol: float | None
     problem: str | None = None
+    #: what the expected values are: eager's outputs, or a stored golden snapshot
+    reference: str = "eager"
 
     def __bool__(self) -> bool:
         return self.passed
@@ -68,7 +70,7 @@ class Comparison:
         if self.mismatches or not parts:
             parts.append(
                 f"max abs err {self.max_abs:.3g} (rel {self.max_rel:.3g}) at {self.worst_index}"
-                f" [eager {self.expected_at_worst:.6g}, got {self.actual_at_worst:.6g}],"
+                f" [{self.reference} {self.expected_at_worst:.6g}, got {self.actual_at_worst:.6g}],"
                 f" {self.mismatches}/{self.total} elements outside {self.tolerance}"
             )
         if self.needed_atol is not None and not self.passed:
@@ -80,12 +82,12 @@ class Comparison:
 
 
 def _shape_problem(expected: np.ndarray, actual: np.ndarray) -> str:
-    text = f"shape {tuple(actual.shape)} {actual.dtype} does not match eager's {tuple(expected.shape)} {expected.dtype}"
+    text = f"shape {tuple(actual.shape)} {actual.dtype} does not match the reference's {tuple(expected.shape)} {expected.dtype}"
     if expected.ndim == actual.ndim:
         differing = [i for i, (e, a) in enumerate(zip(expected.shape, actual.shape)) if e != a]
         if len(differing) == 1:
             axis = differing[0]
-            text += f" (axis {axis} is {actual.shape[axis]} where eager's is {expected.shape[axis]})"
+            text += f" (axis {axis} is {actual.shape[axis]} where the reference's is {expected.shape[axis]})"
     return text
 
 
@@ -110,7 +112,12 @@ def _failed_shape(name: str, expected: np.ndarray, actual: np.ndarray, tolerance
 
 
 def compare(
-    expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance, *, name: str = "output"
+    expected: np.ndarray,
+    actual: np.ndarray,
+    tolerance: Tolerance,
+    *,
+    name: str = "output",
+    reference: str = "eager",
 ) -> Comparison:
     """Compare ``actual`` with the reference ``expected`` element-wise.
 
@@ -120,7 +127,7 @@ def compare(
     expected = np.asarray(expected)
     actual = np.asarray(actual)
     if expected.shape != actual.shape:
-        return _failed_shape(name, expected, actual, tolerance)
+        return replace(_failed_shape(name, expected, actual, tolerance), reference=reference)
     e = expected.astype(np.float64, copy=False)
     a = actual.astype(np.float64, copy=False)
     e_finite = np.isfinite(e)
@@ -160,4 +167,5 @@ def compare(
         nonfinite_mismatches=n_nonfinite,
         first_nonfinite_index=first_bad,
         needed_atol=needed,
+        reference=reference,
     )

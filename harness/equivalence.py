@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,8 +12,11 @@ from .buffers import buffer_snapshot, restore_buffers
 from .case import Calls, MetricResult, ModelCase, Outputs
 from .check import Check
 from .compare import Comparison, Tolerance, compare
+from .errors import HarnessError
+from .sequence import StateThreading, run_sequence
 from .shapes import resize_call
 from .targets import Runner
+from .targets.base import describe_exception
 
 __all__ = [
     "DETERMINISM_TOLERANCE",
@@ -40,25 +43,44 @@ def _stack(
     return {name: np.stack([np.asarray(o[i]) for o in per_call]) for i, name in enumerate(names)}
 
 
-def run_calls(runner: Runner, calls: Calls, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Reset the runner, feed the calls in order, return outputs stacked on a leading call axis."""
+def run_calls(
+    runner: Runner, calls: Calls, output_names: Sequence[str], *, threading: StateThreading | None = None
+) -> dict[str, np.ndarray]:
+    """Reset the runner, feed the calls in order (explicit state threaded), return outputs
+    stacked on a leading call axis."""
     runner.reset()
-    per_call = [runner.run(*call) for call in calls]
+    per_call = run_sequence(lambda call: runner.run(*call), calls, threading)
     return _stack(per_call, output_names, str(runner.artifact.path))
 
 
+def module_step(module: torch.nn.Module) -> Callable[[tuple[torch.Tensor, ...]], tuple[np.ndarray, ...]]:
+    """One call of an eager module, outputs as numpy arrays (the module's own errors are the
+    case's: :class:`HarnessError`)."""
+
+    def step(call: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
+        try:
+            with torch.no_grad():
+                out = module(*call)
+        except Exception as exc:
+            kind, line = describe_exception(exc)
+            raise HarnessError(f"the case's eager module raised on its own inputs: {kind}: {line}") from exc
+        out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        return tuple(o.detach().cpu().numpy().copy() for o in out)
+
+    return step
+
+
 def eager_outputs(
-    module: torch.nn.Module, calls: Calls, output_names: Sequence[str]
+    module: torch.nn.Module,
+    calls: Calls,
+    output_names: Sequence[str],
+    *,
+    threading: StateThreading | None = None,
 ) -> dict[str, np.ndarray]:
     """The reference: the eager module fed the calls from its current state, which is then restored."""
     initial = buffer_snapshot(module)
     try:
-        per_call = []
-        with torch.no_grad():
-            for call in calls:
-                out = module(*call)
-                out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-                per_call.append([o.detach().cpu().numpy().copy() for o in out])
+        per_call = run_sequence(module_step(module), calls, threading)
     finally:
         restore_buffers(module, initial)
     return _stack(per_call, output_names, "eager")

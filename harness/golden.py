@@ -114,7 +114,7 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
                 yield name, f"{name}: produced now, not in the snapshot"
             else:
                 tolerance = self.tolerances.get(name, self.default_tolerance)
-                result = compare(expected[name], actual[name], tolerance, name=name)
+                result = compare(expected[name], actual[name], tolerance, name=name, reference="snapshot")
                 yield name, None if result else result.summary()
 
     def _metric_result(self, serialized_data: Any, snapshot_data: Any) -> MetricResult | None:

@@ -11,6 +11,7 @@ from .case import Calls, ModelCase
 from .check import Check
 from .compare import compare
 from .equivalence import check_equivalence, eager_outputs, run_calls
+from .sequence import StateThreading
 from .shapes import resize_call, sizes_to_try
 from .streaming import eager_stream
 from .targets import Runner
@@ -56,9 +57,10 @@ def check_generated_input(
 ) -> Check:
     """One generated input through eager and the export; a mismatch is diagnosed (baked branch)."""
     what = f"{target} on a generated input"
-    expected = eager_outputs(module, calls, case.output_names)
+    threading = StateThreading.of(case)
+    expected = eager_outputs(module, calls, case.output_names, threading=threading)
     try:
-        actual = run_calls(runner, calls, case.output_names)
+        actual = run_calls(runner, calls, case.output_names, threading=threading)
     except Exception as exc:
         kind, line = describe_exception(exc)
         return Check(what, False, f"the export rejects this input: {kind}: {line}")

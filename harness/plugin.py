@@ -20,7 +20,7 @@ from . import registry
 from .baseline import Baseline
 from .cache import ExportCache
 from .case import SUITES, MetricResult
-from .errors import ConformanceFailure
+from .errors import ConformanceFailure, HarnessError
 from .external import external_artifact, parse_artifact_option
 from .golden import TensorSnapshotExtension
 from .profiles import register_profiles
@@ -35,6 +35,8 @@ register_profiles()  # before hypothesis's own pytest_configure reads --hypothes
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 SESSION_ID_KEY = pytest.StashKey[str]()
 GENERATED_KEY = pytest.StashKey[set]()
+ORPHANS_KEY = pytest.StashKey[bool]()
+ORPHAN_LIST_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -117,6 +119,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
     TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
+    if selected is not None and hasattr(config.option, "disable_unused_snapshots"):
+        # A target subset never generates the other targets' golden cells: syrupy would call
+        # their snapshots unused (and delete them under --snapshot-update). Snapshots that
+        # belong to no cell of any registered case and target are still reported (below).
+        config.option.disable_unused_snapshots = True
+        config.stash[ORPHANS_KEY] = True
     if config.getoption("ort_optimization"):
         os.environ[ORT_OPTIMIZATION_ENV] = config.getoption("ort_optimization")
     if config.getoption("ort_threads") is not None:
@@ -171,6 +179,46 @@ def share_cores_between_workers() -> None:
 def pytest_configure_node(node: Any) -> None:
     """xdist: workers share the controller's session id (one fresh export per run, not per worker)."""
     node.workerinput["conformance_session_id"] = node.config.stash[SESSION_ID_KEY]
+
+
+def orphan_snapshots(golden_root: Path) -> list[Path]:
+    """Golden snapshot files whose cell (case-target-input) no registered case and target has."""
+    known_cases = {c.name: c for c in registry.cases()}
+    known_targets = {t.name for t in targets()}
+    possible = {
+        f"{c.name}-{t}-{i}" for c in known_cases.values() for t in known_targets for i in c.inputs
+    }
+    orphans = []
+    for path in sorted(golden_root.glob("test_*/*.npz")):
+        name = path.name.removesuffix(".npz")
+        cell_id = name.partition("[")[2].removesuffix("]")
+        if cell_id and cell_id not in possible:
+            orphans.append(path)
+    return orphans
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if not config.stash.get(ORPHANS_KEY, False) or hasattr(config, "workerinput"):
+        return
+    root = TensorSnapshotExtension.golden_root
+    orphans = orphan_snapshots(root) if root is not None and root.is_dir() else []
+    if orphans:
+        config.stash[ORPHAN_LIST_KEY] = orphans
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    orphans = config.stash.get(ORPHAN_LIST_KEY, [])
+    if orphans:
+        terminalreporter.section("golden snapshots that belong to no cell")
+        for path in orphans:
+            terminalreporter.write_line(f"  {path}", red=True)
+        terminalreporter.write_line(
+            "no registered case, target and input set makes these cells: remove the files (a full run "
+            "with --snapshot-update deletes them)"
+        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -340,6 +388,19 @@ class CellContext:
         """The case's data-dependent branches (cached per process)."""
         return self._session.branches(self.case)
 
+    def require_snapshot(self, snapshot: Any) -> None:
+        """A golden cell without a stored snapshot is not a verdict on the export: say so plainly
+        (syrupy alone prints ``assert [- snapshot] == [+ received]``)."""
+        if self._item.config.option.update_snapshots:
+            return
+        root = TensorSnapshotExtension.golden_root
+        path = root / Path(str(self._item.path)).stem / f"{self._item.name}.npz" if root else None
+        if path is not None and not path.is_file():
+            raise HarnessError(
+                f"no golden snapshot yet for {self.cell.id}: record it with --snapshot-update "
+                f"(it is written to {path})"
+            )
+
     def artifact_path(self) -> Path:
         return Path(self._session.artifact(self.case, self.target).path)
 
@@ -363,7 +424,12 @@ class CellContext:
         record: dict[str, Any] = {"summary": result.summary()}
         metric = getattr(result, "metric", None)
         if isinstance(metric, MetricResult):
-            record["metric"] = {"name": metric.name, "value": metric.value, "unit": metric.unit}
+            record["metric"] = {
+                "name": metric.name,
+                "value": metric.value,
+                "unit": metric.unit,
+                "figures": dict(metric.figures),
+            }
         self._item.user_properties.append(("conformance_result", record))
         if not result:
             raise ConformanceFailure(result.report())

@@ -12,6 +12,7 @@ from .cache import ExportCache
 from .case import Calls, ModelCase
 from .equivalence import eager_outputs
 from .registry import case as find_case
+from .sequence import StateThreading
 from .state import StateBuffer, audit_state
 from .targets import Artifact, Runner, Target
 from .targets import target as find_target
@@ -105,7 +106,10 @@ class ConformanceSession:
         key = (case.name, input_name)
         if key not in self._references:
             self._references[key] = eager_outputs(
-                self.eager_module(case), self.calls(case, input_name), case.output_names
+                self.eager_module(case),
+                self.calls(case, input_name),
+                case.output_names,
+                threading=StateThreading.of(case),
             )
         return self._references[key]
 

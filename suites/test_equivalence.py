@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from harness.equivalence import check_batch_consistency, check_determinism, check_equivalence, run_calls
+from harness.sequence import StateThreading
 from harness.weights import artifact_weights, audit_weights
 
 
@@ -14,7 +15,7 @@ from harness.weights import artifact_weights, audit_weights
 def test_equivalence(conformance):
     """The target's outputs match eager within the case's tolerance (and task metric)."""
     runner = conformance.runner()
-    actual = run_calls(runner, conformance.calls(), conformance.case.output_names)
+    actual = run_calls(runner, conformance.calls(), conformance.case.output_names, threading=StateThreading.of(conformance.case))
     conformance.record_traces(conformance.reference(), actual)
     result = check_equivalence(
         conformance.case,
@@ -37,8 +38,8 @@ def test_determinism(conformance):
     """Two runs of the same input from a reset state agree (a training-mode export does not)."""
     runner = conformance.runner()
     calls = conformance.calls()
-    first = run_calls(runner, calls, conformance.case.output_names)
-    second = run_calls(runner, calls, conformance.case.output_names)
+    first = run_calls(runner, calls, conformance.case.output_names, threading=StateThreading.of(conformance.case))
+    second = run_calls(runner, calls, conformance.case.output_names, threading=StateThreading.of(conformance.case))
     conformance.verdict(check_determinism(conformance.case, first, second, what=conformance.target.name))
 
 

@@ -10,9 +10,11 @@ import pytest
 
 from harness.equivalence import run_calls
 from harness.golden import TensorSnapshot, tensor_snapshot_extension
+from harness.sequence import StateThreading
 
 
 def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
+    conformance.require_snapshot(snapshot)
     case, target = conformance.case, conformance.target.name
     tolerances = {name: case.tolerance_for(name, target) for name in case.output_names}
     provenance = {
@@ -38,5 +40,5 @@ def test_golden_target(conformance, snapshot):
     """Each target's outputs match their snapshot (catches runtime regressions)."""
     runner = conformance.runner()
     _assert_matches_snapshot(
-        conformance, snapshot, run_calls(runner, conformance.calls(), conformance.case.output_names)
+        conformance, snapshot, run_calls(runner, conformance.calls(), conformance.case.output_names, threading=StateThreading.of(conformance.case))
     )

@@ -169,7 +169,10 @@ def test_baseline_gate_fails_on_a_regression_an_improvement_and_a_removed_case(
     assert same.ret == 0 and "conformance baseline gate passed" in same.stdout.str()
 
     regressed = inner_pytest(
-        *select, "--artifact", f"conv_mlp:onnx={_perturbed_onnx(tmp_path)}", modules=TOYS
+        *select,
+        f"--artifact=conv_mlp:onnx={_perturbed_onnx(tmp_path)}",
+        "--conformance-baseline-with-artifacts",  # a user's file is gated on the baseline only when asked
+        modules=TOYS,
     )
     assert regressed.ret == pytest.ExitCode.TESTS_FAILED
     assert "conformance baseline gate FAILED" in regressed.stdout.str()

@@ -16,6 +16,7 @@ from harness.streaming import (
     check_initial_state,
     check_reset,
     rechunk,
+    whole_signal,
 )
 from harness.targets import Artifact
 from harness.targets.executorch_target import ExecuTorchRunner
@@ -76,11 +77,25 @@ def test_lifted_state_computes_what_the_stateful_module_computes():
 
 def test_rechunk_keeps_the_signal():
     calls = [(torch.arange(6.0).reshape(1, 6),), (torch.arange(6.0, 12.0).reshape(1, 6),)]
-    assert [c[0].tolist() for c in rechunk(calls, 4, axis=-1)] == [
+    case = harness.case("cached_conv")
+    assert [c[0].tolist() for c in rechunk(case, calls, 4)] == [
         [[0, 1, 2, 3]],
         [[4, 5, 6, 7]],
         [[8, 9, 10, 11]],
     ]
+
+
+def test_rechunk_and_whole_signal_cut_only_time_inputs():
+    """A per-call scalar (the sample rate) and explicit state are never joined or cut: the seen
+    crash was torch.cat of a 0-dim sample rate, reported as the model failing on eager."""
+    case = harness.case("explicit_state_vad")
+    calls = case.inputs["bursts"]()
+    whole = whole_signal(case, calls)
+    assert whole[0].shape == (1, 64 * len(calls))
+    assert whole[1].shape == (2, 1, 16) and whole[2].dim() == 0 and int(whole[2]) == 16000
+    pairs = rechunk(case, calls, 128)
+    assert [tuple(c[0].shape) for c in pairs] == [(1, 128)] * (len(calls) // 2)
+    assert all(c[2].dim() == 0 and c[1].shape == (2, 1, 16) for c in pairs)
 
 
 @pytest.mark.parametrize("case_name", ["cached_conv", "lstm_stream"])

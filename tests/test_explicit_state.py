@@ -1,0 +1,141 @@
+"""Explicit state and per-call inputs through every streaming check, and diagnoses that are
+refuted when they do not apply (a weight or output fault is never called a state fault)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import harness
+from harness.errors import HarnessError
+from harness.streaming import check_continuity, check_initial_state, check_offline
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+STATE_WORDS = ("state dropped", "state advanced", "swapped", "does not start from the initial state", "state buffer")
+
+
+class IgnoresState(torch.nn.Module):
+    """An export that drops explicit state: it always computes from the initial (zero) state."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, state, sr):
+        return self.inner(x, torch.zeros_like(state), sr)
+
+
+class Constant(torch.nn.Module):
+    """An export whose framed output is a constant (with the right shapes)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args):
+        out = self.inner(*args)
+        out = out if isinstance(out, tuple) else (out,)
+        return (torch.full_like(out[0], 0.5), *out[1:]) if len(out) > 1 else torch.full_like(out[0], 0.5)
+
+
+class NanOnQuietFrames(torch.nn.Module):
+    """An export that returns NaN where the input chunk is quiet (the seen PESTO fault's shape)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, state, sr):
+        prob, next_state = self.inner(x, state, sr)
+        quiet = x.abs().mean() < 0.3
+        return torch.where(quiet, torch.full_like(prob, float("nan")), prob), next_state
+
+
+def _fp16_weights(module: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.half().float())
+    return module
+
+
+def _planted(tmp_path, case_name: str, target: str, wrap, tag: str):
+    """The case's module, wrapped by a fault, exported with the real exporter and loaded."""
+    case = harness.case(case_name)
+    planted = replace(case, name=f"{case_name}_{tag}", build=lambda: wrap(case.build()).eval())
+    artifact = harness.target(target).export(planted, tmp_path / tag)
+    artifact = replace(artifact, case=case.name)
+    return harness.target(target).load(artifact)
+
+
+def _names(case_name: str) -> list[str]:
+    case = harness.case(case_name)
+    return harness.audit_state(case.build(), case.example_inputs()) and [
+        b.name for b in harness.audit_state(case.build(), case.example_inputs())
+    ]
+
+
+def _continuity(case_name: str, runner):
+    case = harness.case(case_name)
+    calls = case.inputs[case.main_input]()
+    return check_continuity(case, "onnx", runner, case.build(), calls, _names(case_name))
+
+
+def _initial(case_name: str, runner):
+    case = harness.case(case_name)
+    calls = case.inputs[case.main_input]()
+    return check_initial_state(case, "onnx", runner, case.build(), calls, _names(case_name))
+
+
+def test_every_streaming_check_passes_on_eager_with_explicit_state_and_a_sample_rate(export_cache):
+    case = harness.case("explicit_state_vad")
+    calls = case.inputs["bursts"]()
+    target = harness.target("eager")
+    with target.load(export_cache.get(case, target)) as runner:
+        assert check_continuity(case, "eager", runner, case.build(), calls, [])
+        assert check_offline(case, "eager", runner, case.build, calls)
+        assert check_initial_state(case, "eager", runner, case.build(), calls, [])
+
+
+def test_an_export_that_ignores_its_explicit_state_is_diagnosed_as_state_dropped(tmp_path):
+    with _planted(tmp_path, "explicit_state_vad", "onnx", IgnoresState, "drops") as runner:
+        result = _continuity("explicit_state_vad", runner)
+    assert not result
+    assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of state"), result
+
+
+@pytest.mark.parametrize(
+    "case_name, target, wrap, tag",
+    [
+        ("explicit_state_vad", "onnx", _fp16_weights, "fp16"),
+        ("explicit_state_vad", "onnx", Constant, "constant"),
+        ("explicit_state_vad", "onnx", NanOnQuietFrames, "nan"),
+        ("cached_conv", "onnx-stateful", _fp16_weights, "fp16"),
+        ("lstm_stream", "onnx-stateful", _fp16_weights, "fp16"),
+        ("lstm_stream", "onnx-stateful", Constant, "constant"),
+    ],
+)
+def test_weight_and_output_faults_get_no_state_diagnosis(tmp_path, case_name, target, wrap, tag):
+    with _planted(tmp_path, case_name, target, wrap, tag) as runner:
+        continuity = _continuity(case_name, runner)
+        initial = _initial(case_name, runner)
+    assert not continuity
+    assert "no state hypothesis" in " ".join(continuity.details)
+    for result in (continuity, initial):
+        assert not any(word in result.diagnosis for word in STATE_WORDS), result.diagnosis
+    if not initial:  # (NaN on quiet frames leaves the loud first chunk right)
+        assert initial.diagnosis.startswith("first chunk differs from eager's"), initial.diagnosis
+
+
+def test_a_streaming_input_on_which_eager_is_constant_is_refused(export_cache):
+    """A constant export would pass such an input (PESTO's constant 60 on the C4 sine)."""
+    case = harness.case("cached_conv")
+    calls = [(torch.zeros(1, 1, 32),)] * 6
+    target = harness.target("eager")
+    with target.load(export_cache.get(case, target)) as runner:
+        with pytest.raises(HarnessError, match="is constant over the frames of this input"):
+            check_offline(case, "eager", runner, case.build, calls)
+        with pytest.raises(HarnessError, match="is constant over the frames of this input"):
+            check_continuity(case, "eager", runner, case.build(), calls, ["cache"])
