@@ -11,22 +11,89 @@ Arguments ``check`` does not know are passed to pytest (e.g. ``-x``, ``--export-
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
-import pytest
 
-from . import registry
-from .targets import ExportError, targets
-from .targets import target as find_target
+def project_config(start: Path | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """The pytest configuration of the project around ``start`` (default: the current folder),
+    found the way pytest finds its inifile: walking up, the first of pytest.ini, .pytest.ini,
+    pyproject.toml with [tool.pytest.ini_options], tox.ini with [pytest], setup.cfg with
+    [tool:pytest]. Returns (the file, its options)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        for name in ("pytest.ini", ".pytest.ini"):
+            path = folder / name
+            if path.is_file():
+                return path, _ini_section(path, "pytest") or {}
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                body = tomllib.loads(pyproject.read_text())
+            except (OSError, tomllib.TOMLDecodeError):
+                body = {}
+            options = body.get("tool", {}).get("pytest", {}).get("ini_options")
+            if options is not None:
+                return pyproject, dict(options)
+        for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
+            path = folder / name
+            if path.is_file():
+                options = _ini_section(path, section)
+                if options is not None:
+                    return path, options
+    return None, {}
+
+
+def _ini_section(path: Path, section: str) -> dict[str, Any] | None:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path)
+    except configparser.Error:
+        return None
+    return dict(parser[section]) if parser.has_section(section) else None
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v for v in value.replace(",", " ").split() if v]
+    return [str(v) for v in value or []]
 
 
 def _load_cases() -> None:
-    registry.load_case_modules([], Path.cwd() / "fixtures")
+    """Import the case modules the current project's pytest configuration names
+    (``conformance_case_modules``), with the project's folder and ``pythonpath`` on sys.path."""
+    from . import registry
+
+    path, options = project_config()
+    if path is not None:
+        root = path.parent
+        for entry in [".", *_as_list(options.get("pythonpath", []))]:
+            folder = str((root / entry).resolve())
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    modules = _as_list(options.get("conformance_case_modules", []))
+    try:
+        registry.load_case_modules(modules)
+    except registry.CaseError as exc:
+        raise SystemExit(f"error: {exc} (named by conformance_case_modules in {path})") from None
+    if not registry.cases():
+        where = f"in {path}" if path else "(no pytest configuration found from here up)"
+        print(
+            f"note: no conformance cases: conformance_case_modules {where} names no module that registers one",
+            file=sys.stderr,
+        )
 
 
 def _list(_: argparse.Namespace) -> int:
+    from . import registry
+    from .targets import targets
+
     _load_cases()
     print("cases:")
     for case in registry.cases():
@@ -40,6 +107,10 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from . import registry
+    from .targets import ExportError
+    from .targets import target as find_target
+
     _load_cases()
     try:
         artifact = find_target(args.target).export(registry.case(args.case), Path(args.outdir))
@@ -69,6 +140,8 @@ def _check(args: argparse.Namespace) -> int:
         pytest_args.append(f"--conformance-targets={targets_option}")
     if args.workers > 1:
         pytest_args += ["-n", str(args.workers)]
+    import pytest
+
     return int(pytest.main(pytest_args + ["-q", *args.pytest_args]))
 
 
@@ -139,6 +212,8 @@ def _plot(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from .targets import targets
+
     order = [t.name for t in targets()]
     only = args.targets.split(",") if args.targets else None
     figures = dict(trace_svgs({key: body["traces"][key]}, target_order=order, only_targets=only))

@@ -1,10 +1,13 @@
-"""Hypothesis profiles for the input-space suites: ``dev``, ``ci`` (bounded), ``nightly``.
+"""Hypothesis profiles for the input-space suites: ``conformance-dev``, ``conformance-ci``
+(bounded), ``conformance-nightly``.
 
-Chosen with hypothesis's own ``--hypothesis-profile``; this repository's pytest options make
-``ci`` the default. ``dev`` and ``nightly`` generate at random, shrink failures and save them in
-``golden/hypothesis`` (commit it): every later run replays them first. ``ci`` is deterministic:
-it replays that database, then generates a fixed (derandomized) set of inputs, so CI is never
-red by chance, and a failure the nightly run found once gates every later CI run.
+Registered under the plugin's own names, so no other test's settings change. Chosen with
+hypothesis's own ``--hypothesis-profile``; when the active profile is not one of these (another
+project's default), the conformance suites run under ``conformance-ci``. ``-dev`` and
+``-nightly`` generate at random, shrink failures and save them in ``golden/hypothesis`` (commit
+it): every later run replays them first. ``-ci`` is deterministic: it replays that database,
+then generates a fixed (derandomized) set of inputs, so CI is never red by chance, and a
+failure the nightly run found once gates every later CI run.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-__all__ = ["EXAMPLE_DATABASE", "register_profiles", "run_property"]
+__all__ = ["EXAMPLE_DATABASE", "PROFILES", "register_profiles", "run_property"]
+
+#: The plugin's profile names (hypothesis's own and other projects' profiles are never touched).
+PROFILES = ("conformance-dev", "conformance-ci", "conformance-nightly")
 
 EXAMPLE_DATABASE = "golden/hypothesis"
 _COMMON = dict(
@@ -32,12 +38,14 @@ _COMMON = dict(
 
 def register_profiles() -> None:
     database = DirectoryBasedExampleDatabase(EXAMPLE_DATABASE)
-    settings.register_profile("dev", max_examples=20, database=database, **_COMMON)
+    settings.register_profile("conformance-dev", max_examples=20, database=database, **_COMMON)
     # ci: derandomized generation (hypothesis then uses no database) and no shrinking;
     # replay_then_generate() replays the database in a separate pass first
     ci_phases = (Phase.explicit, Phase.generate, Phase.target)
-    settings.register_profile("ci", max_examples=6, derandomize=True, phases=ci_phases, **_COMMON)
-    settings.register_profile("nightly", max_examples=200, database=database, **_COMMON)
+    settings.register_profile(
+        "conformance-ci", max_examples=6, derandomize=True, phases=ci_phases, **_COMMON
+    )
+    settings.register_profile("conformance-nightly", max_examples=200, database=database, **_COMMON)
 
 
 def run_property(
@@ -49,7 +57,8 @@ def run_property(
     ``database_key`` (failures found by earlier dev or nightly runs), then generate the fixed
     set. Otherwise one run does both, saving new failures.
     """
-    current = settings()
+    active = settings.get_current_profile_name()
+    current = settings() if active.startswith("conformance-") else settings.get_profile("conformance-ci")
     runs = [current]
     if current.derandomize:
         replay = settings(

@@ -129,9 +129,9 @@ class _profile:
         self.active = active
 
     def __enter__(self) -> None:
-        settings.register_profile("_self_test", self.active)
+        settings.register_profile("conformance-self-test", self.active)
         self.previous = settings._current_profile
-        settings.load_profile("_self_test")
+        settings.load_profile("conformance-self-test")
 
     def __exit__(self, *exc: object) -> None:
         settings.load_profile(self.previous)

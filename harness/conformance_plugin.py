@@ -1,0 +1,402 @@
+"""The active pytest plugin: case discovery, suite generation, expected failures, the matrix.
+
+Registered by the entry point (:mod:`harness.plugin`) only in a run that uses conformance: a
+project that installs the package for other reasons never imports torch through it. Suites are
+ordinary test functions marked ``@pytest.mark.conformance("SUITE")`` that take the
+``conformance`` fixture; this plugin parametrises them over every registered case x target x
+canonical input set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from . import registry
+from .baseline import Baseline
+from .cache import ExportCache
+from .case import SUITES, MetricResult
+from .errors import ConformanceFailure, HarnessError
+from .external import external_artifact, parse_artifact_option
+from .golden import TensorSnapshotExtension
+from .report import ConformanceReport, MatrixCollector
+from .session import Cell, ConformanceSession
+from .targets import ArtifactError, ExportError, Runner, RuntimeMissing, targets
+from .targets.base import describe_exception
+from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
+
+SESSION_KEY = pytest.StashKey[ConformanceSession]()
+SESSION_ID_KEY = pytest.StashKey[str]()
+GENERATED_KEY = pytest.StashKey[set]()
+ORPHANS_KEY = pytest.StashKey[bool]()
+ORPHAN_LIST_KEY = pytest.StashKey[list]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        registry.load_case_modules(config.getini("conformance_case_modules"))
+    except registry.CaseError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    known = [t.name for t in targets()]
+    problems = [p for c in registry.cases() for p in c.check_declarations(known)]
+    selected = _selected_targets(config)
+    unknown = sorted(set(selected or ()) - set(known))
+    if unknown:
+        problems.append(f"--conformance-targets names unknown targets {unknown} (known: {', '.join(known)})")
+    if problems:
+        raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
+
+    TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
+    if selected is not None and hasattr(config.option, "disable_unused_snapshots"):
+        # A target subset never generates the other targets' golden cells: syrupy would call
+        # their snapshots unused (and delete them under --snapshot-update). Snapshots that
+        # belong to no cell of any registered case and target are still reported (below).
+        config.option.disable_unused_snapshots = True
+        config.stash[ORPHANS_KEY] = True
+    if config.getoption("ort_optimization"):
+        os.environ[ORT_OPTIMIZATION_ENV] = config.getoption("ort_optimization")
+    if config.getoption("ort_threads") is not None:
+        os.environ[ORT_THREADS_ENV] = str(config.getoption("ort_threads"))
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and int(workerinput.get("workercount", 1)) > 1:
+        share_cores_between_workers()
+    session_id = workerinput["conformance_session_id"] if workerinput else uuid.uuid4().hex
+    config.stash[SESSION_ID_KEY] = session_id
+    cache_dir = config.getoption("export_cache_dir") or config.getini("conformance_export_cache")
+    cache_root = Path(config.rootpath) / cache_dir
+    cache = ExportCache(cache_root, fresh=config.getoption("export_fresh"), session_id=session_id)
+    overrides = {}
+    for value in config.getoption("artifact"):
+        try:
+            override = parse_artifact_option(value)
+            overrides[(override.case, override.target)] = external_artifact(override, cache_root / "external")
+        except (ValueError, ArtifactError) as exc:
+            raise pytest.UsageError(str(exc)) from exc
+    config.stash[SESSION_KEY] = ConformanceSession(cache, overrides)
+    if workerinput is None:  # the controller (or a run without xdist) collects the matrix
+        report_dir = config.getoption("conformance_report") or "reports"
+        baseline_path = config.getoption("conformance_baseline") or config.getini("conformance_baseline")
+        baseline: Baseline | None = Baseline(Path(config.rootpath) / baseline_path)
+        if overrides and not config.getoption("conformance_baseline_with_artifacts"):
+            # the baseline records the harness's own exports: a user's file is judged on its own
+            if config.getoption("conformance_baseline_update"):
+                raise pytest.UsageError(
+                    "--conformance-baseline-update with --artifact would record a user's file as the "
+                    "baseline; add --conformance-baseline-with-artifacts if that is what you want"
+                )
+            baseline = None
+        collector = MatrixCollector(
+            ConformanceReport(Path(config.rootpath) / report_dir),
+            baseline,
+            update=config.getoption("conformance_baseline_update"),
+            external=bool(overrides),
+        )
+        config.pluginmanager.register(collector, "conformance-matrix")
+
+
+def share_cores_between_workers() -> None:
+    """One compute thread per xdist worker: the runtimes' thread pools spin while they wait, and
+    several pools per core make every cell many times slower (measured: 20 s instead of 1 s)."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault(ORT_THREADS_ENV, "1")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: workers share the controller's session id (one fresh export per run, not per worker)."""
+    node.workerinput["conformance_session_id"] = node.config.stash[SESSION_ID_KEY]
+
+
+def orphan_snapshots(golden_root: Path) -> list[Path]:
+    """Golden snapshot files whose cell (case-target-input) no registered case and target has."""
+    known_cases = {c.name: c for c in registry.cases()}
+    known_targets = {t.name for t in targets()}
+    possible = {
+        f"{c.name}-{t}-{i}" for c in known_cases.values() for t in known_targets for i in c.inputs
+    }
+    orphans = []
+    for path in sorted(golden_root.glob("test_*/*.npz")):
+        name = path.name.removesuffix(".npz")
+        cell_id = name.partition("[")[2].removesuffix("]")
+        if cell_id and cell_id not in possible:
+            orphans.append(path)
+    return orphans
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if not config.stash.get(ORPHANS_KEY, False) or hasattr(config, "workerinput"):
+        return
+    root = TensorSnapshotExtension.golden_root
+    orphans = orphan_snapshots(root) if root is not None and root.is_dir() else []
+    if orphans:
+        config.stash[ORPHAN_LIST_KEY] = orphans
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    orphans = config.stash.get(ORPHAN_LIST_KEY, [])
+    if orphans:
+        terminalreporter.section("golden snapshots that belong to no cell")
+        for path in orphans:
+            terminalreporter.write_line(f"  {path}", red=True)
+        terminalreporter.write_line(
+            "no registered case, target and input set makes these cells: remove the files (a full run "
+            "with --snapshot-update deletes them)"
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.close()
+
+
+def _selected_targets(config: pytest.Config) -> list[str] | None:
+    value = config.getoption("conformance_targets")
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("conformance")
+    if marker is None:
+        return
+    suite = marker.args[0] if marker.args else marker.kwargs.get("suite")
+    if suite not in SUITES or suite == "export":
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown conformance suite {suite!r}")
+    inputs = marker.kwargs.get("inputs", "all")
+    streaming_only = marker.kwargs.get("requires") == "streaming"
+    only_targets = marker.kwargs.get("targets")
+    skip_targets = marker.kwargs.get("skip_targets", ())
+    if inputs not in ("all", "primary", "generated"):
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: inputs must be 'all', 'primary' or 'generated', got {inputs!r}"
+        )
+    requires = marker.kwargs.get("requires")
+    if requires not in (None, "streaming", "strategy", "dynamic", "batch"):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown requires={requires!r}")
+    selected = _selected_targets(metafunc.config)
+    cells = []
+    for case in registry.cases():
+        if (
+            (streaming_only and case.streaming is None)
+            or (requires == "strategy" and case.strategy is None)
+            or (requires == "dynamic" and not case.dynamic_dims)
+            or (requires == "batch" and case.batch_consistency is None)
+        ):
+            continue
+        input_names = {"all": list(case.inputs), "primary": [case.main_input], "generated": ["generated"]}[
+            inputs
+        ]
+        for target in targets():
+            if selected is not None and target.name not in selected:
+                continue
+            if (only_targets is not None and target.name not in only_targets) or target.name in skip_targets:
+                continue
+            if target.approximate and (case.approximate_metric is None or streaming_only):
+                continue  # judged by a task metric: only where the case has one, never tensor-exact streaming
+            cells += [Cell(case.name, target.name, name, suite) for name in input_names]
+    metafunc.config.stash.setdefault(GENERATED_KEY, set()).update(cells)
+    metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Apply declared expected failures as strict xfail; reject declarations that match nothing.
+
+    Staleness is judged against every cell generated for the collected suite functions (before
+    ``-k`` or node-id selection), so selecting a subset never makes a declaration look stale.
+    """
+    generated: set[Cell] = config.stash.get(GENERATED_KEY, set())
+    suites_generated = {cell.suite for cell in generated}
+    external = set(config.stash[SESSION_KEY].overrides)
+    for item in items:
+        cell = _cell_of(item)
+        if cell is None:
+            continue
+        if (cell.case_name, cell.target_name) in external:
+            continue  # a case's expected failures describe the harness's exports, never a user's file
+        expected = cell.case.expected_failure(cell.target_name, cell.suite, cell.input_name)
+        if expected is not None:
+            raises = ExportError if expected.suite == "export" else ConformanceFailure
+            item.add_marker(pytest.mark.xfail(reason=expected.reason, strict=True, raises=raises))
+    if _selected_targets(config) is not None:
+        return  # a target subset cannot judge declarations about the others
+    stale = [
+        f"case {c.name!r}: expected failure ({e.target}, {e.suite}, inputs={list(e.inputs) or 'all'}) matches no test"
+        for c in registry.cases()
+        for e in c.expected
+        if (e.suite in suites_generated or (e.suite == "export" and suites_generated))
+        and not any(
+            cell.case_name == c.name and e.matches(cell.target_name, cell.suite, cell.input_name)
+            for cell in generated
+        )
+    ]
+    if stale:
+        raise pytest.UsageError("stale expected failures:\n  " + "\n  ".join(stale))
+
+
+def _cell_of(item: pytest.Item) -> Cell | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    cell = callspec.params.get("cell")
+    return cell if isinstance(cell, Cell) else None
+
+
+class Verdict(Protocol):
+    """What a suite hands to ``verdict``: truthy on pass, a one-line summary, a full report."""
+
+    def __bool__(self) -> bool: ...
+    def summary(self) -> str: ...
+    def report(self) -> str: ...
+
+
+class CellContext:
+    """What a suite needs for its cell: the runner, inputs, the eager reference, and a verdict."""
+
+    def __init__(self, cell: Cell, session: ConformanceSession, item: pytest.Item) -> None:
+        self.cell = cell
+        self.case = cell.case
+        self.target = cell.target
+        self._session = session
+        self._item = item
+
+    def runner(self) -> Runner:
+        """The target's runner for this case, reset; skips when the runtime is missing."""
+        try:
+            return self._session.runner(self.case, self.target)
+        except RuntimeMissing as exc:
+            pytest.skip(str(exc))
+        except ExportError as exc:
+            self._item.user_properties.append(
+                ("conformance_result", {"summary": str(exc), "status": "export-error"})
+            )
+            raise
+
+    def fresh_runner(self) -> Runner:
+        """A newly loaded runner, not reset: what a user gets by loading the artifact."""
+        self.runner()  # export (or report the export error) and skip a missing runtime first
+        return self._session.fresh_runner(self.case, self.target)
+
+    def eager_module(self) -> Any:
+        return self._session.eager_module(self.case)
+
+    def state_names(self) -> list[str]:
+        """Names of the buffers forward mutates, recorded for the report's state audit."""
+        audit = self._session.state_audit(self.case)
+        self._item.user_properties.append(("conformance_state", [b.describe() for b in audit]))
+        return [b.name for b in audit]
+
+    def record_traces(self, expected: Any, actual: Any, *, max_points: int = 2000) -> None:
+        """Keep outputs with one value per call (a pitch curve) for the report's plots."""
+
+        def series(values: Any) -> list[float | None]:
+            flat = values.reshape(values.shape[0], -1)[:max_points, 0].astype(float)
+            return [float(v) if math.isfinite(v) else None for v in flat]
+
+        per_call = [n for n in self.case.output_names if expected[n][0].size == 1]
+        if per_call and len(expected[per_call[0]]) > 1:
+            trace = {
+                "eager": {n: series(expected[n]) for n in per_call},
+                "target": {n: series(actual[n]) for n in per_call if actual[n].shape == expected[n].shape},
+            }
+            self._item.user_properties.append(("conformance_trace", trace))
+
+    def record_branches(self, summary: str) -> None:
+        """Branch coverage for the report, per case."""
+        self._item.user_properties.append(("conformance_branches", summary))
+
+    def branches(self) -> Any:
+        """The case's data-dependent branches (cached per process)."""
+        return self._session.branches(self.case)
+
+    def require_snapshot(self, snapshot: Any) -> None:
+        """A golden cell without a stored snapshot is not a verdict on the export: say so plainly
+        (syrupy alone prints ``assert [- snapshot] == [+ received]``)."""
+        if self._item.config.option.update_snapshots:
+            return
+        root = TensorSnapshotExtension.golden_root
+        path = root / Path(str(self._item.path)).stem / f"{self._item.name}.npz" if root else None
+        if path is not None and not path.is_file():
+            raise HarnessError(
+                f"no golden snapshot yet for {self.cell.id}: record it with --snapshot-update "
+                f"(it is written to {path})"
+            )
+
+    def artifact_path(self) -> Path:
+        return Path(self._session.artifact(self.case, self.target).path)
+
+    def record_benchmark(self, **fields: Any) -> None:
+        """Benchmark figures for the report's table (ratios against eager are taken there)."""
+        figures = {"case": self.case.name, "target": self.target.name, **fields}
+        if fields.get("kind") == "cold":
+            figures["cold_s"] = fields["median_s"]
+        else:
+            figures["step_s"] = fields["median_s"]
+        self._item.user_properties.append(("conformance_benchmark", figures))
+
+    def calls(self, input_name: str | None = None) -> Any:
+        return self._session.calls(self.case, input_name or self.cell.input_name)
+
+    def reference(self, input_name: str | None = None) -> Any:
+        return self._session.reference(self.case, input_name or self.cell.input_name)
+
+    def verdict(self, result: Verdict) -> None:
+        """Record the result for the matrix, and fail the test with its report unless it passed."""
+        record: dict[str, Any] = {"summary": result.summary()}
+        metric = getattr(result, "metric", None)
+        if isinstance(metric, MetricResult):
+            record["metric"] = {
+                "name": metric.name,
+                "value": metric.value,
+                "unit": metric.unit,
+                "figures": dict(metric.figures),
+            }
+        self._item.user_properties.append(("conformance_result", record))
+        if not result:
+            raise ConformanceFailure(result.report())
+
+
+@pytest.fixture
+def conformance(request: pytest.FixtureRequest, cell: Cell) -> CellContext:
+    """The cell's context; only for tests marked ``@pytest.mark.conformance``."""
+    return CellContext(cell, request.config.stash[SESSION_KEY], request.node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    cell = _cell_of(item)
+    if cell is not None:
+        record = cell.as_dict()
+        session = item.config.stash.get(SESSION_KEY, None)
+        record["external"] = bool(session and (cell.case_name, cell.target_name) in session.overrides)
+        report.user_properties.append(("conformance_cell", record))
+        if call.excinfo is not None and report.when == "call" and not report.skipped:
+            report.user_properties.append(("conformance_outcome", outcome_of(call.excinfo.value)))
+    return report
+
+
+def outcome_of(exc: BaseException) -> dict[str, str]:
+    """Who is at fault for an exception a cell raised: the export (``fail``), the exporter
+    (``export-error``) or the harness, the case or the user's input (``error``)."""
+    if isinstance(exc, ConformanceFailure):
+        return {"status": "fail"}
+    if isinstance(exc, ExportError):
+        return {"status": "export-error"}
+    kind, line = describe_exception(exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return {"status": "error", "reason": f"harness error, not a verdict on the export: {kind}: {line}{where}"}
