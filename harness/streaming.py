@@ -457,7 +457,13 @@ def _offline_reference(
 ) -> dict[str, np.ndarray]:
     spec = _spec(case)
     offline = (spec.offline or module_factory)().eval()
-    out = module_step(offline)(whole_signal(case, calls))
+    try:
+        out = module_step(offline)(whole_signal(case, calls))
+    except HarnessError as exc:
+        source = "the case's offline model" if spec.offline else "the case's module (no offline model declared)"
+        raise HarnessError(
+            f"{source} cannot take the whole signal in one call ({exc}); declare StreamingSpec(offline=...)"
+        ) from exc
     framed = set(_framed_outputs(case))
     return {name: o for name, o in zip(case.output_names, out) if name in framed}
 

@@ -100,7 +100,7 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
 
     exported = _run(project, "-m", "harness", "export", "outside_scorer", "onnx", "out")
     assert exported.returncode == 0, exported.stderr
-    path = Path(exported.stdout.strip().splitlines()[-1])
+    path = project / exported.stdout.strip().splitlines()[-1]
     assert path.is_file()
     good = _run(project, "-m", "harness", "check", "outside_scorer", f"--artifact=onnx={path}", "-k", "not golden")
     assert good.returncode == 0, good.stdout[-3000:]
