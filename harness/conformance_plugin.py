@@ -296,7 +296,11 @@ class CellContext:
     def state_names(self) -> list[str]:
         """Names of the buffers forward mutates, recorded for the report's state audit."""
         audit = self._session.state_audit(self.case)
-        self._item.user_properties.append(("conformance_state", [b.describe() for b in audit]))
+        found = [b.describe() for b in audit]
+        spec = self.case.streaming
+        if spec is not None and spec.state:
+            found += [f"{name} -> {output} (explicit state in the signature)" for name, output in spec.state.items()]
+        self._item.user_properties.append(("conformance_state", found))
         return [b.name for b in audit]
 
     def record_traces(self, expected: Any, actual: Any, *, max_points: int = 2000) -> None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import onnx  # noqa: F401  (see below)
 import pytest
 
 from harness.cache import ExportCache
+
+# pytester restores sys.modules after each test that uses it: a module first imported inside
+# such a test is dropped, and onnx's C extension aborts the process when imported a second time.
+# Importing it here puts it in every snapshot.
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
