@@ -13,6 +13,7 @@ import inspect
 import json
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -75,8 +76,10 @@ def cache_key(case: ModelCase, target: Target) -> str:
         "target": target.name,
         "target_class": f"{type(target).__module__}.{type(target).__qualname__}",
         # the target's class and every harness base class it inherits export code from
+        # every class in the target's hierarchy that is not Python's or the abc module's: the
+        # harness's own and a user's Target subclass defined anywhere (its code change re-exports)
         "target_source": [
-            _file_digest(cls) for cls in type(target).__mro__ if cls.__module__.startswith("harness.targets")
+            _file_digest(cls) for cls in type(target).__mro__ if cls.__module__ not in ("builtins", "abc")
         ],
         "target_state": {k: repr(v) for k, v in sorted(vars(target).items())},
         "versions": library_versions(),
@@ -132,6 +135,20 @@ class ExportCache:
         artifact = Artifact.read_sidecar(entry / result["file"])
         return artifact
 
+    #: a staging folder older than this was left by a killed export (no export takes an hour)
+    STAGING_ABANDONED_S = 3600.0
+
+    @classmethod
+    def _remove_abandoned_staging(cls, folder: Path) -> None:
+        """Staging folders of exports that were killed before publishing (they are never reused)."""
+        now = time.time()
+        for staging in folder.glob(".staging-*"):
+            try:
+                if now - staging.stat().st_mtime > cls.STAGING_ABANDONED_S:
+                    shutil.rmtree(staging, ignore_errors=True)
+            except OSError:
+                pass
+
     @staticmethod
     def _read(entry: Path) -> dict | None:
         try:
@@ -140,6 +157,7 @@ class ExportCache:
             return None
 
     def _export(self, case: ModelCase, target: Target, entry: Path) -> dict:
+        self._remove_abandoned_staging(entry.parent)
         staging = entry.with_name(f".staging-{uuid.uuid4().hex}")
         staging.mkdir(parents=True)
         result: dict = {"session": self.session_id, "versions": library_versions()}

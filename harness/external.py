@@ -299,7 +299,7 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
         raise ArtifactError(f"{given}: artifact file is empty")
     sidecar = path.with_name(path.name + ".json")
     meta = _read_sidecar(sidecar) if sidecar.is_file() else {}
-    problem = target.format_problem(path)
+    problem = target.format_problem(path, tuple(case.example_inputs()))
     if problem:
         raise ArtifactError(f"{given}: {problem}")
     lifted = target.name == "onnx-stateful"

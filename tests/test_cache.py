@@ -48,3 +48,50 @@ def test_export_errors_are_cached_too(tmp_path):
         else:
             raise AssertionError("torch.export accepted a data-dependent branch")
     assert cache.exports_done == 1
+
+
+USER_TARGET = '''
+import torch
+from harness.targets.torch_targets import TorchScriptTarget
+
+
+class MyTraceTarget(TorchScriptTarget):
+    name = "my-trace"
+    suffix = ".mine.pt"
+    description = "a user's TorchScript variant"
+    SCALE = {scale}
+'''
+
+
+def _user_target(tmp_path: Path, scale: float, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "user_targets.py").write_text(USER_TARGET.format(scale=scale))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("user_targets", None)
+    importlib.invalidate_caches()
+    return importlib.import_module("user_targets").MyTraceTarget()
+
+
+def test_a_users_target_outside_the_package_re_exports_when_its_code_changes(tmp_path, monkeypatch):
+    case = harness.case("conv_mlp")
+    before = cache_key(case, _user_target(tmp_path, 1.0, monkeypatch))
+    same = cache_key(case, _user_target(tmp_path, 1.0, monkeypatch))
+    after = cache_key(case, _user_target(tmp_path, 2.0, monkeypatch))
+    assert before == same and before != after
+
+
+def test_a_killed_exports_staging_folder_is_removed(tmp_path):
+    import os
+    import time
+
+    cache = ExportCache(tmp_path)
+    abandoned = tmp_path / "conv_mlp" / ".staging-killed"
+    abandoned.mkdir(parents=True)
+    old = time.time() - 2 * ExportCache.STAGING_ABANDONED_S
+    os.utime(abandoned, (old, old))
+    recent = tmp_path / "conv_mlp" / ".staging-running"
+    recent.mkdir()
+    cache.get(harness.case("conv_mlp"), harness.target("torchscript"))
+    assert not abandoned.exists() and recent.exists()  # another worker's export may still be running

@@ -254,11 +254,12 @@ class Target(ABC):
         artifact.write_sidecar()
         return artifact
 
-    def format_problem(self, path: Path) -> str | None:
+    def format_problem(self, path: Path, example: tuple[torch.Tensor, ...] | None = None) -> str | None:
         """Why a user's file is not this target's format, in a few words (None: it may be).
 
         Called on files given with ``--artifact`` before anything loads them; targets override
-        it with what their format's bytes must look like.
+        it with what their format's bytes must look like (and may run ``example``, the case's
+        example input, in isolation where the runtime can crash the process).
         """
         return None
 

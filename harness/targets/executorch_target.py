@@ -34,19 +34,35 @@ import sys
 from executorch.runtime import Runtime
 program = Runtime.get().load_program(open(sys.argv[1], "rb").read())
 method = program.load_method("forward")
-sys.exit(0 if method is not None else 3)
+if method is None:
+    sys.exit(3)
+if len(sys.argv) > 2:
+    import torch
+    method.execute([t.contiguous() for t in torch.load(sys.argv[2])])
 """
 
 
-def probe_in_subprocess(path: Path, timeout_s: float = 180.0) -> str | None:
-    """Load the program's ``forward`` in a child process: the runtime aborts (SIGABRT) or hangs
-    on some malformed programs, which must not take the test session down with it."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=timeout_s
-        )
-    except subprocess.TimeoutExpired:
-        return f"the ExecuTorch runtime did not finish loading it in {timeout_s:.0f} s"
+def probe_in_subprocess(
+    path: Path, example: tuple[torch.Tensor, ...] | None = None, timeout_s: float = 180.0
+) -> str | None:
+    """Load the program's ``forward`` (and run it once on ``example``) in a child process: the
+    runtime aborts (SIGABRT) or hangs on some malformed programs, which must not take the test
+    session down with it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        args = [sys.executable, "-c", _PROBE, str(path)]
+        if example is not None:
+            torch.save(list(example), Path(folder) / "example.pt")
+            args.append(str(Path(folder) / "example.pt"))
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return f"the ExecuTorch runtime did not finish loading and running it in {timeout_s:.0f} s"
+    return _probe_problem(done)
+
+
+def _probe_problem(done: subprocess.CompletedProcess) -> str | None:
     if done.returncode == 0:
         return None
     if done.returncode == 3:
@@ -54,7 +70,7 @@ def probe_in_subprocess(path: Path, timeout_s: float = 180.0) -> str | None:
     lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
     how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
     last = lines[-1][:300] if lines else "no message"
-    return f"the ExecuTorch runtime cannot load it ({how}: {last})"
+    return f"the ExecuTorch runtime cannot load and run it ({how}: {last})"
 
 
 class ExecuTorchRunner(Runner):
@@ -139,7 +155,7 @@ class ExecuTorchTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         return ExecuTorchRunner(artifact)
 
-    def format_problem(self, path: Path) -> str | None:
+    def format_problem(self, path: Path, example: tuple[torch.Tensor, ...] | None = None) -> str | None:
         kind = describe_format(path)
         if kind != "an ExecuTorch program":
             return f"is {kind}, not an ExecuTorch program (.pte)"
@@ -148,4 +164,4 @@ class ExecuTorchTarget(Target):
             return problem
         if self.missing_runtime():
             return None  # the cells skip with the reason; nothing can load it here
-        return probe_in_subprocess(path)
+        return probe_in_subprocess(path, example)

@@ -98,7 +98,7 @@ def dynamo_onnx_export(
     )
 
 
-def onnx_format_problem(path: Path) -> str | None:
+def onnx_format_problem(path: Path, example: object = None) -> str | None:
     """Why a file is not a usable ONNX model: another format, a protobuf that does not parse
     (corrupt or truncated), or a model without a graph."""
     kind = describe_format(path)

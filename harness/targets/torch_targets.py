@@ -79,7 +79,7 @@ class TorchScriptTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         return ModuleRunner(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
 
-    def format_problem(self, path: Path) -> str | None:
+    def format_problem(self, path: Path, example: object = None) -> str | None:
         kind = describe_format(path)
         return None if kind == "a TorchScript archive" else f"is {kind}, not a TorchScript archive (torch.jit.save)"
 
@@ -102,6 +102,6 @@ class TorchExportTarget(Target):
         program = torch.export.load(str(artifact.path))
         return ModuleRunner(artifact, program.module())
 
-    def format_problem(self, path: Path) -> str | None:
+    def format_problem(self, path: Path, example: object = None) -> str | None:
         kind = describe_format(path)
         return None if kind == "a torch.export archive" else f"is {kind}, not a torch.export archive (.pt2)"

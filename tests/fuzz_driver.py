@@ -1,0 +1,40 @@
+"""Run one (possibly corrupted) artifact through what ``--artifact`` does, in a child process,
+and print one JSON line saying how it ended. Used by test_artifact_fuzz: an abort or a hang of
+a runtime shows up as the child's exit status, never as the test session dying."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(case_name: str, target_name: str, path: str, work: str) -> None:
+    import fixtures.toys  # noqa: F401  (registers the toy cases)
+    import harness
+    from harness.equivalence import check_equivalence, eager_outputs, run_calls
+    from harness.errors import TargetRunError
+    from harness.external import ArtifactOverride, external_artifact
+    from harness.sequence import StateThreading
+    from harness.shapes import InputSignatureError
+
+    case, target = harness.case(case_name), harness.target(target_name)
+    try:
+        artifact = external_artifact(ArtifactOverride(case_name, target_name, Path(path)), Path(work))
+        with target.load(artifact) as runner:
+            calls = case.inputs[case.main_input]()
+            threading = StateThreading.of(case)
+            actual = run_calls(runner, calls, case.output_names, threading=threading)
+            expected = eager_outputs(case.build(), calls, case.output_names, threading=threading)
+            verdict = check_equivalence(case, target_name, expected, actual)
+        print(json.dumps({"outcome": "verdict-pass" if verdict else "verdict-fail", "message": verdict.summary()}))
+    except harness.ArtifactError as exc:
+        print(json.dumps({"outcome": "artifact-error", "message": str(exc)}))
+    except (TargetRunError, InputSignatureError) as exc:
+        print(json.dumps({"outcome": "verdict-fail", "message": str(exc).splitlines()[0]}))
+    except Exception as exc:  # what the fuzz test exists to catch
+        print(json.dumps({"outcome": "unexpected", "message": f"{type(exc).__name__}: {exc}"[:2000]}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
