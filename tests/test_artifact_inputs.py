@@ -195,3 +195,48 @@ def test_a_user_file_is_judged_strictly_and_the_baseline_is_not_consulted(inner_
     assert outcomes.get("xfailed", 0) == 0 and outcomes.get("failed", 0) >= 1, text
     assert "cells on your files did not pass" in text
     assert "baseline not consulted" in text
+
+
+def test_a_sidecar_maps_a_publishers_state_names_to_the_case(exports, tmp_path, inner_pytest):
+    """A lifted-state file whose state is named cache_in -> cache_out (not state.NAME /
+    next_state.NAME): the sidecar beside it says which buffer each pair is, and it is gated."""
+    import onnx
+
+    model = onnx.load(str(exports["onnx-stateful"]))
+    meta = json.loads(exports["onnx-stateful"].with_name(exports["onnx-stateful"].name + ".json").read_text())["meta"]
+    renames = {meta["state_inputs"][0]: "cache_in", meta["state_outputs"][0]: "cache_out"}
+    for value in [*model.graph.input, *model.graph.output]:
+        value.name = renames.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    path = tmp_path / "published.onnx"
+    onnx.save(model, str(path))
+    without = _error("onnx-stateful", path, tmp_path / "w")
+    assert "do not pair as state.NAME / next_state.NAME" in without and "sidecar" in without
+    path.with_name(path.name + ".json").write_text(
+        json.dumps({"meta": {"state_names": meta["state_names"], "state_inputs": ["cache_in"], "state_outputs": ["cache_out"]}})
+    )
+    artifact = _adopt("onnx-stateful", path, tmp_path / "w")
+    assert artifact.meta["state_inputs"] == ["cache_in"]
+    result = inner_pytest(
+        f"--artifact=cached_conv:onnx-stateful={path}",
+        "--conformance-targets=onnx-stateful",
+        "-k",
+        "cached_conv and (equivalence or continuity)",
+        modules=TOYS,
+        suites=("test_equivalence", "test_streaming"),
+    )
+    assert result.ret == 0, result.stdout.str()[-3000:]
+
+
+def test_the_sidecar_schema_and_the_validator_agree(exports, tmp_path):
+    """docs/sidecar.schema.json is the documented format: the harness's own sidecars satisfy it,
+    and the shapes it forbids are the ones the validator refuses."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "sidecar.schema.json").read_text())
+    for path in exports.values():
+        jsonschema.validate(json.loads(path.with_name(path.name + ".json").read_text()), schema)
+    for bad in ([1, 2], {"meta": []}, {"meta": {"state_file": 3}}, {"meta": {"state_names": "pad"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
