@@ -267,8 +267,11 @@ def _private_copy(files: list[Path], workdir: Path, entry: str, extra: dict[str,
     staging = workdir / f".staging-{entry}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
+        base = files[0].parent
         for f in files:
-            shutil.copyfile(f, staging / f.name)
+            relative = f.relative_to(base) if f.is_relative_to(base) else Path(f.name)
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, staging / relative)
         for name, data in extra.items():
             (staging / name).write_bytes(data)
         try:
@@ -314,7 +317,7 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
                 f"{given}: the sidecar names state inputs/outputs the graph does not have: {absent} "
                 "(a plain export given as onnx-stateful?)"
             )
-    files = [path]
+    files = [path, *target.companion_files(path)]
     extra: dict[str, bytes] = {}
     if meta.get("state_inputs"):
         if meta.get("state_file"):

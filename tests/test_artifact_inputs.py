@@ -240,3 +240,19 @@ def test_the_sidecar_schema_and_the_validator_agree(exports, tmp_path):
     for bad in ([1, 2], {"meta": []}, {"meta": {"state_file": 3}}, {"meta": {"state_names": "pad"}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_external_data_travels_with_the_model_and_its_absence_is_named(exports, tmp_path):
+    import onnx
+
+    model = onnx.load(str(exports["onnx"]))
+    folder = tmp_path / "big"
+    folder.mkdir()
+    path = folder / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    artifact = _adopt("onnx", path, tmp_path / "w")
+    assert (artifact.path.parent / "model.onnx.data").read_bytes() == (folder / "model.onnx.data").read_bytes()
+    with harness.target("onnx").load(artifact) as runner:
+        runner.run(*harness.case("cached_conv").example_inputs())
+    (folder / "model.onnx.data").unlink()
+    assert "external data files that are not beside it: ['model.onnx.data']" in _error("onnx", path, tmp_path / "w")

@@ -97,7 +97,10 @@ def test_log_spectral_distance_grows_with_the_error():
     badly = clean + 0.3 * rng.standard_normal(clean.shape)
     assert metric({"audio": clean}, {"audio": clean}).value == 0.0
     assert metric({"audio": clean}, {"audio": slightly})
-    assert not metric({"audio": clean}, {"audio": badly})
+    judged = metric({"audio": clean}, {"audio": badly})
+    assert not judged
+    assert set(judged.figures) == {"lsd_512_db", "lsd_1024_db", "lsd_2048_db", "spectral_convergence"}
+    assert judged.value == pytest.approx(np.mean([judged.figures[f"lsd_{n}_db"] for n in (512, 1024, 2048)]))
     assert metric({"audio": clean}, {"audio": clean[..., :4096]}).value == float("inf")
 
 

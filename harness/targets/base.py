@@ -263,6 +263,10 @@ class Target(ABC):
         """
         return None
 
+    def companion_files(self, path: Path) -> list[Path]:
+        """Files the artifact at ``path`` needs beside it (ONNX external data); copied with it."""
+        return []
+
     def load(self, artifact: Artifact) -> Runner:
         """Load an artifact; a missing, truncated or foreign file raises ArtifactError naming it."""
         self.require_runtime()

@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from .base import Artifact, Runner, Target
-from .onnx_target import OnnxRunner, onnx_format_problem
+from .onnx_target import OnnxRunner, onnx_companion_files, onnx_format_problem
 
 __all__ = ["LegacyOnnxTarget"]
 
@@ -51,6 +51,7 @@ class LegacyOnnxTarget(Target):
         return {"opset": self.opset, "dynamic_axes": dynamic_axes, "tracer_warnings": tracer}
 
     format_problem = staticmethod(onnx_format_problem)
+    companion_files = staticmethod(onnx_companion_files)
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OnnxRunner(artifact)

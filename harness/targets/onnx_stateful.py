@@ -17,7 +17,7 @@ import torch
 from ..shapes import torch_dynamic_shapes
 from ..state import LiftedState, mutated_buffer_names
 from .base import Artifact, ArtifactError, Runner, Target
-from .onnx_target import OnnxRunner, dynamo_onnx_export, onnx_format_problem
+from .onnx_target import OnnxRunner, dynamo_onnx_export, onnx_companion_files, onnx_format_problem
 
 __all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
 
@@ -107,6 +107,7 @@ class LiftedOnnxTarget(Target):
         }
 
     format_problem = staticmethod(onnx_format_problem)
+    companion_files = staticmethod(onnx_companion_files)
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return LiftedOnnxRunner(artifact)

@@ -98,6 +98,23 @@ def dynamo_onnx_export(
     )
 
 
+def onnx_external_data(path: Path) -> list[Path]:
+    """The external-data files an ONNX model names (large exports keep weights in ``x.onnx.data``),
+    relative to the model's folder, as the runtime will look for them."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)
+    }
+    return [path.parent / location for location in sorted(locations)]
+
+
+def onnx_companion_files(path: Path) -> list[Path]:
+    return onnx_external_data(path)
+
+
 def onnx_format_problem(path: Path, example: object = None) -> str | None:
     """Why a file is not a usable ONNX model: another format, a protobuf that does not parse
     (corrupt or truncated), or a model without a graph."""
@@ -114,6 +131,9 @@ def onnx_format_problem(path: Path, example: object = None) -> str | None:
         return "an ONNX file without a graph (no nodes or no outputs): not an exported model"
     if not model.opset_import:
         return "an ONNX model that declares no opset: corrupt?"
+    missing = [str(p.name) for p in onnx_external_data(path) if not p.is_file()]
+    if missing:
+        return f"its weights live in external data files that are not beside it: {missing}"
     return None
 
 
@@ -135,3 +155,4 @@ class OnnxTarget(Target):
         return OnnxRunner(artifact)
 
     format_problem = staticmethod(onnx_format_problem)
+    companion_files = staticmethod(onnx_companion_files)
