@@ -6,22 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.test_gating import PLANTED  # the doubler case, planted in a temp project
+
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-PLANTED = """
-import torch
-from harness import ModelCase, register
-
-class Doubler(torch.nn.Module):
-    def forward(self, x):
-        return x * 2.0
-
-x = torch.arange(6.0).reshape(2, 3)
-register(ModelCase(
-    name="doubler", build=lambda: Doubler().eval(), example_inputs=lambda: (x,),
-    input_names=("x",), output_names=("y",), inputs={"ramp": lambda: [(x,)]},
-))
-"""
 
 GOLDEN = ("test_golden",)
 
