@@ -326,6 +326,12 @@ class CellContext:
         """The case's data-dependent branches (cached per process)."""
         return self._session.branches(self.case)
 
+    def not_applicable(self, reason: str) -> None:
+        """Skip a check that does not apply to this case (as opposed to a file that went
+        unjudged, e.g. for a missing runtime): a user's file is not failed for it."""
+        self._item.user_properties.append(("conformance_not_applicable", True))
+        pytest.skip(reason)
+
     def require_snapshot(self, snapshot: Any) -> None:
         """A golden cell without a stored snapshot is not a verdict on the export: say so plainly
         (syrupy alone prints ``assert [- snapshot] == [+ received]``)."""

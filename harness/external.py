@@ -217,11 +217,10 @@ def _read_sidecar(sidecar: Path) -> dict:
     return dict(meta)
 
 
-def _check_state_file(state: Path, names: list[str], case: ModelCase) -> None:
+def _check_state_file(state: Path, names: list[str], buffers: dict[str, torch.Tensor]) -> None:
     """The user's initial state: readable, one array per state buffer, the buffers' shapes and dtypes."""
     if not state.is_file():
         raise ArtifactError(f"{state}: the initial-state file the sidecar names does not exist")
-    buffers = dict(case.build().named_buffers())
     try:
         with np.load(state, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
@@ -305,8 +304,8 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     problem = target.format_problem(path, tuple(case.example_inputs()))
     if problem:
         raise ArtifactError(f"{given}: {problem}")
-    lifted = target.name == "onnx-stateful"
-    if lifted and not meta.get("state_inputs"):
+    buffers = dict(case.build().named_buffers())  # the case's initial state, built once
+    if target.lifted_state and not meta.get("state_inputs"):
         meta.update(_lifted_state_meta(path, case))
     elif meta.get("state_inputs"):
         inputs, outputs = _onnx_io(path)
@@ -322,10 +321,9 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     if meta.get("state_inputs"):
         if meta.get("state_file"):
             state = path.with_name(meta["state_file"])
-            _check_state_file(state, meta["state_names"], case)
+            _check_state_file(state, meta["state_names"], buffers)
             files.append(state)
         else:
-            buffers = dict(case.build().named_buffers())
             unknown = [n for n in meta["state_names"] if n not in buffers]
             if unknown:
                 raise ArtifactError(

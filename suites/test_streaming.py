@@ -35,9 +35,9 @@ def test_stream_offline(conformance):
     """Streamed output matches whole-signal output after the warm-up frames."""
     spec = conformance.case.streaming
     if spec.offline is None and not spec.other_chunks:
-        pytest.skip(
-            f"{conformance.case.name} declares one chunk size and no offline model: no whole-signal "
-            "reference (does not apply)"
+        conformance.not_applicable(
+            f"{conformance.case.name} declares one chunk size and no offline model: no whole-signal reference "
+            "(does not apply)"
         )
     runner = conformance.runner()
     conformance.verdict(
@@ -51,7 +51,7 @@ def test_stream_offline(conformance):
 def test_stream_chunk_sizes(conformance):
     """Every chunk size the case admits gives the same frames."""
     if not conformance.case.streaming.other_chunks:
-        pytest.skip(f"{conformance.case.name} admits one chunk size only")
+        conformance.not_applicable(f"{conformance.case.name} admits one chunk size only")
     runner = conformance.runner()
     conformance.verdict(
         check_chunk_sizes(conformance.case, conformance.target.name, runner, conformance.calls())
@@ -71,7 +71,7 @@ def test_stream_reset(conformance):
 def test_stream_batch_isolation(conformance):
     """Batched streams are independent: one row's state never leaks into another's."""
     if conformance.case.streaming.batch_rows < 2:
-        pytest.skip(f"{conformance.case.name} streams one row per call")
+        conformance.not_applicable(f"{conformance.case.name} streams one row per call")
     runner = conformance.runner()
     conformance.verdict(
         check_batch_isolation(conformance.case, conformance.target.name, runner, conformance.calls())

@@ -218,6 +218,9 @@ class Target(ABC):
     fixed_shapes: bool = True
     #: The float target an approximate one is compared with for size and speed.
     float_counterpart: str | None = None
+    #: Whether the artifact takes the streaming state as explicit inputs and outputs that the
+    #: runner feeds back (a user's file then needs state names, from a sidecar or by convention).
+    lifted_state: bool = False
 
     def missing_runtime(self) -> str | None:
         """Why this target cannot run here, or None when its runtime is installed."""

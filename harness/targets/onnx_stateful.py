@@ -80,6 +80,7 @@ class LiftedOnnxTarget(Target):
 
     name = "onnx-stateful"
     suffix = ".stateful.onnx"
+    lifted_state = True
     requires = ("onnx", "onnxruntime", "onnxscript")
     description = "dynamo ONNX with mutated buffers lifted to inputs/outputs, state fed back by the runner"
 
