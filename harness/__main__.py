@@ -145,6 +145,42 @@ def _check(args: argparse.Namespace) -> int:
     return int(pytest.main(pytest_args + ["-q", *args.pytest_args]))
 
 
+def _localize(args: argparse.Namespace) -> int:
+    """Name the first eager module whose output the target's run stops reproducing."""
+    import json
+
+    from . import registry
+    from .cache import ExportCache
+    from .external import ArtifactOverride, external_artifact
+    from .localize import LocalizationUnsupported, localize
+    from .targets import ArtifactError, ExportError, RuntimeMissing
+    from .targets import target as find_target
+
+    _load_cases()
+    try:
+        case = registry.case(args.case)
+        target = find_target(args.target)
+    except (KeyError, registry.CaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    root, options = project_config()
+    cache_root = (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
+    try:
+        if args.artifact:
+            path = Path(args.artifact).resolve()
+            artifact = external_artifact(ArtifactOverride(case.name, target.name, path), cache_root / "external")
+        else:
+            artifact = ExportCache(cache_root).get(case, target)
+        result = localize(case, target, artifact, args.input, chunk=args.chunk)
+    except (ArtifactError, ExportError, RuntimeMissing, LocalizationUnsupported, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.render(table=not args.brief))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
 def _replace_block(text: str, name: str, body: str) -> str | None:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start not in text or end not in text:
@@ -247,6 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--targets", default=None, help="comma-separated target names")
     check.add_argument("--workers", type=int, default=1, help="pytest-xdist workers")
     check.set_defaults(run=_check)
+    where = commands.add_parser(
+        "localize",
+        help="name the first module where a target's run leaves eager's",
+        description="Run the case on eager with a hook on every module and on the target with its "
+        "intermediate values exposed, on the first call whose outputs leave the case's tolerances "
+        "(or --chunk), and print the first diverging module and a per-module error table.",
+    )
+    where.add_argument("case", help="a registered case (python -m harness list)")
+    where.add_argument("target", help="a registered target, e.g. onnx")
+    where.add_argument("--artifact", default=None, metavar="PATH", help="your own file instead of the harness's export")
+    where.add_argument("--input", default=None, help="canonical input set (default: the case's primary input)")
+    where.add_argument("--chunk", type=int, default=None, help="0-based call to localise (default: the first failing)")
+    where.add_argument("--brief", action="store_true", help="the headline only, no per-module table")
+    where.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    where.set_defaults(run=_localize)
     readme = commands.add_parser("readme", help="copy the last run's Markdown matrix into the README")
     readme.add_argument("--report", default="reports/conformance.md")
     readme.add_argument(

@@ -255,6 +255,10 @@ def _cell_of(item: pytest.Item) -> Cell | None:
     return cell if isinstance(cell, Cell) else None
 
 
+#: Suites whose failures are localised: they compare a target's outputs with eager's.
+LOCALIZED_SUITES = frozenset({"equivalence", "stream-continuity", "stream-initial", "stream-offline", "golden"})
+
+
 class Verdict(Protocol):
     """What a suite hands to ``verdict``: truthy on pass, a one-line summary, a full report."""
 
@@ -374,9 +378,28 @@ class CellContext:
                 "unit": metric.unit,
                 "figures": dict(metric.figures),
             }
-        self._item.user_properties.append(("conformance_result", record))
         if not result:
-            raise ConformanceFailure(result.report())
+            located = self._localize()
+            if located is not None:
+                record["localization"] = located
+            self._item.user_properties.append(("conformance_result", record))
+            text = result.report()
+            if located is not None:
+                text += "\n" + located["text"]
+            raise ConformanceFailure(text)
+        self._item.user_properties.append(("conformance_result", record))
+
+    def _localize(self) -> dict[str, Any] | None:
+        """Where the export leaves eager, for a failing cell of a suite that compares outputs:
+        once per (case, target, input) per process; expected failures only with
+        ``--conformance-localize=all``. Never changes the verdict: a localisation that cannot
+        be made says why."""
+        mode = self._item.config.getoption("conformance_localize", "failures")
+        if mode == "none" or self.cell.suite not in LOCALIZED_SUITES or self.target.name == "eager":
+            return None
+        if mode == "failures" and self._item.get_closest_marker("xfail") is not None:
+            return None
+        return self._session.localization(self.case, self.target, self.cell.input_name)
 
 
 @pytest.fixture

@@ -244,6 +244,26 @@ def render_html(
             for c, f in sorted(audit.items())
         ]
         parts.append("</ul>")
+    located = body.get("localizations") or {}
+    if located:
+        parts.append("<h2>Where failing cells leave eager</h2>")
+        for name, loc in sorted(located.items()):
+            parts.append(
+                f"<details><summary><b>{html.escape(name)}</b>: {html.escape(loc.get('headline', ''))}</summary>"
+                f"<p>{html.escape(loc.get('how', ''))}; call {loc.get('call', '?')}</p>"
+            )
+            rows = loc.get("rows") or []
+            if rows:
+                parts.append("<table><tr><th>module</th><th>class</th><th>max abs</th><th>relative</th><th>jump</th></tr>")
+                for row in rows:
+                    mark = " style='background:#fdd'" if row.get("diverges") else ""
+                    cells = [row.get("module") or "(model)", row.get("class", "")] + [
+                        f"{v:.3g}" if isinstance(v, (int, float)) else str(v)
+                        for v in (row.get("max_abs"), row.get("relative"), row.get("jump"))
+                    ]
+                    parts.append(f"<tr{mark}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+                parts.append("</table>")
+            parts.append("</details>")
     figures = trace_svgs(traces, target_order=target_order)
     if figures:
         parts.append("<h2>Outputs over time</h2>")

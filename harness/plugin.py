@@ -70,6 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "is judged on its own: the baseline is neither consulted nor rewritten)",
     )
     group.addoption(
+        "--conformance-localize",
+        choices=("failures", "all", "none"),
+        default="failures",
+        help="name the first diverging module of failing cells (default), also of expected "
+        "failures (all), or never (none)",
+    )
+    group.addoption(
         "--ort-optimization",
         choices=("disable", "basic", "extended", "all"),
         default=None,

@@ -96,12 +96,19 @@ class ConformanceReport:
     branch_coverage: dict[str, str] = field(default_factory=dict)
     #: "case/input" -> target -> output -> one value per call (outputs with one value per call)
     traces: dict[str, dict[str, dict[str, list[float | None]]]] = field(default_factory=dict)
+    #: "case/target/input" -> failure localisation (``harness.localize.Localization.as_dict``)
+    localizations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(
         self, cell: dict[str, str], status: str, reason: str, result: dict[str, Any] | None = None
     ) -> None:
         metric = (result or {}).get("metric")
         key = (cell["case_name"], cell["target_name"], cell["suite"])
+        located = (result or {}).get("localization")
+        if located and status in ("fail", "xfail"):
+            reason = f"{reason} | {located['headline']}" if reason else located["headline"]
+            name = f"{cell['case_name']}/{cell['target_name']}/{cell['input_name']}"
+            self.localizations[name] = {k: v for k, v in located.items() if k != "text"}
         self.cells[key].append(InputResult(cell["input_name"], status, reason, metric))
 
     @staticmethod
@@ -274,6 +281,7 @@ class ConformanceReport:
             "state_audit": self.state_audit,
             "branch_coverage": self.branch_coverage,
             "traces": self.traces,
+            "localizations": self.localizations,
         }
 
     def write(self) -> list[Path]:

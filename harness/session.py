@@ -58,6 +58,7 @@ class ConformanceSession:
         self._references: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._state_audits: dict[str, list[StateBuffer]] = {}
         self._branches: dict[str, list[Branch]] = {}
+        self._localizations: dict[tuple[str, str, str], dict[str, object]] = {}
 
     def artifact(self, case: ModelCase, target: Target) -> Artifact:
         override = self.overrides.get((case.name, target.name))
@@ -112,6 +113,23 @@ class ConformanceSession:
                 threading=StateThreading.of(case),
             )
         return self._references[key]
+
+    def localization(self, case: ModelCase, target: Target, input_name: str) -> dict[str, object]:
+        """The failure localisation of ``target`` on one canonical input, once per process, as
+        a JSON-ready dict with its rendered ``text``; a localisation that cannot be made is a
+        dict whose headline says why (it never fails the cell by itself)."""
+        key = (case.name, target.name, input_name)
+        if key not in self._localizations:
+            from .localize import localize
+
+            try:
+                result = localize(case, target, self.artifact(case, target), input_name)
+                found = {**result.as_dict(), "text": result.render()}
+            except Exception as exc:  # any failure to localise is reported, never raised
+                headline = f"first divergence: not localised ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                found = {"case": case.name, "target": target.name, "input": input_name, "headline": headline, "text": headline, "rows": []}
+            self._localizations[key] = found
+        return self._localizations[key]
 
     def close(self) -> None:
         for runner in self._runners.values():

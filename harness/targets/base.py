@@ -266,6 +266,11 @@ class Target(ABC):
         """
         return None
 
+    def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner | None:
+        """A runner that also shows the runtime's intermediate values (a ``harness.taps.TappedRunner``),
+        used only to localise a failure; None where this runtime shows none."""
+        return None
+
     def companion_files(self, path: Path) -> list[Path]:
         """Files the artifact at ``path`` needs beside it (ONNX external data); copied with it."""
         return []

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..shapes import torch_dynamic_shapes
@@ -102,6 +103,153 @@ class ExecuTorchRunner(Runner):
         self.method = self._load_method()
 
 
+#: Bytes ExecuTorch may write intermediate outputs into while localising (sized for the seed models).
+DEBUG_BUFFER_BYTES = 512 << 20
+_SCALAR_DTYPES = {5: np.float16, 6: np.float32, 7: np.float64, 15: "bfloat16"}
+
+
+def _module_of(stack: Any) -> str:
+    path = list(stack.values())[-1][0] if stack else ""
+    return path.removeprefix("L__self__").lstrip("._")
+
+
+def _op_name(target: Any) -> str:
+    """``aten.convolution.default`` -> ``aten::convolution`` (how a program names its operators)."""
+    parts = str(target).split(".")
+    return f"{parts[0]}::{parts[1]}" if len(parts) >= 2 else str(target)
+
+
+def _output_modules(graph_module: Any) -> list[str | None]:
+    """The eager module of each output of a lowered graph (None where its producer has none)."""
+    output = next(n for n in graph_module.graph.nodes if n.op == "output")
+    values = output.args[0] if isinstance(output.args[0], (list, tuple)) else [output.args[0]]
+    modules: list[str | None] = []
+    for value in values:
+        stack = getattr(value, "meta", {}).get("nn_module_stack") if value is not None else None
+        modules.append(_module_of(stack) if stack else None)
+    return modules
+
+
+def instruction_modules(edge_program: Any, program_bytes: bytes) -> dict[str, Any]:
+    """Instruction index -> the eager module of the graph node it computes (for a delegate call,
+    a list: the module of each of its outputs).
+
+    The emitted instructions are aligned with the edge graph's nodes by operator name, in order
+    (measured: the emitter's own debug-handle map is off by one instruction on PESTO).
+    """
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(program_bytes)
+    program = getattr(program, "program", program)
+    plan = program.execution_plan[0]
+    instructions = plan.chains[0].instructions
+    nodes = [
+        n
+        for n in edge_program.graph_module.graph.nodes
+        if n.op == "call_function" and not str(n.target).endswith("getitem")
+    ]
+    modules: dict[str, Any] = {}
+    pointer = 0
+    for index, instruction in enumerate(instructions):
+        args = instruction.instr_args
+        if hasattr(args, "op_index"):
+            wanted = plan.operators[args.op_index].name
+            match = lambda n, wanted=wanted: _op_name(n.target) == wanted  # noqa: E731
+        elif type(args).__name__ == "DelegateCall":
+            match = lambda n: "call_delegate" in str(n.target)  # noqa: E731
+        else:
+            continue
+        for j in range(pointer, len(nodes)):
+            if match(nodes[j]):
+                node = nodes[j]
+                pointer = j + 1
+                if "call_delegate" in str(node.target):
+                    lowered = getattr(edge_program.graph_module, str(node.args[0].target), None)
+                    original = getattr(lowered, "original_module", None)
+                    module = _output_modules(original.graph_module) if original is not None else None
+                else:
+                    stack = node.meta.get("nn_module_stack")
+                    module = _module_of(stack) if stack else None
+                if module is not None:
+                    modules[str(index)] = module
+                break
+    return modules
+
+
+class EtdumpTappedRunner(Runner):
+    """The program loaded with ETDump and a debug buffer: every instruction's outputs (a delegate
+    call's outputs as one) are logged, and the export's instruction map places them in modules."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        super().__init__(artifact)
+        self._program_bytes = artifact.path.read_bytes()
+        check_pte_bytes(artifact.path, self._program_bytes)
+        self._load()
+
+    def _load(self) -> None:
+        from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+        self.module = _load_for_executorch_from_buffer(
+            self._program_bytes, enable_etdump=True, debug_buffer_size=DEBUG_BUFFER_BYTES
+        )
+
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
+        return self.module.forward([x.contiguous() for x in inputs])
+
+    def _reset_impl(self) -> None:
+        self._load()
+
+    def taps(self, eager: Sequence[Any]) -> Any:
+        import tempfile
+
+        from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
+
+        from ..taps import Tap, Taps
+
+        with tempfile.TemporaryDirectory() as folder:
+            etdump, debug = Path(folder) / "run.etdp", Path(folder) / "debug.bin"
+            self.module.write_etdump_result_to_file(str(etdump), str(debug))
+            dump = deserialize_from_etdump_flatcc(etdump.read_bytes())
+            buffer = debug.read_bytes() if debug.is_file() else b""
+        modules = self.artifact.meta.get("instruction_modules") or {}
+        runs = [r for r in dump.run_data if r.events]
+        events = runs[-1].events if runs else []
+        taps: list[Any] = []
+        counts: dict[int, int] = {}
+        for event in events:
+            debug_event = event.debug_event
+            if debug_event is None or debug_event.debug_entry is None or debug_event.debug_entry.tensor is None:
+                continue
+            if debug_event.chain_index != 0:
+                continue  # the method's outputs, logged again after the last instruction
+            tensor = debug_event.debug_entry.tensor
+            dtype = _SCALAR_DTYPES.get(int(tensor.scalar_type.value if hasattr(tensor.scalar_type, "value") else tensor.scalar_type))
+            if dtype is None or dtype == "bfloat16":
+                continue
+            count = int(np.prod(tensor.sizes)) if tensor.sizes else 1
+            size = count * np.dtype(dtype).itemsize
+            if tensor.offset + size > len(buffer):
+                continue
+            value = np.frombuffer(buffer, dtype=dtype, count=count, offset=tensor.offset).reshape(tensor.sizes)
+            instruction = debug_event.instruction_id
+            k = counts.get(instruction, 0)
+            counts[instruction] = k + 1
+            module = modules.get(str(instruction))
+            if isinstance(module, list):  # a delegate call: one module per output
+                module = module[k] if k < len(module) else None
+            taps.append(Tap(f"instruction {instruction} output {k}", module, value.astype(np.float64)))
+        how = f"ExecuTorch ETDump debug buffer: {len(taps)} instruction outputs"
+        notes = []
+        if self.artifact.meta.get("backend") == "xnnpack" or "xnnpack" in self.artifact.target:
+            notes.append(
+                "XNNPACK delegates show only their outputs: modules computed inside a delegate and "
+                "not among its outputs are not matched (a divergence there shows at the next output)"
+            )
+        if not modules:
+            notes.append("the program carries no instruction map (not exported by this harness)")
+        return Taps(taps, how, notes=notes)
+
+
 def mutated_buffer_placeholders(program: Any) -> list[str]:
     """Graph placeholders of the buffers that forward mutates.
 
@@ -149,11 +297,20 @@ class ExecuTorchTarget(Target):
         with warnings.catch_warnings():
             if initialized:  # the emitter warns about uninitialised buffers even when they are marked
                 warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
-            path.write_bytes(edge.to_executorch(config).buffer)
-        return {"backend": self.backend, "initialized_mutable_buffers": initialized}
+            program_manager = edge.to_executorch(config)
+            path.write_bytes(program_manager.buffer)
+        return {
+            "backend": self.backend,
+            "initialized_mutable_buffers": initialized,
+            "instruction_modules": instruction_modules(edge.exported_program(), program_manager.buffer),
+        }
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return ExecuTorchRunner(artifact)
+
+    def tapped_runner(self, artifact: Artifact, case: Any) -> Runner:
+        self.require_runtime()
+        return EtdumpTappedRunner(artifact)
 
     def format_problem(self, path: Path, example: tuple[torch.Tensor, ...] | None = None) -> str | None:
         kind = describe_format(path)

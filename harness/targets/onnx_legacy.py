@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from .base import Artifact, Runner, Target
-from .onnx_target import OnnxRunner, onnx_companion_files, onnx_format_problem
+from .onnx_target import OnnxRunner, onnx_companion_files, onnx_format_problem, onnx_tapped_runner
 
 __all__ = ["LegacyOnnxTarget"]
 
@@ -55,3 +55,6 @@ class LegacyOnnxTarget(Target):
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OnnxRunner(artifact)
+
+    def tapped_runner(self, artifact: Artifact, case: object) -> Runner:
+        return onnx_tapped_runner(self, artifact)

@@ -17,7 +17,13 @@ import torch
 from ..shapes import torch_dynamic_shapes
 from ..state import LiftedState, mutated_buffer_names
 from .base import Artifact, ArtifactError, Runner, Target
-from .onnx_target import OnnxRunner, dynamo_onnx_export, onnx_companion_files, onnx_format_problem
+from .onnx_target import (
+    OnnxRunner,
+    dynamo_onnx_export,
+    onnx_companion_files,
+    onnx_format_problem,
+    onnx_tapped_runner,
+)
 
 __all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
 
@@ -112,3 +118,6 @@ class LiftedOnnxTarget(Target):
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return LiftedOnnxRunner(artifact)
+
+    def tapped_runner(self, artifact: Artifact, case: Any) -> Runner:
+        return onnx_tapped_runner(self, artifact)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..case import ModelCase
 from ..shapes import torch_dynamic_shapes
 from .base import Artifact, ArtifactError, Runner, Target
 from .formats import describe_format
 
-__all__ = ["OnnxRunner", "OnnxTarget", "dynamo_onnx_export"]
+__all__ = ["OnnxRunner", "OnnxTappedRunner", "OnnxTarget", "dynamo_onnx_export", "onnx_value_modules"]
 
 
 #: Environment variables for onnxruntime's intra-op thread count (0: its default) and graph
@@ -137,6 +139,117 @@ def onnx_format_problem(path: Path, example: object = None) -> str | None:
     return None
 
 
+_FLOAT_TYPES = (1, 10, 11, 16)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def onnx_value_modules(model: Any) -> dict[str, str]:
+    """Value name -> the eager module path its producing node belongs to, from the exporter's
+    metadata: the dynamo exporter's ``pkg.torch.onnx.name_scopes``, or the legacy exporter's
+    node names (``/encoder/conv1/conv1.0/Conv``, scopes kept as written: ``legacy:`` prefix)."""
+    import ast
+
+    modules: dict[str, str] = {}
+    for node in model.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        module = None
+        scopes = props.get("pkg.torch.onnx.name_scopes")
+        if scopes:
+            try:
+                parsed = ast.literal_eval(scopes)
+                module = parsed[-2] if len(parsed) >= 2 else ""
+            except (ValueError, SyntaxError):
+                module = None
+        elif node.name.startswith("/"):
+            module = "legacy:" + "/".join(node.name.split("/")[1:-1])
+        if module is not None:
+            for out in node.output:
+                if out:
+                    modules[out] = module
+    return modules
+
+
+def resolve_legacy_scope(scope: str, known: set[str]) -> str:
+    """A legacy exporter scope (``encoder/conv_layers/conv_layers.6``: each part named relative
+    to an enclosing called module) as a qualified module path, resolved against ``known``."""
+    resolved: list[str] = []
+    for part in [p for p in scope.split("/") if p]:
+        for ancestor in [*reversed(resolved), ""]:
+            candidate = f"{ancestor}.{part}" if ancestor else part
+            if candidate in known:
+                resolved.append(candidate)
+                break
+        else:
+            resolved.append(f"{resolved[-1]}.{part}" if resolved else part)
+    return resolved[-1] if resolved else ""
+
+
+class OnnxTappedRunner(Runner):
+    """A copy of the ONNX model with every float tensor added as a graph output, run by the
+    target's own runner class (state fed back as usual); the added outputs are the taps."""
+
+    def __init__(self, artifact: Artifact, load: Any, folder: Path) -> None:
+        import onnx
+
+        super().__init__(artifact)
+        model = onnx.load(str(artifact.path))
+        self.value_modules = {**artifact.meta.get("value_modules", {}), **onnx_value_modules(model)}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except Exception:
+            inferred = model
+        types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+        types.update({v.name: v.type.tensor_type.elem_type for v in inferred.graph.output})
+        existing = {o.name for o in model.graph.output}
+        self.tap_names: list[str] = []
+        for node in model.graph.node:
+            if node.op_type == "Constant":
+                continue
+            for out in node.output:
+                if out and out not in existing and types.get(out) in _FLOAT_TYPES:
+                    model.graph.output.append(onnx.helper.make_tensor_value_info(out, types[out], None))
+                    self.tap_names.append(out)
+                    existing.add(out)
+        path = folder / artifact.path.name
+        onnx.save(model, str(path))
+        for extra in artifact.path.parent.glob(artifact.path.name + ".*"):
+            if extra.suffix != ".json":
+                (folder / extra.name).write_bytes(extra.read_bytes())
+        self.inner = load(replace(artifact, path=path))
+        self._last: list[Any] = []
+
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
+        outputs = list(self.inner._run_impl(inputs))
+        n = len(self.artifact.output_names)
+        self._last = outputs[n:]
+        return outputs[:n]
+
+    def _reset_impl(self) -> None:
+        self.inner.reset()
+
+    def taps(self, eager: Sequence[Any]) -> Any:
+        from ..taps import Tap, Taps
+
+        known = {r.module_path for r in eager}
+        taps = []
+        for name, value in zip(self.tap_names, self._last):
+            module = self.value_modules.get(name)
+            if module is not None and module.startswith("legacy:"):
+                module = resolve_legacy_scope(module.removeprefix("legacy:"), known)
+            taps.append(Tap(name, module, np.asarray(value)))
+        scoped = sum(t.module is not None for t in taps)
+        how = f"{len(taps)} ONNX tensors added as graph outputs of a copy, run on onnxruntime"
+        if scoped:
+            how += f"; {scoped} placed in modules by the exporter's scope metadata"
+        return Taps(taps, how)
+
+
+def onnx_tapped_runner(target: Target, artifact: Artifact) -> Runner:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="conformance-taps-"))
+    return OnnxTappedRunner(artifact, target._load_impl, folder)
+
+
 class OnnxTarget(Target):
     """``torch.onnx.export(..., dynamo=True)``, as a user would write it."""
 
@@ -156,3 +269,6 @@ class OnnxTarget(Target):
 
     format_problem = staticmethod(onnx_format_problem)
     companion_files = staticmethod(onnx_companion_files)
+
+    def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:
+        return onnx_tapped_runner(self, artifact)

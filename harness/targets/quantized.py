@@ -16,6 +16,7 @@ from ..buffers import buffer_snapshot, restore_buffers
 from ..shapes import torch_dynamic_shapes
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
+from .onnx_target import onnx_value_modules
 
 __all__ = ["ExecuTorchInt8Target", "OnnxInt8Target"]
 
@@ -36,6 +37,9 @@ class OnnxInt8Target(LiftedOnnxTarget):
         float_path = path.with_name(path.name.replace(".int8.onnx", ".float.onnx"))
         meta = super()._export_impl(module, example, case, float_path)
         model = onnx.load(str(float_path))
+        # quantization renames the nodes it rewrites and drops their scope metadata, but keeps
+        # the float graph's value names: the float graph's value -> module map localises int8 files
+        value_modules = onnx_value_modules(model)
         # the dynamo exporter leaves value_info entries that break quantize_dynamic's shape
         # inference (measured on PESTO); they are optional, so drop them
         del model.graph.value_info[:]
@@ -45,7 +49,7 @@ class OnnxInt8Target(LiftedOnnxTarget):
         state = float_path.with_name(meta["state_file"])
         meta["state_file"] = path.name + ".state.npz"
         state.rename(path.with_name(meta["state_file"]))
-        return {**meta, "quantization": "onnxruntime dynamic, int8 weights"}
+        return {**meta, "quantization": "onnxruntime dynamic, int8 weights", "value_modules": value_modules}
 
 
 class ExecuTorchInt8Target(ExecuTorchTarget):

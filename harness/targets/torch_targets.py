@@ -15,7 +15,14 @@ from ..shapes import torch_dynamic_shapes
 from .base import Artifact, Runner, Target
 from .formats import describe_format
 
-__all__ = ["EagerTarget", "ModuleRunner", "TorchExportTarget", "TorchScriptTarget"]
+__all__ = [
+    "EagerTarget",
+    "ModuleRunner",
+    "NodeTappedRunner",
+    "ReplayTappedRunner",
+    "TorchExportTarget",
+    "TorchScriptTarget",
+]
 
 
 class ModuleRunner(Runner):
@@ -36,6 +43,104 @@ class ModuleRunner(Runner):
 
     def state(self) -> dict[str, np.ndarray] | None:
         return {name: buf.detach().cpu().numpy().copy() for name, buf in self.module.named_buffers()}
+
+
+def _leaf_records(eager: Sequence[Any]) -> list[Any]:
+    """Eager records of modules with no recorded module inside them (where replay is exact)."""
+    paths = [r.module_path for r in eager]
+    return [
+        r
+        for r in eager
+        if r.path == r.module_path and not any(p != r.path and (r.path == "" or p.startswith(r.path + ".")) for p in paths)
+    ]
+
+
+class ReplayTappedRunner(ModuleRunner):
+    """TorchScript: a loaded module keeps eager's submodule names but no hooks, so each leaf
+    module is *replayed* on the inputs eager gave it, with the state it had before that call:
+    the errors are local to each module (where a module starts to compute something else), not
+    the error carried from upstream."""
+
+    def __init__(self, artifact: Artifact, module: Any) -> None:
+        super().__init__(artifact, module)
+        self._before = buffer_snapshot(module)
+
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
+        self._before = buffer_snapshot(self.module)
+        return super()._run_impl(inputs)
+
+    def taps(self, eager: Sequence[Any]) -> Any:
+        from ..taps import Tap, Taps, first_tensor
+
+        after = buffer_snapshot(self.module)
+        submodules = dict(self.module.named_modules())
+        taps, missing = [], []
+        for record in _leaf_records(eager):
+            sub = submodules.get(record.path)
+            if sub is None or not record.inputs:
+                missing.append(record.path)
+                continue
+            restore_buffers(self.module, self._before)
+            try:
+                with torch.no_grad():
+                    value = first_tensor(sub(*record.inputs))
+            except Exception:  # traced away (an Identity keeps no forward of its own)
+                missing.append(record.path)
+                continue
+            if value is not None:
+                taps.append(Tap(record.path, record.path, value.detach().numpy().copy()))
+        restore_buffers(self.module, after)
+        notes = [f"{len(missing)} leaf module(s) not replayable in the TorchScript module (absent or traced away)"] if missing else []
+        return Taps(
+            taps,
+            "TorchScript submodules replayed one by one on eager's inputs (local errors; "
+            "containers are not replayed)",
+            local=True,
+            notes=notes,
+        )
+
+
+def _module_of(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path.removeprefix("L__self__").lstrip("._")
+
+
+class NodeTappedRunner(ModuleRunner):
+    """torch.export: the unlifted graph run node by node; each node's ``nn_module_stack`` names
+    the eager module it belongs to."""
+
+    def __init__(self, artifact: Artifact, module: torch.fx.GraphModule) -> None:
+        super().__init__(artifact, module)
+        self._taps: list[Any] = []
+
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
+        from ..taps import Tap
+
+        values: list[Any] = []
+
+        class Recorder(torch.fx.Interpreter):
+            def run_node(self, node: torch.fx.Node) -> Any:
+                result = super().run_node(node)
+                if (
+                    node.op == "call_function"
+                    and isinstance(result, torch.Tensor)
+                    and result.is_floating_point()
+                ):
+                    values.append(Tap(node.name, _module_of(node), result.detach().numpy().copy()))
+                return result
+
+        with torch.no_grad():
+            out = Recorder(self.module).run(*inputs)
+        self._taps = values
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    def taps(self, eager: Sequence[Any]) -> Any:
+        from ..taps import Taps
+
+        return Taps(list(self._taps), "torch.export graph run node by node, modules from nn_module_stack")
 
 
 class EagerTarget(Target):
@@ -79,6 +184,9 @@ class TorchScriptTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         return ModuleRunner(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
 
+    def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:
+        return ReplayTappedRunner(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
+
     def format_problem(self, path: Path, example: object = None) -> str | None:
         kind = describe_format(path)
         return None if kind == "a TorchScript archive" else f"is {kind}, not a TorchScript archive (torch.jit.save)"
@@ -101,6 +209,9 @@ class TorchExportTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         program = torch.export.load(str(artifact.path))
         return ModuleRunner(artifact, program.module())
+
+    def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:
+        return NodeTappedRunner(artifact, torch.export.load(str(artifact.path)).module())
 
     def format_problem(self, path: Path, example: object = None) -> str | None:
         kind = describe_format(path)
