@@ -128,3 +128,15 @@ def test_the_command_prints_the_first_divergence(tmp_path):
         cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 2 and "no target named 'nope'" in done.stderr
+
+
+def test_benchmark_localize_a_failing_pesto_cell(benchmark, export_cache):
+    """What localising one failing PESTO cell costs (plain ONNX, state dropped, on the sung scale):
+    the whole first-divergence search a failing cell pays once. Reported, never asserted."""
+    case = harness.case("pesto")
+    artifact = export_cache.get(case, target("onnx"))
+    found = benchmark.pedantic(
+        localize, args=(case, target("onnx"), artifact, "a_major_scale"), rounds=1, iterations=1
+    )
+    benchmark.extra_info["first_divergence"] = found.first.path if found.first else None
+    assert found.first is not None and found.first.path == "hcqt.cqt_kernels.0.conv.cache"

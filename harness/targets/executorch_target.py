@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..shapes import torch_dynamic_shapes
-from .base import Artifact, ArtifactError, Runner, Target
+from .base import Artifact, ArtifactError, Runner, Target, first_meaningful_line
 from .formats import describe_format, pte_header_problem
 
 __all__ = ["ExecuTorchRunner", "ExecuTorchTarget"]
@@ -176,6 +176,14 @@ def instruction_modules(edge_program: Any, program_bytes: bytes) -> dict[str, An
     return modules
 
 
+def _instruction_map(edge_program: Any, program_bytes: bytes) -> dict[str, Any]:
+    """The instruction map, or none: it only serves localisation and must never fail an export."""
+    try:
+        return instruction_modules(edge_program, program_bytes)
+    except Exception as exc:  # noqa: BLE001 - any failure here leaves localisation to shapes
+        return {"_unavailable": f"{type(exc).__name__}: {first_meaningful_line(exc)}"}
+
+
 class EtdumpTappedRunner(Runner):
     """The program loaded with ETDump and a debug buffer: every instruction's outputs (a delegate
     call's outputs as one) are logged, and the export's instruction map places them in modules."""
@@ -211,7 +219,7 @@ class EtdumpTappedRunner(Runner):
             self.module.write_etdump_result_to_file(str(etdump), str(debug))
             dump = deserialize_from_etdump_flatcc(etdump.read_bytes())
             buffer = debug.read_bytes() if debug.is_file() else b""
-        modules = self.artifact.meta.get("instruction_modules") or {}
+        modules = {k: v for k, v in (self.artifact.meta.get("instruction_modules") or {}).items() if k.isdigit()}
         runs = [r for r in dump.run_data if r.events]
         events = runs[-1].events if runs else []
         taps: list[Any] = []
@@ -302,7 +310,7 @@ class ExecuTorchTarget(Target):
         return {
             "backend": self.backend,
             "initialized_mutable_buffers": initialized,
-            "instruction_modules": instruction_modules(edge.exported_program(), program_manager.buffer),
+            "instruction_modules": _instruction_map(edge.exported_program(), program_manager.buffer),
         }
 
     def _load_impl(self, artifact: Artifact) -> Runner:
