@@ -12,6 +12,7 @@ import torch
 from .compare import Tolerance
 
 __all__ = [
+    "QUICK_TARGETS",
     "TORCH_EXPORT_TARGETS",
     "STREAM_SUITES",
     "SUITES",
@@ -25,6 +26,10 @@ __all__ = [
     "ModelCase",
     "Outputs",
 ]
+
+#: The targets whose exports take seconds, not minutes, on 2 cores: large seed models run only
+#: on these in the ``ci`` tier (``ModelCase.ci_targets``), ExecuTorch and int8 in the nightly.
+QUICK_TARGETS: tuple[str, ...] = ("eager", "torchscript", "torch-export", "onnx", "onnx-legacy", "onnx-stateful")
 
 #: Suite names that expected failures may name. ``export`` means "the exporter itself fails",
 #: which covers every suite of that target. The ``stream-*`` suites run on cases with a
@@ -272,6 +277,10 @@ class ModelCase:
     #: those at this batch size (BatchNorm with batch statistics, i.e. a training-mode export,
     #: breaks this). None: the check does not apply.
     batch_consistency: int | None = None
+    #: The targets this case runs on in the quick ``ci`` tier (``--conformance-tier=ci``, what
+    #: this repository's CI runs); None: every target. The ``nightly`` tier (the default for a
+    #: project that sets no tier) runs every target.
+    ci_targets: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -321,6 +330,9 @@ class ModelCase:
     def check_declarations(self, known_targets: Sequence[str]) -> list[str]:
         """Problems with the expected failures and overrides: names that match nothing."""
         problems = []
+        for name in self.ci_targets or ():
+            if name not in known_targets:
+                problems.append(f"ci_targets names unknown target {name!r}")
         for expected in self.expected:
             if expected.target not in known_targets:
                 problems.append(f"expected failure names unknown target {expected.target!r}")

@@ -9,10 +9,12 @@ canonical input set.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,7 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
     TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
-    if selected is not None and hasattr(config.option, "disable_unused_snapshots"):
+    tier_leaves_out = _tier(config) == "ci" and any(c.ci_targets is not None for c in registry.cases())
+    if (selected is not None or tier_leaves_out) and hasattr(config.option, "disable_unused_snapshots"):
         # A target subset never generates the other targets' golden cells: syrupy would call
         # their snapshots unused (and delete them under --snapshot-update). Snapshots that
         # belong to no cell of any registered case and target are still reported (below).
@@ -161,6 +164,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session.close()
 
 
+def _tier(config: pytest.Config) -> str:
+    return config.getoption("conformance_tier") or config.getini("conformance_tier") or "nightly"
+
+
 def _selected_targets(config: pytest.Config) -> list[str] | None:
     value = config.getoption("conformance_targets")
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
@@ -185,6 +192,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if requires not in (None, "streaming", "strategy", "dynamic", "batch"):
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown requires={requires!r}")
     selected = _selected_targets(metafunc.config)
+    quick = _tier(metafunc.config) == "ci"
     cells = []
     for case in registry.cases():
         if (
@@ -200,6 +208,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for target in targets():
             if selected is not None and target.name not in selected:
                 continue
+            if quick and case.ci_targets is not None and target.name not in case.ci_targets:
+                continue  # the nightly tier runs it
             if (only_targets is not None and target.name not in only_targets) or target.name in skip_targets:
                 continue
             if target.approximate and (case.approximate_metric is None or streaming_only):
@@ -256,7 +266,9 @@ def _cell_of(item: pytest.Item) -> Cell | None:
 
 
 #: Suites whose failures are localised: they compare a target's outputs with eager's.
-LOCALIZED_SUITES = frozenset({"equivalence", "stream-continuity", "stream-initial", "stream-offline", "golden"})
+LOCALIZED_SUITES = frozenset(
+    {"equivalence", "stream-continuity", "stream-initial", "stream-offline", "golden", "hypothesis"}
+)
 
 
 class Verdict(Protocol):
@@ -367,8 +379,10 @@ class CellContext:
     def reference(self, input_name: str | None = None) -> Any:
         return self._session.reference(self.case, input_name or self.cell.input_name)
 
-    def verdict(self, result: Verdict) -> None:
-        """Record the result for the matrix, and fail the test with its report unless it passed."""
+    def verdict(self, result: Verdict, *, localize: bool = True) -> None:
+        """Record the result for the matrix, and fail the test with its report unless it passed
+        (with the first diverging module, for suites that compare outputs, unless ``localize``
+        is False: a check run once per generated example localises its final one instead)."""
         record: dict[str, Any] = {"summary": result.summary()}
         metric = getattr(result, "metric", None)
         if isinstance(metric, MetricResult):
@@ -379,7 +393,7 @@ class CellContext:
                 "figures": dict(metric.figures),
             }
         if not result:
-            located = self._localize()
+            located = self._localize() if localize else None
             if located is not None:
                 record["localization"] = located
             self._item.user_properties.append(("conformance_result", record))
@@ -389,7 +403,22 @@ class CellContext:
             raise ConformanceFailure(text)
         self._item.user_properties.append(("conformance_result", record))
 
-    def _localize(self) -> dict[str, Any] | None:
+    @contextlib.contextmanager
+    def localized_on(self, failed: list[Any]) -> Iterator[None]:
+        """Localise the last of ``failed`` (call sequences) if the block fails with a verdict:
+        the shrunk example of a property check, localised once instead of per example."""
+        try:
+            yield
+        except ConformanceFailure as exc:
+            located = self._localize(calls=failed[-1]) if failed else None
+            if located is None:
+                raise
+            records = [v for k, v in self._item.user_properties if k == "conformance_result"]
+            if records:
+                records[-1]["localization"] = located
+            raise ConformanceFailure(f"{exc}\n{located['text']}") from None
+
+    def _localize(self, calls: Any = None) -> dict[str, Any] | None:
         """Where the export leaves eager, for a failing cell of a suite that compares outputs:
         once per (case, target, input) per process; expected failures only with
         ``--conformance-localize=all``. Never changes the verdict: a localisation that cannot
@@ -399,7 +428,7 @@ class CellContext:
             return None
         if mode == "failures" and self._item.get_closest_marker("xfail") is not None:
             return None
-        return self._session.localization(self.case, self.target, self.cell.input_name)
+        return self._session.localization(self.case, self.target, self.cell.input_name, calls)
 
 
 @pytest.fixture

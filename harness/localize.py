@@ -65,6 +65,8 @@ class ModuleError:
     diverges: bool
     #: streaming state buffers this module owns (a dropped state shows first where it is read)
     state: tuple[str, ...] = ()
+    #: state buffers owned by a module around this one, whose own code may feed it
+    enclosing_state: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class ModuleError:
             "jump": _finite(self.jump),
             "diverges": self.diverges,
             "state": list(self.state),
+            "enclosing_state": list(self.enclosing_state),
         }
 
 
@@ -152,6 +155,12 @@ class Localization:
             text += (
                 f"; it reads the streaming state {', '.join(first.state)}: a divergence first seen there "
                 f"on call {self.call} points at the state the export carries between calls"
+            )
+        elif first.enclosing_state:
+            text += (
+                f"; its input comes from the enclosing module's own code, which reads the streaming state "
+                f"{', '.join(first.enclosing_state)}: with no module before it diverging, that state is the "
+                "first suspect"
             )
         return text
 
@@ -403,6 +412,12 @@ def compare_modules(
                 jump=jump,
                 diverges=not relative <= DIVERGENCE_RELATIVE,
                 state=state_of.get(record.module_path, ()),
+                enclosing_state=tuple(
+                    name
+                    for owner, names in state_of.items()
+                    if owner != record.module_path and _in_scope(record.module_path, owner)
+                    for name in names
+                ),
             )
         )
     return rows, sum(t is not None for t in matched), how

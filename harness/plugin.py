@@ -70,6 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "is judged on its own: the baseline is neither consulted nor rewritten)",
     )
     group.addoption(
+        "--conformance-tier",
+        choices=("ci", "nightly"),
+        default=None,
+        help="ci: cases declaring ci_targets run only on those targets (quick); nightly: every "
+        "target (default, or the ini value conformance_tier)",
+    )
+    group.addoption(
         "--conformance-localize",
         choices=("failures", "all", "none"),
         default="failures",
@@ -87,6 +94,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("conformance_baseline", default="golden/conformance-baseline.json", help="baseline file")
     parser.addini("conformance_case_modules", type="linelist", default=[], help="modules that register cases")
+    parser.addini("conformance_tier", default="nightly", help="ci or nightly (see --conformance-tier)")
     parser.addini("conformance_export_cache", default=".export-cache", help="export cache folder")
 
 

@@ -114,16 +114,22 @@ class ConformanceSession:
             )
         return self._references[key]
 
-    def localization(self, case: ModelCase, target: Target, input_name: str) -> dict[str, object]:
+    def localization(
+        self, case: ModelCase, target: Target, input_name: str, calls: Calls | None = None
+    ) -> dict[str, object]:
         """The failure localisation of ``target`` on one canonical input, once per process, as
         a JSON-ready dict with its rendered ``text``; a localisation that cannot be made is a
         dict whose headline says why (it never fails the cell by itself)."""
         key = (case.name, target.name, input_name)
         if key not in self._localizations:
-            from .localize import localize
+            from .localize import localize, localize_calls
 
             try:
-                result = localize(case, target, self.artifact(case, target), input_name)
+                artifact = self.artifact(case, target)
+                if calls is not None:
+                    result = localize_calls(case, target, artifact, list(calls), input_name=input_name)
+                else:
+                    result = localize(case, target, artifact, input_name)
                 found = {**result.as_dict(), "text": result.render()}
             except Exception as exc:  # any failure to localise is reported, never raised
                 headline = f"first divergence: not localised ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"

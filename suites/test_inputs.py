@@ -21,6 +21,7 @@ def test_hypothesis(conformance, request):
     module, branches = conformance.eager_module(), conformance.branches()
     # the primary canonical input is the simplest example, so hypothesis tries it first
     seed = st.just(conformance.calls(conformance.case.main_input))
+    failed = []
 
     def body(calls):
         result = check_generated_input(
@@ -32,9 +33,12 @@ def test_hypothesis(conformance, request):
             branches,
             approximate=conformance.target.approximate,
         )
-        conformance.verdict(result)
+        if not result:
+            failed.append(calls)  # hypothesis replays the shrunk example last
+        conformance.verdict(result, localize=False)
 
-    run_property(st.one_of(seed, conformance.case.strategy()), body, database_key=request.node.nodeid)
+    with conformance.localized_on(failed):
+        run_property(st.one_of(seed, conformance.case.strategy()), body, database_key=request.node.nodeid)
 
 
 @pytest.mark.conformance("dynamic-shapes", inputs="primary", requires="dynamic")

@@ -256,3 +256,28 @@ def test_external_data_travels_with_the_model_and_its_absence_is_named(exports, 
         runner.run(*harness.case("cached_conv").example_inputs())
     (folder / "model.onnx.data").unlink()
     assert "external data files that are not beside it: ['model.onnx.data']" in _error("onnx", path, tmp_path / "w")
+
+
+def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, tmp_path, exports):
+    """The plain ONNX file drops the cached convolution's state: the equivalence, continuity and
+    hypothesis failures each name the first diverging module and point at the state."""
+    plain = tmp_path / "mine.onnx"
+    shutil.copyfile(exports["onnx"], plain)
+    result = inner_pytest(
+        f"--artifact=cached_conv:onnx={plain}",
+        "--conformance-targets=onnx",
+        "-k",
+        "cached_conv and (equivalence or continuity or hypothesis)",
+        f"--conformance-report={tmp_path / 'report'}",
+        modules=TOYS,
+        suites=("test_equivalence", "test_streaming", "test_inputs"),
+    )
+    text = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, text
+    headline = "first divergence: conv (Conv1d, torch/nn/modules/conv.py:"
+    for suite in ("equivalence", "stream-continuity", "hypothesis"):
+        line = next(line for line in text.splitlines() if line.strip().startswith(f"cached_conv/onnx: {suite} "))
+        assert headline in line, line
+    assert "reads the streaming state cache" in text
+    located = json.loads((tmp_path / "report" / "conformance.json").read_text())["localizations"]
+    assert located["cached_conv/onnx/noise_stream"]["first_divergence"]["module"] == "conv", located.keys()

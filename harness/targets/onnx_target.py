@@ -200,6 +200,9 @@ class OnnxTappedRunner(Runner):
         types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
         types.update({v.name: v.type.tensor_type.elem_type for v in inferred.graph.output})
         existing = {o.name for o in model.graph.output}
+        state_outputs = set(artifact.meta.get("state_outputs", []))
+        #: the graph's own outputs are values too (a last module's output is one of them)
+        self.output_names = [o.name for o in model.graph.output if o.name not in state_outputs]
         self.tap_names: list[str] = []
         for node in model.graph.node:
             if node.op_type == "Constant":
@@ -220,7 +223,7 @@ class OnnxTappedRunner(Runner):
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
         outputs = list(self.inner._run_impl(inputs))
         n = len(self.artifact.output_names)
-        self._last = outputs[n:]
+        self._last = outputs
         return outputs[:n]
 
     def _reset_impl(self) -> None:
@@ -231,13 +234,13 @@ class OnnxTappedRunner(Runner):
 
         known = {r.module_path for r in eager}
         taps = []
-        for name, value in zip(self.tap_names, self._last):
+        for name, value in zip([*self.output_names, *self.tap_names], self._last):
             module = self.value_modules.get(name)
             if module is not None and module.startswith("legacy:"):
                 module = resolve_legacy_scope(module.removeprefix("legacy:"), known)
             taps.append(Tap(name, module, np.asarray(value)))
         scoped = sum(t.module is not None for t in taps)
-        how = f"{len(taps)} ONNX tensors added as graph outputs of a copy, run on onnxruntime"
+        how = f"{len(self.tap_names)} ONNX tensors added as graph outputs of a copy, run on onnxruntime"
         if scoped:
             how += f"; {scoped} placed in modules by the exporter's scope metadata"
         return Taps(taps, how)
