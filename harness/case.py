@@ -247,6 +247,7 @@ class ModelCase:
         approximate_metric: the task metric that judges quantized targets (e.g. median pitch
             error); cases without one are not run on approximate targets.
         batch_consistency: a batch size whose per-sample outputs must equal batch-1 outputs.
+        ci_targets: the targets the quick ``ci`` tier runs this case on (None: all).
     """
 
     name: str

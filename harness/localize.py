@@ -151,7 +151,9 @@ class Localization:
             f"first divergence: {first.path or '(the whole model)'} ({first.cls}, {first.source}), "
             f"{where}: max abs {first.max_abs:.3g}, relative {first.relative:.3g}"
         )
-        if first.state:
+        if self.approximate:
+            pass  # a quantized target diverges at its first quantized operation, state or not
+        elif first.state:
             text += (
                 f"; it reads the streaming state {', '.join(first.state)}: a divergence first seen there "
                 f"on call {self.call} points at the state the export carries between calls"
@@ -458,7 +460,8 @@ def _within_tolerances(case: ModelCase, target: str, expected: Sequence[Any], ac
 def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list) -> tuple[int, bool]:
     """The call to localise and whether its outputs fail: the first call whose outputs leave the
     case's tolerances (exact targets), else the one with the largest relative output error
-    (approximate targets, whose every call differs a little, and targets that pass)."""
+    (approximate targets, whose every call differs a little, and targets that pass: the largest
+    absolute error of the first output)."""
     threading = StateThreading.of(case)
     skip = threading.output_indices() if threading else set()
     if not eager_out:
@@ -467,7 +470,17 @@ def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list
         for i, (e, a) in enumerate(zip(eager_out, target_out)):
             if not _within_tolerances(case, target.name, e, a, skip):
                 return i, True
-    errors = [_relative_output_error(e, a, skip) for e, a in zip(eager_out, target_out)]
+    # the largest absolute error of the case's first (non-state) output: a relative error would
+    # pick a near-silent call, where every output is small and the task metric does not look
+    first = next(i for i in range(len(case.output_names)) if i not in skip)
+
+    def error(e: Sequence[Any], a: Sequence[Any]) -> float:
+        expected, actual = to_numpy(e[first]).astype(np.float64), to_numpy(a[first])
+        if expected.shape != actual.shape:
+            return float("inf")
+        return _error(expected, actual)[0]
+
+    errors = [error(e, a) for e, a in zip(eager_out, target_out)]
     worst = max(range(len(errors)), key=lambda i: errors[i] if np.isfinite(errors[i]) else np.inf)
     return worst, target.approximate
 

@@ -140,3 +140,55 @@ def test_benchmark_localize_a_failing_pesto_cell(benchmark, export_cache):
     )
     benchmark.extra_info["first_divergence"] = found.first.path if found.first else None
     assert found.first is not None and found.first.path == "hcqt.cqt_kernels.0.conv.cache"
+
+
+def test_pesto_pt2e_int8_names_the_layers_where_the_error_jumps(export_cache):
+    """The largest error jumps the localiser reports on the PT2E int8 program are where the error
+    grows module by module, computed here independently: each eager leaf module against the last
+    node the converted (reference-quantized) module computes inside it, in eager's order."""
+    import numpy as np
+
+    from harness.localize import eager_module_outputs
+
+    case = harness.case("pesto")
+    int8 = target("executorch-xnnpack-int8")
+    artifact = export_cache.get(case, int8)
+    found = localize(case, int8, artifact, "a_major_scale")
+    assert found.approximate and len(found.top_jumps) == 3, found.render()
+    assert "PT2E-converted module" in found.how
+
+    calls = list(case.inputs["a_major_scale"]())[: found.call + 1]
+    eager = eager_module_outputs(case.build(), calls, None)
+    converted = int8._prepare_module(case.build(), tuple(case.example_inputs()), case)
+    values = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            result = super().run_node(node)
+            stack = node.meta.get("nn_module_stack")
+            if stack and isinstance(result, torch.Tensor) and result.is_floating_point():
+                values.setdefault(list(stack.values())[-1][0], []).append(result.detach().numpy().copy())
+            return result
+
+    with torch.no_grad():
+        for call in calls:
+            values.clear()
+            Recorder(converted).run(*call)
+    # modules that compute something themselves (the converted graph has nodes directly in them)
+    leaves = [r for r in eager if r.path and r.path in values]
+    growth, previous = {}, 0.0
+    for record in leaves:
+        same = [v for v in values.get(record.path, []) if v.shape == record.value.shape]
+        if not same:
+            continue
+        scale = float(np.abs(record.value).max()) or 1.0
+        relative = min(float(np.abs(v - record.value).max()) / scale for v in same)
+        growth[record.path] = relative - previous
+        previous = relative
+    independent = sorted(growth, key=lambda p: -growth[p])
+    reported = [r.path for r in found.top_jumps]
+    assert reported[0] == independent[0], (reported, independent[:5])
+    assert set(reported) <= set(independent[:5]) | {r.path for r in found.rows if r.path not in growth}, (
+        reported,
+        independent[:5],
+    )

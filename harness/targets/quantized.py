@@ -9,16 +9,63 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..buffers import buffer_snapshot, restore_buffers
 from ..shapes import torch_dynamic_shapes
+from .base import Runner, to_numpy
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import onnx_value_modules
+from .torch_targets import NodeTappedRunner
 
-__all__ = ["ExecuTorchInt8Target", "OnnxInt8Target"]
+__all__ = ["ConvertedTappedRunner", "ExecuTorchInt8Target", "OnnxInt8Target"]
+
+
+class ConvertedTappedRunner(NodeTappedRunner):
+    """The PT2E-converted module run node by node beside the program itself: ``run`` answers
+    with the program's outputs, the taps come from the converted module, and how far the two
+    are apart on the localised call is said with them."""
+
+    def __init__(self, artifact: Any, converted: torch.fx.GraphModule, program: Runner) -> None:
+        super().__init__(artifact, converted)
+        self.program = program
+        self._gap = 0.0
+
+    def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
+        mirrored = [to_numpy(o) for o in super()._run_impl(inputs)]
+        actual = self.program.run(*inputs)
+        gap = 0.0
+        for m, a in zip(mirrored, actual):
+            scale = float(np.abs(a).max()) if a.size else 0.0
+            gap = max(gap, float(np.abs(m - a).max()) / scale if scale > 0 and m.shape == a.shape else 0.0)
+        self._gap = gap
+        return actual
+
+    def _reset_impl(self) -> None:
+        super()._reset_impl()
+        self.program.reset()
+
+    def close(self) -> None:
+        self.program.close()
+
+    def taps(self, eager: Sequence[Any]) -> Any:
+        from ..taps import Taps
+
+        found = super().taps(eager)
+        return Taps(
+            found.taps,
+            "the PT2E-converted module the .pte was lowered from (XNNPACK delegates hide the "
+            "program's own intermediate values), run node by node, modules from nn_module_stack",
+            notes=[
+                f"the converted module's outputs differ from the .pte's by {self._gap:.3g} relative on this "
+                "call (XNNPACK's int8 kernels against the reference quantized ops)"
+            ],
+        )
 
 
 class OnnxInt8Target(LiftedOnnxTarget):
@@ -90,3 +137,14 @@ class ExecuTorchInt8Target(ExecuTorchTarget):
     def _export_impl(self, module, example, case, path):
         meta = super()._export_impl(self._prepare_module(module, example, case), example, case, path)
         return {**meta, "quantization": "PT2E int8, XNNPACKQuantizer per-channel symmetric"}
+
+    def tapped_runner(self, artifact, case):
+        """XNNPACK delegates hide an int8 program's intermediate values, so a program this target
+        exported is localised on the PT2E-converted module it was lowered from (re-derived from
+        the case, deterministically: same calibration), whose outputs are checked against the
+        file's on every call; a file made elsewhere falls back to its ETDump."""
+        if not artifact.meta.get("instruction_modules"):
+            return super().tapped_runner(artifact, case)
+        example = tuple(case.example_inputs())
+        converted = self._prepare_module(case.build(), example, case)
+        return ConvertedTappedRunner(artifact, converted, self.load(artifact))
