@@ -109,6 +109,8 @@ class Localization:
     failing: bool = True
     #: the call was asked for (``--chunk``): modules are judged even where the outputs still agree
     chosen: bool = False
+    #: the case's task metric on the calls up to the localised one (None: the case has none)
+    metric: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -172,6 +174,7 @@ class Localization:
             f"localised {self.case} on {self.target}, input {self.input_name}, {chunk} "
             f"(output error {self.output_relative:.3g} relative)",
             f"values: {self.how}; {self.matched} of {self.modules} eager modules matched",
+            *([f"task metric on calls 0-{self.call}: {self.metric}"] if self.metric else []),
             *self.notes,
             self.headline(),
         ]
@@ -211,6 +214,7 @@ class Localization:
             "modules": self.modules,
             "output_relative": _finite(self.output_relative),
             "failing": self.failing,
+            "metric": self.metric,
             "notes": list(self.notes),
             "headline": self.headline(),
             "first_divergence": first.as_dict() if first else None,
@@ -485,6 +489,20 @@ def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list
     return worst, target.approximate
 
 
+def _metric_summary(case: ModelCase, target: Target, expected: list, actual: list) -> str | None:
+    """The case's task metric (the approximate one for quantized targets) on these calls."""
+    metric = case.approximate_metric if target.approximate else case.metric
+    if metric is None:
+        return None
+    try:
+        stack = lambda per_call: {  # noqa: E731
+            name: np.stack([to_numpy(out[i]) for out in per_call]) for i, name in enumerate(case.output_names)
+        }
+        return metric(stack(expected), stack(actual)).summary()
+    except Exception as exc:  # a metric that needs more calls than these says so, never fails
+        return f"not computed on these calls ({type(exc).__name__})"
+
+
 def _state_owners(case: ModelCase, module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
     from .state import mutated_buffer_names
 
@@ -520,6 +538,7 @@ def localize_calls(
     else:
         skip = threading.output_indices() if threading else set()
         failing = target.approximate or not _within_tolerances(case, target.name, eager_out[call], target_out[call], skip)
+    metric = _metric_summary(case, target, eager_out[: call + 1], target_out[: call + 1])
     tapped = target.tapped_runner(artifact, case)
     if tapped is None:
         raise LocalizationUnsupported(f"{target.name} cannot show intermediate values")
@@ -551,6 +570,7 @@ def localize_calls(
         output_relative=output_relative,
         failing=failing,
         chosen=chosen,
+        metric=metric,
         notes=list(taps.notes),
     )
 

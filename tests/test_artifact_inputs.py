@@ -281,3 +281,5 @@ def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, t
     assert "reads the streaming state cache" in text
     located = json.loads((tmp_path / "report" / "conformance.json").read_text())["localizations"]
     assert located["cached_conv/onnx/noise_stream"]["first_divergence"]["module"] == "conv", located.keys()
+    page = (tmp_path / "report" / "conformance.html").read_text()
+    assert "Where failing cells leave eager" in page and "first divergence: conv (Conv1d" in page

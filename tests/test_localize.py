@@ -192,3 +192,23 @@ def test_pesto_pt2e_int8_names_the_layers_where_the_error_jumps(export_cache):
         reported,
         independent[:5],
     )
+
+
+TOY_CASES = ["conv_mlp", "cached_conv", "lstm_stream", "branchy", "explicit_state_vad"]
+
+
+@pytest.mark.parametrize("target_name", ["torchscript", "torch-export", "onnx-stateful", "executorch-portable"])
+@pytest.mark.parametrize("case_name", TOY_CASES)
+def test_every_toy_localises_on_every_runtime_family(case_name, target_name, export_cache):
+    """The command's answer shape on every toy (explicit state, a scalar input per call, two
+    rows, a baked branch): a localisation or an export the exporter refuses, never a crash."""
+    from harness.targets import ExportError
+
+    case = harness.case(case_name)
+    try:
+        artifact = export_cache.get(case, target(target_name))
+    except ExportError:
+        pytest.skip(f"{target_name} does not export {case_name}")
+    found = localize(case, target(target_name), artifact)
+    assert found.headline().startswith("first divergence: ")
+    assert found.modules >= 1 and found.as_dict()["rows"] is not None
