@@ -12,6 +12,7 @@ failure the nightly run found once gates every later CI run.
 
 from __future__ import annotations
 
+import hashlib
 import unittest
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-__all__ = ["EXAMPLE_DATABASE", "PROFILES", "register_profiles", "run_property"]
+__all__ = ["EXAMPLE_DATABASE", "PROFILES", "generation_seed", "register_profiles", "run_property"]
 
 #: The plugin's profile names (hypothesis's own and other projects' profiles are never touched).
 PROFILES = ("conformance-dev", "conformance-ci", "conformance-nightly")
@@ -42,20 +43,29 @@ def register_profiles() -> None:
     # ci: derandomized generation (hypothesis then uses no database) and no shrinking;
     # replay_then_generate() replays the database in a separate pass first
     ci_phases = (Phase.explicit, Phase.generate, Phase.target)
-    settings.register_profile(
-        "conformance-ci", max_examples=6, derandomize=True, phases=ci_phases, **_COMMON
-    )
+    settings.register_profile("conformance-ci", max_examples=6, derandomize=True, phases=ci_phases, **_COMMON)
     settings.register_profile("conformance-nightly", max_examples=200, database=database, **_COMMON)
 
 
 def run_property(
-    strategy: Any, body: Callable[[Any], None], *, database_key: str, database_path: str = EXAMPLE_DATABASE
+    strategy: Any,
+    body: Callable[[Any], None],
+    *,
+    database_key: str,
+    generation_key: str | None = None,
+    database_path: str = EXAMPLE_DATABASE,
 ) -> None:
     """Run ``body`` on inputs drawn from ``strategy`` under the active profile.
 
     Under a derandomized profile (``ci``), first replay every example saved in the database for
     ``database_key`` (failures found by earlier dev or nightly runs), then generate the fixed
     set. Otherwise one run does both, saving new failures.
+
+    The fixed set is drawn from a seed derived from ``generation_key`` (default: the database
+    key) and nothing else. Hypothesis's own derandomization hashes the test function's source,
+    so editing the suite's code would silently change which inputs CI judges (and turn declared
+    expected failures into passes); keyed by case and input, every target of a case is also
+    judged on the same generated inputs.
     """
     active = settings.get_current_profile_name()
     current = settings() if active.startswith("conformance-") else settings.get_profile("conformance-ci")
@@ -72,8 +82,16 @@ def run_property(
         test = settings(run_settings)(given(strategy)(body))
         # one database key per cell (hypothesis's pytest plugin does the same for parametrized tests)
         test.hypothesis.inner_test._hypothesis_internal_add_digest = database_key.encode()
+        if run_settings.derandomize:
+            test._hypothesis_internal_use_seed = generation_seed(generation_key or database_key)
         try:
             test()
         except unittest.SkipTest:
             if index == len(runs) - 1:
                 raise  # the replay pass has nothing to replay when the database has no failure
+
+
+def generation_seed(key: str) -> int:
+    """The seed of the derandomized (``ci``) generation for ``key``: stable across processes,
+    machines and edits to the suite's code."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")

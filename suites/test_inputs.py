@@ -38,7 +38,12 @@ def test_hypothesis(conformance, request):
         conformance.verdict(result, localize=False)
 
     with conformance.localized_on(failed):
-        run_property(st.one_of(seed, conformance.case.strategy()), body, database_key=request.node.nodeid)
+        run_property(
+            st.one_of(seed, conformance.case.strategy()),
+            body,
+            database_key=request.node.nodeid,
+            generation_key=f"{conformance.case.name}/generated",  # every target sees the same inputs
+        )
 
 
 @pytest.mark.conformance("dynamic-shapes", inputs="primary", requires="dynamic")

@@ -122,6 +122,50 @@ def test_a_failure_found_once_is_replayed_first_by_the_deterministic_profile(tmp
     assert seen[0] >= 500 and seen[0] == shrunk  # the replay pass ran the saved failure first
 
 
+def test_the_deterministic_profile_draws_by_key_not_by_the_suites_source(tmp_path):
+    """Editing the suite's code must not change which inputs CI judges (declared expected
+    failures would turn into passes); two targets of one case see the same inputs."""
+    first: list[int] = []
+    second: list[int] = []
+    other: list[int] = []
+
+    def record_first(n: int) -> None:
+        first.append(n)
+
+    def record_second(n: int) -> None:  # another body: other source, other name
+        second.append(int(n))
+
+    def record_other(n: int) -> None:
+        other.append(n)
+
+    database = str(tmp_path / "db")
+    ci = settings(database=None, deadline=None, derandomize=True, phases=(Phase.explicit, Phase.generate))
+    with _profile(ci):
+        run_property(
+            st.integers(0, 10**9),
+            record_first,
+            database_key="a",
+            generation_key="case/generated",
+            database_path=database,
+        )
+        run_property(
+            st.integers(0, 10**9),
+            record_second,
+            database_key="b",
+            generation_key="case/generated",
+            database_path=database,
+        )
+        run_property(
+            st.integers(0, 10**9),
+            record_other,
+            database_key="c",
+            generation_key="other/generated",
+            database_path=database,
+        )
+    assert first == second and len(first) > 3
+    assert other != first
+
+
 class _profile:
     """Make ``settings()`` return these settings inside the block (as a loaded profile does)."""
 
