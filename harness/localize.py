@@ -463,9 +463,9 @@ def _within_tolerances(case: ModelCase, target: str, expected: Sequence[Any], ac
 
 def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list) -> tuple[int, bool]:
     """The call to localise and whether its outputs fail: the first call whose outputs leave the
-    case's tolerances (exact targets), else the one with the largest relative output error
-    (approximate targets, whose every call differs a little, and targets that pass: the largest
-    absolute error of the first output)."""
+    case's tolerances (exact targets); for approximate targets, whose every call differs a
+    little, a call where the task metric is worst; else (and for targets that pass) the call
+    with the largest absolute error of the first output."""
     threading = StateThreading.of(case)
     skip = threading.output_indices() if threading else set()
     if not eager_out:
@@ -485,8 +485,32 @@ def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list
         return _error(expected, actual)[0]
 
     errors = [error(e, a) for e, a in zip(eager_out, target_out)]
-    worst = max(range(len(errors)), key=lambda i: errors[i] if np.isfinite(errors[i]) else np.inf)
-    return worst, target.approximate
+    calls = range(len(errors))
+    failing = target.approximate
+    metric = case.approximate_metric if target.approximate else None
+    if metric is not None:
+        # an approximate target is judged by its task metric: localise a call where the metric
+        # is worst (a voiced frame 50 cents off, not a silent one whose pitch means nothing)
+        values = [_call_metric(case, metric, e, a) for e, a in zip(eager_out, target_out)]
+        worst_value = max(values)
+        if worst_value > min(values):
+            calls = [i for i in calls if values[i] == worst_value]
+        failing = any(v > metric.threshold for v in values)
+    worst = max(calls, key=lambda i: errors[i] if np.isfinite(errors[i]) else np.inf)
+    return worst, failing
+
+
+def _call_metric(case: ModelCase, metric: Any, expected: Sequence[Any], actual: Sequence[Any]) -> float:
+    """The task metric on one call (-inf where it cannot be computed on one call alone)."""
+    try:
+        value = metric(_stacked(case, [expected]), _stacked(case, [actual])).value
+    except Exception:  # a metric that needs more calls than one
+        return float("-inf")
+    return float(value) if not np.isnan(value) else float("inf")
+
+
+def _stacked(case: ModelCase, per_call: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
+    return {name: np.stack([to_numpy(out[i]) for out in per_call]) for i, name in enumerate(case.output_names)}
 
 
 def _metric_summary(case: ModelCase, target: Target, expected: list, actual: list) -> str | None:
@@ -495,10 +519,7 @@ def _metric_summary(case: ModelCase, target: Target, expected: list, actual: lis
     if metric is None:
         return None
     try:
-        stack = lambda per_call: {  # noqa: E731
-            name: np.stack([to_numpy(out[i]) for out in per_call]) for i, name in enumerate(case.output_names)
-        }
-        return metric(stack(expected), stack(actual)).summary()
+        return metric(_stacked(case, expected), _stacked(case, actual)).summary()
     except Exception as exc:  # a metric that needs more calls than these says so, never fails
         return f"not computed on these calls ({type(exc).__name__})"
 

@@ -212,3 +212,23 @@ def test_every_toy_localises_on_every_runtime_family(case_name, target_name, exp
     found = localize(case, target(target_name), artifact)
     assert found.headline().startswith("first divergence: ")
     assert found.modules >= 1 and found.as_dict()["rows"] is not None
+
+
+def test_an_approximate_target_is_localised_where_its_task_metric_fails():
+    """int8 PESTO: the call localised is a voiced frame more than 50 cents off, not the unvoiced
+    frame with the largest raw pitch error (its pitch means nothing); refuted where every voiced
+    frame is within 50 cents (nothing fails: the largest output error is shown, not failing)."""
+    import numpy as np
+
+    from harness.localize import pick_call
+
+    case, int8 = harness.case("pesto"), target("executorch-xnnpack-int8")
+
+    def call(pitch: float, confidence: float) -> list[np.ndarray]:
+        return [np.full((1, 1), pitch), np.full((1, 1), confidence), np.ones((1, 1)), np.zeros((1, 1, 8))]
+
+    eager = [call(60.0, 0.1), call(60.0, 0.9), call(60.0, 0.9)]
+    off = [call(65.0, 0.1), call(60.6, 0.9), call(60.1, 0.9)]  # unvoiced 5 st; voiced 60 and 10 cents
+    assert pick_call(case, int8, eager, off) == (1, True)
+    close = [call(65.0, 0.1), call(60.2, 0.9), call(60.1, 0.9)]
+    assert pick_call(case, int8, eager, close) == (0, False)
