@@ -325,5 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     return args.run(args)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``export-conformance`` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
