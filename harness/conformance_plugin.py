@@ -56,7 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
     tier_leaves_out = _tier(config) == "ci" and any(c.ci_targets is not None for c in registry.cases())
-    if (selected is not None or tier_leaves_out) and hasattr(config.option, "disable_unused_snapshots"):
+    sharded = bool(config.getoption("conformance_shard", default=None))
+    if (selected is not None or tier_leaves_out or sharded) and hasattr(config.option, "disable_unused_snapshots"):
         # A target subset never generates the other targets' golden cells: syrupy would call
         # their snapshots unused (and delete them under --snapshot-update). Snapshots that
         # belong to no cell of any registered case and target are still reported (below).

@@ -21,7 +21,13 @@ register_profiles()  # our own names only; before hypothesis's pytest_configure 
 ACTIVE_KEY = pytest.StashKey[bool]()
 
 #: Options whose use alone makes a run a conformance run.
-_ACTIVATING_OPTIONS = ("artifact", "conformance_targets", "conformance_report", "conformance_baseline_update")
+_ACTIVATING_OPTIONS = (
+    "artifact",
+    "conformance_targets",
+    "conformance_report",
+    "conformance_baseline_update",
+    "conformance_shard",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,6 +90,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "failures (all), or never (none)",
     )
     group.addoption(
+        "--conformance-shard",
+        default=None,
+        metavar="K/N",
+        help="run the K-th of N shards: every cell of a case in one shard (cases dealt round-robin "
+        "by name), self-tests by file; for splitting a nightly run across jobs",
+    )
+    group.addoption(
         "--ort-optimization",
         choices=("disable", "basic", "extended", "all"),
         default=None,
@@ -131,3 +144,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> Any:
             "(pytest.ini, [tool.pytest.ini_options] in pyproject.toml, tox.ini or setup.cfg)"
         )
     return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    text = config.getoption("conformance_shard", default=None)
+    if not text:
+        return
+    from .registry import cases
+    from .sharding import parse_shard, split
+
+    kept, dropped = split(items, [c.name for c in cases()], parse_shard(text))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

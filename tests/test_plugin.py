@@ -153,3 +153,28 @@ def test_the_ci_tier_runs_large_models_on_the_quick_targets_only():
     assert not any("executorch" in item for item in quick)
     assert any("efficientnet_b0-executorch-xnnpack-int8" in item for item in nightly)
     assert any("efficientnet_b0-onnx-noise" in item for item in quick)
+
+
+def test_shards_split_a_run_by_case_and_cover_it_once(inner_pytest):
+    """--conformance-shard=K/N: every cell of a case in one shard, the shards disjoint and together
+    the whole run; a malformed shard is a usage error."""
+    modules = ("fixtures.toys",)
+    suites = ("test_equivalence", "test_streaming")
+    every = _collected(inner_pytest("--collect-only", "-q", modules=modules, suites=suites))
+    shards = [
+        _collected(inner_pytest("--collect-only", "-q", f"--conformance-shard={k}/2", modules=modules, suites=suites))
+        for k in (1, 2)
+    ]
+    assert sorted(sum(shards, [])) == sorted(every) and len(set(sum(shards, []))) == len(every)
+    owners: dict[str, set[int]] = {}
+    for k, ids in enumerate(shards):
+        for node in ids:
+            owners.setdefault(node.split("[", 1)[1].split("-", 1)[0], set()).add(k)
+    assert all(len(found) == 1 for found in owners.values()), owners
+    assert all(shards)  # the cases are spread, not all in one job
+    bad = inner_pytest("--collect-only", "--conformance-shard=4/3", modules=modules)
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR and "K must be between 1 and N" in bad.stderr.str()
+
+
+def _collected(result) -> list[str]:
+    return [line for line in result.outlines if "::" in line and "[" in line]
