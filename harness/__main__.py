@@ -1,11 +1,13 @@
-"""Command line for people who do not write pytest.
+"""Command line for people who do not write pytest: ``export-conformance`` (the console script)
+or ``python -m harness``; ``--help`` on any subcommand lists its arguments with an example.
 
-python -m harness list                               cases and targets
-python -m harness export pesto onnx-stateful out/    export one case to one target
-python -m harness check pesto                        every suite for a case; prints the matrix
-python -m harness check pesto --artifact onnx-stateful=my.onnx   gate an export made elsewhere
+export-conformance list                               cases and targets
+export-conformance export pesto onnx-stateful out/    export one case to one target
+export-conformance check pesto                        every suite for a case; prints the matrix
+export-conformance check pesto --artifact onnx-stateful=my.onnx   gate an export made elsewhere
 
-Arguments ``check`` does not know are passed to pytest (e.g. ``-x``, ``--export-fresh``).
+Arguments ``check`` does not know are passed to pytest (e.g. ``-- -x -k equivalence``).
+Imports stay inside the subcommands so that ``--help`` answers at once (no torch, no rich).
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from __future__ import annotations
 import argparse
 import configparser
 import json
+import os
 import sys
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+
+class _Fail(Exception):
+    """A problem the user can fix: one line ``<prog> <command>: <message>`` on stderr, exit status 2."""
 
 
 def project_config(start: Path | None = None) -> tuple[Path | None, dict[str, Any]]:
@@ -81,13 +89,39 @@ def _load_cases() -> None:
     try:
         registry.load_case_modules(modules)
     except registry.CaseError as exc:
-        raise SystemExit(f"error: {exc} (named by conformance_case_modules in {path})") from None
+        raise _Fail(f"{exc} (named by conformance_case_modules in {path})") from None
     if not registry.cases():
         where = f"in {path}" if path else "(no pytest configuration found from here up)"
         print(
             f"note: no conformance cases: conformance_case_modules {where} names no module that registers one",
             file=sys.stderr,
         )
+
+
+
+def _known(kind: str, name: str, known: Iterable[str], where: str = "known") -> str:
+    """``name`` if it is one of ``known``; otherwise fail naming every known one."""
+    known = list(known)
+    if name not in known:
+        raise _Fail(f"no {kind} named {name!r} ({where}: {', '.join(known) or 'none'})")
+    return name
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _case(name: str) -> Any:
+    from . import registry
+
+    _load_cases()
+    return registry.case(_known("case", name, [c.name for c in registry.cases()]))
+
+
+def _target(name: str) -> Any:
+    from .targets import target, targets
+
+    return target(_known("target", name, [t.name for t in targets()]))
 
 
 def _list(_: argparse.Namespace) -> int:
@@ -107,18 +141,38 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import registry
-    from .targets import ExportError
-    from .targets import target as find_target
+    from .cli_progress import Steps, quiet_torch
+    from .targets import ExportError, RuntimeMissing
 
-    _load_cases()
-    try:
-        artifact = find_target(args.target).export(registry.case(args.case), Path(args.outdir))
-    except (ExportError, KeyError, registry.CaseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(artifact.path)
-    return 0
+    case = _case(args.case)
+    chosen = [_target(name) for name in _names(args.target)] or [_target(args.target)]
+    paths, failures = [], []
+    with quiet_torch(), Steps(args.where, len(chosen)) as steps:
+        for target in chosen:
+            try:
+                with steps.step(f"exporting {case.name} to {target.name}"):
+                    paths.append(target.export(case, Path(args.outdir)).path)
+            except (ExportError, RuntimeMissing) as exc:
+                failures.append(f"{args.where}: {case.name} to {target.name}: {exc}")
+    for path in paths:
+        print(path)
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    return 2 if failures else 0
+
+
+def _pytest_selection(case: str, extra: list[str]) -> list[str]:
+    """``-k CASE`` joined with the user's own ``-k`` expressions (pytest keeps only the last -k)."""
+    keywords, rest = [], []
+    items = iter(extra)
+    for arg in items:
+        if arg == "-k":
+            keywords.append(next(items, ""))
+        elif arg.startswith("-k") and len(arg) > 2:
+            keywords.append(arg[2:])
+        else:
+            rest.append(arg)
+    return ["-k", " and ".join([case, *(f"({k})" for k in keywords if k.strip())]), *rest]
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -126,55 +180,58 @@ def _check(args: argparse.Namespace) -> int:
     ``--targets`` says otherwise), strictly: the case's expected failures and the baseline
     describe the harness's own exports and are not applied; any cell on the user's file that
     is not a pass (or a check that does not apply) makes the exit status non-zero."""
-    pytest_args = ["--pyargs", "suites", "-k", args.case]
+    case = _case(args.case).name
+    pytest_args = ["--pyargs", "suites"]
     artifact_targets = []
     for value in args.artifact:
         target, sep, path = value.partition("=")
         if not sep or not target or not path:
-            print(f"error: --artifact {value!r}: expected TARGET=PATH", file=sys.stderr)
-            return 2
-        artifact_targets.append(target)
-        pytest_args.append(f"--artifact={args.case}:{target}={Path(path).resolve()}")
+            raise _Fail(f"--artifact {value!r}: expected TARGET=PATH")
+        artifact_targets.append(_target(target).name)
+        pytest_args.append(f"--artifact={case}:{target}={Path(path).resolve()}")
+    for name in _names(args.targets or ""):
+        _target(name)
     targets_option = args.targets or ",".join(dict.fromkeys(artifact_targets))
     if targets_option:
         pytest_args.append(f"--conformance-targets={targets_option}")
     if args.workers > 1:
         pytest_args += ["-n", str(args.workers)]
+    # The case modules were imported above to check the names; pytest would warn that it cannot
+    # rewrite the asserts of plugins they imported first (hypothesis), which is no problem here.
+    pytest_args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     import pytest
 
-    return int(pytest.main(pytest_args + ["-q", *args.pytest_args]))
+    return int(pytest.main(pytest_args + ["-q", *_pytest_selection(case, args.pytest_args)]))
 
 
 def _localize(args: argparse.Namespace) -> int:
     """Name the first eager module whose output the target's run stops reproducing."""
-    import json
-
-    from . import registry
     from .cache import ExportCache
+    from .cli_progress import Steps, quiet_torch
     from .external import ArtifactOverride, external_artifact
     from .localize import LocalizationUnsupported, localize
     from .targets import ArtifactError, ExportError, RuntimeMissing
-    from .targets import target as find_target
 
-    _load_cases()
-    try:
-        case = registry.case(args.case)
-        target = find_target(args.target)
-    except (KeyError, registry.CaseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    case = _case(args.case)
+    target = _target(args.target)
+    if args.input is not None:
+        _known("input", args.input, case.inputs)
     root, options = project_config()
     cache_root = (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
     try:
-        if args.artifact:
-            path = Path(args.artifact).resolve()
-            artifact = external_artifact(ArtifactOverride(case.name, target.name, path), cache_root / "external")
-        else:
-            artifact = ExportCache(cache_root).get(case, target)
-        result = localize(case, target, artifact, args.input, chunk=args.chunk)
+        with quiet_torch(), Steps(args.where, 2) as steps:
+            if args.artifact:
+                with steps.step(f"loading {args.artifact} as {target.name}"):
+                    path = Path(args.artifact).resolve()
+                    override = ArtifactOverride(case.name, target.name, path)
+                    artifact = external_artifact(override, cache_root / "external")
+            else:
+                with steps.step(f"exporting {case.name} to {target.name} (or reusing the export cache)"):
+                    artifact = ExportCache(cache_root).get(case, target)
+            with steps.step(f"localizing {case.name} on {target.name}"):
+                result = localize(case, target, artifact, args.input, chunk=args.chunk)
     except (ArtifactError, ExportError, RuntimeMissing, LocalizationUnsupported, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise _Fail(str(exc).strip("'\"")) from None
     print(result.render(table=not args.brief))
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
@@ -193,7 +250,10 @@ def _replace_block(text: str, name: str, body: str) -> str | None:
 def _readme(args: argparse.Namespace) -> int:
     """Put the last run's matrix (and benchmark table, if any) between the README's markers."""
     readme = Path(args.readme)
-    text = readme.read_text()
+    try:
+        text = readme.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Fail(f"{readme}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     replaced = []
     sources = [(args.block, Path(args.report))]
     if args.benchmarks:
@@ -203,126 +263,221 @@ def _readme(args: argparse.Namespace) -> int:
             continue
         updated = _replace_block(text, name, report.read_text())
         if updated is None:
-            print(
-                f"error: {readme} has no <!-- {name}:start --> ... <!-- {name}:end --> block", file=sys.stderr
-            )
-            return 2
+            raise _Fail(f"{readme}: no <!-- {name}:start --> ... <!-- {name}:end --> block")
         text = updated
         replaced.append(str(report))
     if not replaced:
-        print(
-            f"error: neither {args.report} nor {args.benchmarks} exists; run the suites first",
-            file=sys.stderr,
-        )
-        return 2
+        raise _Fail(f"neither {args.report} nor {args.benchmarks} exists; run the suites first")
     readme.write_text(text)
     print(f"{readme}: replaced from {', '.join(replaced)}")
     return 0
 
 
+def _report(path: str) -> dict[str, Any]:
+    from .summary import ReportError, load_report
+
+    try:
+        return load_report(Path(path))
+    except ReportError as exc:
+        raise _Fail(f"{path}: {exc}") from None
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise _Fail(f"{path}: cannot write it ({exc.strerror or exc})") from None
+
+
 def _merge(args: argparse.Namespace) -> int:
     from .summary import merge_reports
 
-    paths = [Path(p) for p in args.reports]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        print(f"error: no report at {', '.join(missing)}", file=sys.stderr)
-        return 2
-    markdown, merged = merge_reports(paths)
+    for path in args.reports:
+        _report(path)
+    markdown, merged = merge_reports([Path(p) for p in args.reports])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
-    out.with_suffix(".json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    _write(out, markdown)
+    _write(out.with_suffix(".json"), json.dumps(merged, indent=2, sort_keys=True) + "\n")
     print(markdown)
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .html_report import trace_svgs
-
-    body = json.loads(Path(args.report).read_text())
+    traces = _report(args.report).get("traces", {})
+    where = f"traced in {args.report}"
+    _known("case", args.case, sorted({key.split("/", 1)[0] for key in traces}), where)
+    inputs = sorted(key.split("/", 1)[1] for key in traces if key.startswith(f"{args.case}/"))
+    _known(f"input of {args.case}", args.input, inputs, where)
     key = f"{args.case}/{args.input}"
-    if key not in body.get("traces", {}):
-        print(
-            f"error: {args.report} has no traces for {key} (run the equivalence suite for it)",
-            file=sys.stderr,
-        )
-        return 2
-    from .targets import targets
+    try:
+        traced = [t for t in traces[key] if t != "eager"]
+        only = [_known("target", name, traced, f"traced for {key}") for name in _names(args.targets or "")]
+        _known("output", args.output, sorted(traces[key].get("eager", {})), f"traced for {key}")
+        from .html_report import target_colours, trace_figure
+        from .targets import targets
 
-    order = [t.name for t in targets()]
-    only = args.targets.split(",") if args.targets else None
-    figures = dict(trace_svgs({key: body["traces"][key]}, target_order=order, only_targets=only))
-    caption = f"{args.case} on {args.input}: {args.output}"
-    if caption not in figures:
-        print(f"error: no per-call output {args.output!r} in the traces of {key}", file=sys.stderr)
-        return 2
-    Path(args.out).write_text(figures[caption])
+        order = [t.name for t in targets()]
+        rank = {name: i for i, name in enumerate(order)}
+        drawn = sorted(only or traced, key=lambda t: (rank.get(t, len(rank)), t))
+        series = {"eager": traces[key]["eager"][args.output]}
+        series.update({t: traces[key][t][args.output] for t in drawn if args.output in traces[key][t]})
+        figure, _ = trace_figure(series, target_colours(order, drawn), output=args.output)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _Fail(f"{args.report}: malformed traces for {key} ({type(exc).__name__}: {exc})") from None
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out, format="svg", metadata={"Date": None})
+    except OSError as exc:
+        raise _Fail(f"{out}: cannot write it ({exc.strerror or exc})") from None
     print(args.out)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness", description="export conformance harness")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list cases and targets").set_defaults(run=_list)
-    export = commands.add_parser("export", help="export one case to one target")
-    export.add_argument("case")
-    export.add_argument("target")
-    export.add_argument("outdir")
-    export.set_defaults(run=_export)
-    check = commands.add_parser(
-        "check",
-        help="run every suite for one case and print the matrix (other arguments go to pytest)",
-        description="Run every suite for one case and print the matrix. With --artifact, judge your "
-        "own files strictly: exit status 1 if any cell on them is not a pass. Arguments check does "
-        "not know are passed to pytest.",
+_MODULE_PROG = "python -m harness"
+_SCRIPT_PROG = "export-conformance"
+
+
+def _prog() -> str:
+    """``export-conformance`` as the console script, ``python -m harness`` as a module."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name == "__main__.py":
+        return _MODULE_PROG
+    return name if name.startswith(_SCRIPT_PROG) else _SCRIPT_PROG
+
+
+def _wrap(text: str) -> str:
+    """Paragraphs filled to the terminal (the raw formatter keeps the epilog's example lines as written)."""
+    import shutil
+    import textwrap
+
+    width = min(shutil.get_terminal_size().columns, 100) - 2
+    return "\n\n".join(textwrap.fill(paragraph, width) for paragraph in text.split("\n\n"))
+
+
+def _subcommand(commands: Any, name: str, run: Any, help: str, description: str, example: str, **kw: Any) -> Any:
+    parser = commands.add_parser(
+        name,
+        help=help,
+        description=_wrap(description),
+        epilog=f"example:\n  %(prog)s {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,
     )
-    check.add_argument("case")
-    check.add_argument("--artifact", action="append", default=[], metavar="TARGET=PATH")
-    check.add_argument("--targets", default=None, help="comma-separated target names")
-    check.add_argument("--workers", type=int, default=1, help="pytest-xdist workers")
-    check.set_defaults(run=_check)
-    where = commands.add_parser(
-        "localize",
-        help="name the first module where a target's run leaves eager's",
-        description="Run the case on eager with a hook on every module and on the target with its "
-        "intermediate values exposed, on the first call whose outputs leave the case's tolerances "
-        "(or --chunk), and print the first diverging module and a per-module error table.",
+    parser.set_defaults(run=run)
+    return parser
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    prog = prog or _prog()
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=_wrap(
+            "Does an exported PyTorch model still compute what the eager model computes? Export, "
+            "check and localise cases from the command line; the suites themselves run under pytest."
+        ),
+        epilog="examples:\n"
+        f"  {prog} list\n"
+        f"  {prog} export pesto onnx-stateful my-exports/\n"
+        f"  {prog} check pesto --artifact=onnx-stateful=my-exports/pesto.stateful.onnx -- -x\n"
+        f"  {prog} localize pesto onnx --input=c4_sine\n"
+        f"  {prog} merge reports/tox/*/conformance.json\n\n"
+        f"'{prog} COMMAND --help' explains one command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    where.add_argument("case", help="a registered case (python -m harness list)")
-    where.add_argument("target", help="a registered target, e.g. onnx")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    case_help = f"a registered case ({prog} list names them)"
+    _subcommand(
+        commands, "list", _list, "list cases and targets",
+        "List the cases the project's pytest configuration registers (conformance_case_modules) and "
+        "every target, marking targets whose runtime is not installed.", "",
+    )
+    export = _subcommand(
+        commands, "export", _export, "export one case to one or more targets",
+        "Export one case to each named target and print each file's path on stdout. Progress goes to "
+        "stderr (a progress bar on a terminal, one line per export otherwise).",
+        "pesto onnx-stateful my-exports/",
+    )
+    export.add_argument("case", metavar="CASE", help=case_help)
+    export.add_argument("target", metavar="TARGET[,TARGET...]", help="target name(s), comma-separated, e.g. onnx")
+    export.add_argument("outdir", metavar="OUTDIR", help="folder the exported files are written to")
+    check = _subcommand(
+        commands, "check", _check, "run every suite for one case and print the matrix (extra arguments go to pytest)",
+        "Run every suite for one case and print the matrix. With --artifact, judge your own files "
+        "strictly: exit status 1 if any cell on them is not a pass.\n\n"
+        "Any further argument goes to pytest (put them after '--' to be safe); a -k expression of "
+        "yours is joined to the case's with 'and'.",
+        "pesto -- -x -k equivalence",
+        allow_abbrev=False,
+        usage="%(prog)s [-h] [--artifact TARGET=PATH] [--targets T1,T2] [--workers N] CASE [-- PYTEST_ARG ...]",
+    )
+    check.add_argument("case", metavar="CASE", help=case_help)
+    check.add_argument(
+        "--artifact", action="append", default=[], metavar="TARGET=PATH",
+        help="judge this file as TARGET's export instead of the harness's own (repeatable)",
+    )
+    check.add_argument("--targets", default=None, metavar="T1,T2", help="only these targets (comma-separated)")
+    check.add_argument("--workers", type=int, default=1, metavar="N", help="pytest-xdist workers (default: 1)")
+    where = _subcommand(
+        commands, "localize", _localize, "name the first module where a target's run leaves eager's",
+        "Run the case on eager with a hook on every module and on the target with its intermediate "
+        "values exposed, on the first call whose outputs leave the case's tolerances (or --chunk), and "
+        "print the first diverging module and a per-module error table.",
+        "pesto onnx --input=c4_sine --chunk=1",
+    )
+    where.add_argument("case", metavar="CASE", help=case_help)
+    where.add_argument("target", metavar="TARGET", help="a registered target, e.g. onnx")
     where.add_argument("--artifact", default=None, metavar="PATH", help="your own file instead of the harness's export")
-    where.add_argument("--input", default=None, help="canonical input set (default: the case's primary input)")
-    where.add_argument("--chunk", type=int, default=None, help="0-based call to localise (default: the first failing)")
+    where.add_argument("--input", default=None, metavar="NAME", help="canonical input set (default: the case's primary input)")
+    where.add_argument("--chunk", type=int, default=None, metavar="N", help="0-based call to localise (default: the first failing)")
     where.add_argument("--brief", action="store_true", help="the headline only, no per-module table")
     where.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
-    where.set_defaults(run=_localize)
-    readme = commands.add_parser("readme", help="copy the last run's Markdown matrix into the README")
-    readme.add_argument("--report", default="reports/conformance.md")
-    readme.add_argument(
-        "--block", default="matrix", help="the README block the matrix goes into (<!-- NAME:start -->)"
+    readme = _subcommand(
+        commands, "readme", _readme, "copy the last run's Markdown matrix into the README",
+        "Replace the text between <!-- BLOCK:start --> and <!-- BLOCK:end --> in the README with the "
+        "last run's Markdown matrix (and the benchmark table between the benchmarks markers).",
+        "--report reports/seeds/conformance.md --block seeds",
     )
-    readme.add_argument("--benchmarks", default=None, help="also copy this benchmark table (Markdown)")
-    readme.add_argument("--readme", default="README.md")
-    readme.set_defaults(run=_readme)
-    merge = commands.add_parser("merge", help="merge per-env conformance.json reports into one matrix")
-    merge.add_argument("reports", nargs="+")
-    merge.add_argument("--out", default="reports/summary.md")
-    merge.set_defaults(run=_merge)
-    plot = commands.add_parser("plot", help="an SVG of one output over time, eager against targets")
-    plot.add_argument("--report", default="reports/conformance.json")
-    plot.add_argument("--case", required=True)
-    plot.add_argument("--input", required=True)
-    plot.add_argument("--output", required=True, help="output name, e.g. pitch")
-    plot.add_argument("--targets", default=None, help="comma-separated targets to draw (default: all)")
-    plot.add_argument("--out", required=True)
-    plot.set_defaults(run=_plot)
+    readme.add_argument("--report", default="reports/conformance.md", metavar="PATH", help="the Markdown matrix (default: %(default)s)")
+    readme.add_argument("--block", default="matrix", metavar="NAME", help="the README block the matrix goes into (<!-- NAME:start -->)")
+    readme.add_argument("--benchmarks", default=None, metavar="PATH", help="also copy this benchmark table (Markdown)")
+    readme.add_argument("--readme", default="README.md", metavar="PATH", help="the file to edit (default: %(default)s)")
+    merge = _subcommand(
+        commands, "merge", _merge, "merge per-env conformance.json reports into one matrix",
+        "Merge conformance.json reports (one per environment, named by its folder) into one case x "
+        "target x environment matrix; prints it and writes it as Markdown and JSON.",
+        "reports/tox/*/conformance.json --out reports/summary.md",
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT", help="a conformance.json a pytest run wrote")
+    merge.add_argument("--out", default="reports/summary.md", metavar="PATH", help="Markdown out, JSON beside it (default: %(default)s)")
+    plot = _subcommand(
+        commands, "plot", _plot, "an SVG of one output over time, eager against targets",
+        "Draw one per-call output of one case on one input over time, eager against each target, "
+        "from the traces in a conformance.json.",
+        "--case pesto --input a_major_scale --output pitch --targets onnx,onnx-stateful --out pitch.svg",
+    )
+    plot.add_argument("--report", default="reports/conformance.json", metavar="PATH", help="the conformance.json (default: %(default)s)")
+    plot.add_argument("--case", required=True, metavar="CASE", help="a case with traces in the report")
+    plot.add_argument("--input", required=True, metavar="NAME", help="one of the case's input sets")
+    plot.add_argument("--output", required=True, metavar="NAME", help="output name, e.g. pitch")
+    plot.add_argument("--targets", default=None, metavar="T1,T2", help="comma-separated targets to draw (default: all)")
+    plot.add_argument("--out", required=True, metavar="PATH", help="the SVG file to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "check":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = [a for a in extra if a != "--"]  # anything else goes to pytest
-    return args.run(args)
+    args.where = f"{parser.prog} {args.command}"
+    try:
+        return args.run(args)
+    except _Fail as exc:
+        print(f"{args.where}: {exc}", file=sys.stderr)
+        return 2
 
 
 def console() -> None:

@@ -3,6 +3,12 @@
 A run whose observed status differs from the baseline (worse or better), a cell the baseline
 does not know, or a baseline cell whose case or target no longer exists fails the run until the
 baseline is rewritten on purpose with ``--conformance-baseline-update``.
+
+The ``benchmark`` suite is not in the baseline: its cells report figures, not a verdict on the
+export, and their status depends on the tools of the run (``skip`` under pytest-xdist, which
+times nothing; ``--benchmark-skip``), so the ``pytest -n 2`` run and the ``pytest -p no:xdist -k
+benchmark`` run would each disagree with any one status. A benchmark that fails still fails the
+run through pytest (a declared expected failure is strict), so nothing goes ungated.
 """
 
 from __future__ import annotations
@@ -11,12 +17,20 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Baseline", "BaselineChange", "SCHEMA"]
+__all__ = ["UNGATED_SUITES", "Baseline", "BaselineChange", "SCHEMA", "gated"]
 
 SCHEMA = "export-conformance/baseline/1"
 #: (case, target, suite, input) -> status
 Cells = dict[tuple[str, str, str, str], str]
+#: Suites whose cells the baseline neither records nor compares (see the module's docstring).
+UNGATED_SUITES = frozenset({"benchmark"})
+
+
+def gated(cells: Mapping[tuple[str, str, str, str], Any]) -> dict[tuple[str, str, str, str], Any]:
+    """The cells the baseline judges: those of every suite but ``UNGATED_SUITES``."""
+    return {cell: value for cell, value in cells.items() if cell[2] not in UNGATED_SUITES}
 
 
 @dataclass(frozen=True)
@@ -68,11 +82,12 @@ class Baseline:
         known_cases: Iterable[str],
         known_targets: Iterable[str],
     ) -> list[BaselineChange]:
-        """Changed, new and removed cells; cells not observed in this run are left alone."""
-        expected = self.load()
+        """Changed, new and removed cells; cells not observed in this run are left alone, and so
+        are the cells of ``UNGATED_SUITES`` (on either side)."""
+        expected = gated(self.load())
         changes = [
             BaselineChange(cell, expected.get(cell), status, reason)
-            for cell, (status, reason) in sorted(observed.items())
+            for cell, (status, reason) in sorted(gated(observed).items())
             if expected.get(cell) != status
         ]
         cases, targets = set(known_cases), set(known_targets)
@@ -89,11 +104,12 @@ class Baseline:
         known_cases: Iterable[str],
         known_targets: Iterable[str],
     ) -> None:
-        """Record the observed statuses, keeping unobserved cells of cases and targets that still exist."""
+        """Record the observed statuses, keeping unobserved cells of cases and targets that still
+        exist (never a cell of ``UNGATED_SUITES``)."""
         cases, targets = set(known_cases), set(known_targets)
-        cells = self.load() if self.exists() else {}
+        cells = gated(self.load()) if self.exists() else {}
         cells = {k: v for k, v in cells.items() if k[0] in cases and k[1] in targets}
-        cells.update({cell: status for cell, (status, _) in observed.items()})
+        cells.update({cell: status for cell, (status, _) in gated(observed).items()})
         nested: dict = {}
         for (case, target, suite, input_name), status in sorted(cells.items()):
             nested.setdefault(case, {}).setdefault(target, {}).setdefault(suite, {})[input_name] = status

@@ -8,19 +8,31 @@ project's default), the conformance suites run under ``conformance-ci``. ``-dev`
 it): every later run replays them first. ``-ci`` is deterministic: it replays that database,
 then generates a fixed (derandomized) set of inputs, so CI is never red by chance, and a
 failure the nightly run found once gates every later CI run.
+
+``run_property`` runs ``@given`` inside a test, where hypothesis's pytest plugin does not look for
+statistics; given the pytest item, it hands them over (``--hypothesis-show-statistics``), one
+block per pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import unittest
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-__all__ = ["EXAMPLE_DATABASE", "PROFILES", "generation_seed", "register_profiles", "run_property"]
+__all__ = [
+    "EXAMPLE_DATABASE",
+    "PROFILES",
+    "generation_seed",
+    "register_profiles",
+    "run_property",
+    "statistics_for",
+]
 
 #: The plugin's profile names (hypothesis's own and other projects' profiles are never touched).
 PROFILES = ("conformance-dev", "conformance-ci", "conformance-nightly")
@@ -54,6 +66,7 @@ def run_property(
     database_key: str,
     generation_key: str | None = None,
     database_path: str = EXAMPLE_DATABASE,
+    item: Any = None,
 ) -> None:
     """Run ``body`` on inputs drawn from ``strategy`` under the active profile.
 
@@ -66,6 +79,9 @@ def run_property(
     so editing the suite's code would silently change which inputs CI judges (and turn declared
     expected failures into passes); keyed by case and input, every target of a case is also
     judged on the same generated inputs.
+
+    ``item`` (the pytest item, ``request.node``): where hypothesis's statistics of each pass go
+    for ``--hypothesis-show-statistics``.
     """
     active = settings.get_current_profile_name()
     current = settings() if active.startswith("conformance-") else settings.get_profile("conformance-ci")
@@ -84,11 +100,37 @@ def run_property(
         test.hypothesis.inner_test._hypothesis_internal_add_digest = database_key.encode()
         if run_settings.derandomize:
             test._hypothesis_internal_use_seed = generation_seed(generation_key or database_key)
+        label = ("replay of " + database_path) if len(runs) > 1 and index == 0 else "generated"
         try:
-            test()
+            with statistics_for(item, label):
+                test()
         except unittest.SkipTest:
             if index == len(runs) - 1:
                 raise  # the replay pass has nothing to replay when the database has no failure
+
+
+@contextlib.contextmanager
+def statistics_for(item: Any, label: str = "") -> Iterator[None]:
+    """Give the statistics of the ``@given`` tests run in the block to ``item`` as hypothesis's
+    pytest plugin does for a test decorated with ``@given`` (``item.hypothesis_statistics``,
+    printed by ``--hypothesis-show-statistics``); several runs are printed one after another,
+    each under the item's id and ``label``, a run that tried no example not at all. Without an
+    item, nothing is collected."""
+    if item is None:
+        yield
+        return
+    from hypothesis.statistics import collector, describe_statistics
+
+    def note(stats: Any) -> None:
+        if not any(v.get("test-cases") for v in stats.values() if isinstance(v, dict)):
+            return  # e.g. a replay pass with nothing saved to replay
+        stats["nodeid"] = f"{item.nodeid} ({label})" if label else item.nodeid
+        text = describe_statistics(stats)
+        before = getattr(item, "hypothesis_statistics", None)
+        item.hypothesis_statistics = f"{before}\n\n{text}" if before else text
+
+    with collector.with_value(note):
+        yield
 
 
 def generation_seed(key: str) -> int:

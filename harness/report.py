@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .baseline import Baseline, BaselineChange
+from .baseline import Baseline, BaselineChange, gated
 from .benchmarks import benchmark_table
 from .cache import library_versions
 from .case import SUITES
@@ -19,6 +20,7 @@ from .registry import CaseError, cases
 from .registry import case as find_case
 from .summary import STATUS_ORDER
 from .targets import targets
+from .terminal_matrix import render_benchmarks, render_matrix, terminal_width
 
 __all__ = ["STATUS_ORDER", "ConformanceReport", "InputResult", "MatrixCollector", "status_of"]
 
@@ -203,38 +205,21 @@ class ConformanceReport:
         statistic = " (median)" if metric["name"].startswith("median") else ""
         return f"{metric['value']:.3g} {metric['unit']}{statistic}"
 
-    def render_text(self) -> str:
-        """A plain table for the terminal: one line per (case, target), then reasons."""
+    def render_text(self, width: int = 120, *, markup: bool = False) -> str:
+        """The matrix for a terminal ``width`` columns wide (``harness.terminal_matrix``): suites
+        abbreviated with a legend, statuses as short words (coloured with ``markup``), reasons
+        wrapped; the full matrix is in ``render_markdown`` and ``as_json``."""
         _, _, suites = self._layout()
         rows = self.rows()
-        header = ["case", "target", *suites, "equivalence metric (worst)"]
-        table = [header] + [
-            [
-                r["case"],
-                r["target"],
-                *(r["suites"].get(s, {}).get("status", "-") for s in suites),
-                self._metric_text(r),
-            ]
-            for r in rows
-        ]
-        widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
-        lines = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        reasons = [f"  {r['case']}/{r['target']}: {reason}" for r in rows for reason in r["reasons"]]
-        if reasons:
-            lines += ["", "non-pass cells:"] + reasons
-        errors = [f"  {r['case']}/{r['target']}: {reason}" for r in rows for reason in r["errors"]]
-        if errors:
-            lines += ["", "errors (the harness, the case or the input failed; no verdict on the export):"] + errors
-        if self.state_audit:
-            lines += ["", "state audit (buffers forward mutates):"]
-            lines += [
-                f"  {case}: {'; '.join(found) or 'none'}" for case, found in sorted(self.state_audit.items())
-            ]
-        if self.branch_coverage:
-            lines += ["", "branch coverage (data-dependent branches, sides taken by generated inputs):"]
-            lines += [f"  {case}: {summary}" for case, summary in sorted(self.branch_coverage.items())]
-        return "\n".join(lines)
+        return render_matrix(
+            rows,
+            suites,
+            width=width,
+            markup=markup,
+            metrics=[self._metric_text(r) for r in rows],
+            state_audit=self.state_audit,
+            branch_coverage=self.branch_coverage,
+        )
 
     def render_markdown(self) -> str:
         _, _, suites = self._layout()
@@ -292,7 +277,9 @@ class ConformanceReport:
         js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
         page = self.out_dir / "conformance.html"
         order = [t.name for t in targets()]
-        page.write_text(render_html(self.as_json(), self.traces, self.benchmarks, target_order=order))
+        page.write_text(
+            render_html(self.as_json(), self.traces, self.benchmarks, target_order=order, report_dir=self.out_dir)
+        )
         written = [md, js, page]
         if not self.benchmarks:  # files from an earlier run must not pass for this one's
             for stale in ("benchmarks.md", "benchmarks.json"):
@@ -365,7 +352,7 @@ class MatrixCollector:
             )
         else:
             self.gate_note = (
-                f"conformance baseline gate passed: {len(observed)} cells as in {self.baseline.path}"
+                f"conformance baseline gate passed: {len(gated(observed))} cells as in {self.baseline.path}"
             )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -398,15 +385,19 @@ class MatrixCollector:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.report.cells:
             return
+        width = terminal_width(terminalreporter)
+        markup = bool(getattr(terminalreporter, "hasmarkup", False))
         terminalreporter.section("conformance matrix")
-        for line in self.report.render_text().splitlines():
+        for line in self.report.render_text(width, markup=markup).splitlines():
             terminalreporter.write_line(line)
         written = self.report.write()
         if self.report.benchmarks:
             terminalreporter.section("benchmarks (ratios against eager in this run)")
-            for line in benchmark_table(self.report.benchmarks):
+            for line in render_benchmarks(self.report.benchmarks, width=width, markup=markup).splitlines():
                 terminalreporter.write_line(line)
-        terminalreporter.write_line("written: " + ", ".join(str(p) for p in written))
+        written_text = "written: " + ", ".join(str(p) for p in written)
+        for line in textwrap.wrap(written_text, width, subsequent_indent="  ", break_long_words=False):
+            terminalreporter.write_line(line)
         if self.external:
             terminalreporter.section("artifacts given with --artifact")
             if self.external_problems:
@@ -421,6 +412,7 @@ class MatrixCollector:
                 terminalreporter.write_line("every cell on your files passed", green=True)
         if self.gate_note:
             terminalreporter.section("conformance baseline")
-            terminalreporter.write_line(self.gate_note, red=bool(self.changes), green=not self.changes)
+            for line in textwrap.wrap(self.gate_note, width, subsequent_indent="  ", break_long_words=False):
+                terminalreporter.write_line(line, red=bool(self.changes), green=not self.changes)
             for change in self.changes:
                 terminalreporter.write_line("  " + change.line())

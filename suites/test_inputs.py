@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from harness.branches import BranchRecorder
 from harness.check import Check
 from harness.inputs import check_dynamic_shapes, check_generated_input
-from harness.profiles import run_property
+from harness.profiles import run_property, statistics_for
 from harness.streaming import eager_stream
 
 
@@ -43,6 +43,7 @@ def test_hypothesis(conformance, request):
             body,
             database_key=request.node.nodeid,
             generation_key=f"{conformance.case.name}/generated",  # every target sees the same inputs
+            item=request.node,  # its statistics, for --hypothesis-show-statistics
         )
 
 
@@ -64,7 +65,7 @@ def test_dynamic_shapes(conformance):
 
 
 @pytest.mark.conformance("branch-coverage", inputs="generated", targets=("eager",), requires="strategy")
-def test_branch_coverage(conformance):
+def test_branch_coverage(conformance, request):
     """Every side of every data-dependent branch is taken by some generated input."""
     module = conformance.eager_module()
     branches = conformance.branches()
@@ -87,7 +88,8 @@ def test_branch_coverage(conformance):
         target(float(novelty), label="new branch sides")  # steer towards sides not yet taken
 
     if branches:
-        search()
+        with statistics_for(request.node, "branch search"):  # for --hypothesis-show-statistics
+            search()
     unreached = recorder.unreached()
     if unreached:
         missing = "; ".join(f"the {str(side).lower()} side of {b.describe()}" for b, side in unreached)

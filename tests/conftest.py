@@ -52,6 +52,11 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
         )
         env_path = os.pathsep.join([str(pytester.path), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
         monkeypatch.setenv("PYTHONPATH", env_path)
+        # the inner run is a fresh pytest: not an xdist worker of this run (pytest-benchmark and
+        # the plugin read these), and a known terminal width (the matrix wraps to it)
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("COLUMNS", "120")
         return pytester.runpytest_subprocess(
             "-p", "no:cacheprovider", "--export-cache-dir", str(pytester.path / "cache"), *args, timeout=600
         )

@@ -275,9 +275,17 @@ def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, t
     text = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text
     headline = "first divergence: conv (Conv1d, torch/nn/modules/conv.py:"
+    lines = text.splitlines()
     for suite in ("equivalence", "stream-continuity", "hypothesis"):
-        line = next(line for line in text.splitlines() if line.strip().startswith(f"cached_conv/onnx: {suite} "))
-        assert headline in line, line
+        # the terminal wraps a reason under its first line, indented further
+        start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"cached_conv/onnx: {suite} "))
+        indent = len(lines[start]) - len(lines[start].lstrip())
+        entry = [lines[start].strip()]
+        for more in lines[start + 1 :]:
+            if not more.strip() or len(more) - len(more.lstrip()) <= indent:
+                break
+            entry.append(more.strip())
+        assert headline in " ".join(entry), entry
     assert "reads the streaming state cache" in text
     located = json.loads((tmp_path / "report" / "conformance.json").read_text())["localizations"]
     assert located["cached_conv/onnx/noise_stream"]["first_divergence"]["module"] == "conv", located.keys()

@@ -88,7 +88,9 @@ def _project(tmp_path: Path, ini: str = "[pytest]\nconformance_case_modules = ex
 
 
 def _run(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what the project itself gives
+    # only what the project itself gives; not an xdist worker of this run; a known width
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PYTEST_XDIST")}
+    env["COLUMNS"] = "120"
     return subprocess.run(
         [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
     )

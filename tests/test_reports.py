@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.html_report import render_html, svg_lines
+from harness.html_report import render_html
 from harness.summary import merge_reports
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,15 +43,11 @@ def test_html_report_has_the_matrix_reasons_and_a_trace_plot():
     )
     assert page.startswith("<!doctype html>") and "<script" not in page
     assert "<details><summary>fail</summary>" in page and "state dropped" in page
-    assert page.count("<polyline") == 3  # eager and onnx traces, then onnx's error
+    assert "equivalence metric (worst)" in page
+    # one chart for the trace (eager and onnx, then onnx's error below), one for the benchmark
+    assert page.count('<figure class="chart"') == 2
     assert "pesto / sweep: pitch, eager against each target" in page
     assert "speed-up of one step against eager" in page and "2.00x" in page
-
-
-def test_svg_line_chart_skips_missing_points():
-    svg = svg_lines({"eager": [1.0, None, 3.0]}, title="t", ylabel="y")
-    points = svg.split('<polyline points="')[1].split('"')[0].split()
-    assert len(points) == 2  # the missing middle point is skipped, not drawn at zero
 
 
 def test_merge_marks_rows_that_differ_between_envs(tmp_path):
@@ -64,6 +60,22 @@ def test_merge_marks_rows_that_differ_between_envs(tmp_path):
     markdown, merged = merge_reports(paths)
     assert "| pesto | onnx | fail: equivalence fail | pass | **yes** |" in markdown
     assert merged["envs"] == ["ort-prev", "ort-current"]
+
+
+def test_merge_unions_the_shards_of_one_env(tmp_path):
+    """The nightly workflow puts each shard's report in its env's folder: one column per env."""
+    (tmp_path / "nightly").mkdir()
+    first, second = _body("pass"), _body("fail")
+    second["rows"][0]["case"] = "toy"
+    paths = [tmp_path / "nightly" / "shard1.json", tmp_path / "nightly" / "shard2.json"]
+    for path, body in zip(paths, (first, second)):
+        path.write_text(json.dumps(body))
+    markdown, merged = merge_reports(paths)
+    assert merged["envs"] == ["nightly"]
+    assert {(c["case"], c["by_env"]["nightly"].split(":")[0]) for c in merged["cells"]} == {
+        ("pesto", "pass"),
+        ("toy", "fail"),
+    }
 
 
 def test_workflows_are_valid_and_run_the_matrix():

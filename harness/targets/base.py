@@ -200,6 +200,10 @@ class Runner(ABC):
         self.close()
 
 
+#: The package extra that installs each optional runtime (pyproject.toml's optional-dependencies).
+_EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "executorch": "executorch"}
+
+
 class Target(ABC):
     """An export target: ``export(case, outdir) -> Artifact`` and ``load(artifact) -> Runner``.
 
@@ -230,7 +234,9 @@ class Target(ABC):
             except (ImportError, ValueError):
                 found = False
             if not found:
-                return f"{self.name}: the optional runtime {module!r} is not installed"
+                extra = _EXTRAS.get(module.split(".")[0])
+                hint = f" (pip install 'export-conformance[{extra}]')" if extra else ""
+                return f"{self.name}: the optional runtime {module!r} is not installed{hint}"
         return None
 
     def require_runtime(self) -> None:
