@@ -86,3 +86,56 @@ def test_workflows_are_valid_and_run_the_matrix():
     tox_envs = (REPO / "tox.ini").read_text()
     assert all(f"{env}" in tox_envs for env in envs)
     assert any("bash .ci/run" in step.get("run", "") for step in pr["jobs"]["conformance"]["steps"])
+    # the nightly splits every env by case; both workflows cache pip and the export cache
+    matrix = nightly["jobs"]["matrix"]
+    assert len(matrix["strategy"]["matrix"]["shard"]) == int(nightly["env"]["SHARDS"])
+    assert any("--conformance-shard=" in step.get("run", "") for step in matrix["steps"])
+    for job in (matrix, pr["jobs"]["conformance"]):
+        uses = {step.get("uses", "").split("@")[0]: step for step in job["steps"]}
+        assert uses["actions/setup-python"]["with"]["cache"] == "pip"
+        assert uses["actions/cache"]["with"]["path"] == ".export-cache"
+
+
+def test_tox_lists_what_the_readme_says():
+    """`tox -l` (the defaults a plain `tox` runs) and `tox l` (every env) agree with the README."""
+    import shutil
+    import subprocess
+    import sys
+
+    tox = shutil.which("tox", path=str(Path(sys.executable).parent)) or shutil.which("tox")
+    if tox is None:
+        import pytest
+
+        pytest.skip("tox is not installed (pip install -e '.[dev]')")
+    defaults = subprocess.run(
+        [tox, "-l"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    every = subprocess.run([tox, "l"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert defaults == ["py311", "lint"]
+    readme = (REPO / "README.md").read_text()
+    assert (
+        "A plain `tox` runs the default environments that `tox -l` lists: `py311` (the fast default) and\n`lint`"
+        in readme
+    )
+    for env in ("ort-prev", "ort-current", "et-prev", "et-current", "nightly"):
+        assert env in every and f"`{env}`" in readme
+
+
+def test_every_declared_dependency_is_used():
+    """Core dependencies are imported by the package (or are pytest plugins it relies on)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    plugins = {"pytest", "pytest-xdist", "pytest-benchmark", "hypothesis", "syrupy"}
+    source = "\n".join(
+        p.read_text() for folder in ("harness", "fixtures", "suites") for p in (REPO / folder).rglob("*.py")
+    )
+    for requirement in project["dependencies"]:
+        name = re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0]
+        if name in plugins:
+            continue
+        module = {"jinja2": "jinja2"}.get(name, name.replace("-", "_"))
+        assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), (
+            f"{name} is declared but never imported"
+        )
