@@ -100,35 +100,29 @@ def benchmark_extra_info(record: dict[str, Any], earlier: Sequence[dict[str, Any
     left out, never written as null.
     """
     info = {k: v for k, v in record.items() if v is not None}
-    if record.get("kind") == "cold":
+    if record.get("kind") == "cold" or not record.get("step_s"):
         return info
-    step = record.get("step_s")
-    if not step:
-        return info
-    same_case = [
-        r
-        for r in earlier
-        if r.get("case") == record.get("case") and r.get("kind") != "cold" and r.get("step_s")
-    ]
-    eager = next((r for r in reversed(same_case) if r.get("target") == "eager"), None)
-    counterpart = record.get("float_counterpart")
-    float_row = next((r for r in reversed(same_case) if counterpart and r.get("target") == counterpart), None)
-    peaks = [r["peak_gflops"] for r in [*earlier, record] if r.get("peak_gflops")]
+    timed = [r for r in earlier if r.get("kind") != "cold" and r.get("step_s")]
     derived: dict[str, Any] = {}
-    if record.get("flops"):
-        derived["gflops_per_s"] = record["flops"] / step / 1e9
-        if peaks:
-            derived["percent_of_peak"] = 100 * derived["gflops_per_s"] / max(peaks)
-            derived["run_peak_gflops"] = max(peaks)
-    if record.get("chunk_seconds"):
-        derived["real_time_factor"] = step / record["chunk_seconds"]
-    if eager is not None:
-        derived["speedup_vs_eager"] = eager["step_s"] / step
-    if float_row is not None:
-        derived["speedup_vs_float"] = float_row["step_s"] / step
-        if record.get("size_bytes") and float_row.get("size_bytes"):
-            derived["size_vs_float"] = record["size_bytes"] / float_row["size_bytes"]
+    for case_name, _, run_peak, figures in benchmark_figures([*timed, record]):
+        if case_name != record.get("case"):
+            continue
+        row = next(f for f in figures if f["target"] == record.get("target"))
+        derived = {name: row[key] for key, name in _EXTRA_INFO_NAMES.items() if row[key] is not None}
+        if "percent_of_peak" in derived:
+            derived["run_peak_gflops"] = run_peak
     return {**info, **derived}
+
+
+#: benchmark_figures' keys -> the names they get in pytest-benchmark's extra_info
+_EXTRA_INFO_NAMES = {
+    "gflops": "gflops_per_s",
+    "peak_percent": "percent_of_peak",
+    "rtf": "real_time_factor",
+    "speedup": "speedup_vs_eager",
+    "float_speedup": "speedup_vs_float",
+    "size_ratio": "size_vs_float",
+}
 
 
 def _fmt(value: float | None, spec: str) -> str:
