@@ -200,7 +200,9 @@ def _check(args: argparse.Namespace) -> int:
     pytest_args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     import pytest
 
-    return int(pytest.main(pytest_args + ["-q", *_pytest_selection(case, args.pytest_args)]))
+    status = int(pytest.main(pytest_args + ["-q", *_pytest_selection(case, args.pytest_args)]))
+    # a misfit file (or any other usage error pytest printed) is this command's usage error
+    return 2 if status == pytest.ExitCode.USAGE_ERROR else status
 
 
 def _localize(args: argparse.Namespace) -> int:
@@ -305,7 +307,12 @@ def _merge(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     traces = _report(args.report).get("traces", {})
     where = f"traced in {args.report}"
-    _known("case", args.case, sorted({key.split("/", 1)[0] for key in traces}), where)
+    traced_cases = sorted({key.split("/", 1)[0] for key in traces})
+    if args.case not in traced_cases:
+        raise _Fail(
+            f"{args.report}: no per-call traces of case {args.case!r} (traces are recorded for streaming "
+            f"cases, one value per call; traced: {', '.join(traced_cases) or 'none'})"
+        )
     inputs = sorted(key.split("/", 1)[1] for key in traces if key.startswith(f"{args.case}/"))
     _known(f"input of {args.case}", args.input, inputs, where)
     key = f"{args.case}/{args.input}"

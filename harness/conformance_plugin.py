@@ -120,7 +120,8 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def orphan_snapshots(golden_root: Path) -> list[Path]:
-    """Golden snapshot files whose cell (case-target-input) no registered case and target has."""
+    """Golden snapshot files whose cell (case-target-input) no registered case and target has,
+    or that lie outside the one folder golden cells use."""
     known_cases = {c.name: c for c in registry.cases()}
     known_targets = {t.name for t in targets()}
     possible = {
@@ -130,7 +131,8 @@ def orphan_snapshots(golden_root: Path) -> list[Path]:
     for path in sorted(golden_root.glob("test_*/*.npz")):
         name = path.name.removesuffix(".npz")
         cell_id = name.partition("[")[2].removesuffix("]")
-        if cell_id and cell_id not in possible:
+        misplaced = path.parent.name != TensorSnapshotExtension.FOLDER  # an older layout's folder
+        if misplaced or (cell_id and cell_id not in possible):
             orphans.append(path)
     return orphans
 
@@ -155,7 +157,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(f"  {path}", red=True)
         terminalreporter.write_line(
             "no registered case, target and input set makes these cells: remove the files (a full run "
-            "with --snapshot-update deletes them)"
+            "with --snapshot-update deletes them); snapshots of real cells outside "
+            f"{TensorSnapshotExtension.FOLDER}/ were stored by an older version: move them there"
         )
 
 
@@ -356,8 +359,7 @@ class CellContext:
         (syrupy alone prints ``assert [- snapshot] == [+ received]``)."""
         if self._item.config.option.update_snapshots:
             return
-        root = TensorSnapshotExtension.golden_root
-        path = root / Path(str(self._item.path)).stem / f"{self._item.name}.npz" if root else None
+        path = TensorSnapshotExtension.stored_path(self._item.name)
         if path is not None and not path.is_file():
             raise HarnessError(
                 f"no golden snapshot yet for {self.cell.id}: record it with --snapshot-update "

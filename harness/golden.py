@@ -22,7 +22,7 @@ from .cache import library_versions
 from .case import Metric, MetricResult
 from .compare import Tolerance, compare
 
-__all__ = ["TensorSnapshot", "TensorSnapshotExtension", "tensor_snapshot_extension"]
+__all__ = ["SnapshotVerdict", "TensorSnapshot", "TensorSnapshotExtension", "snapshot_verdict", "tensor_snapshot_extension"]
 
 _PROVENANCE = "__provenance__"
 
@@ -94,11 +94,20 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
             f"tensor snapshots take a TensorSnapshot or a mapping of arrays, got {type(data).__name__}"
         )
 
+    #: One folder for every project's golden cells, whatever file imports the suite (a project's
+    #: own test_conformance.py, ``pytest --pyargs suites`` and ``export-conformance check`` agree).
+    FOLDER: ClassVar[str] = "test_golden"
+
     @classmethod
     def dirname(cls, *, test_location: PyTestLocation) -> str:
         if cls.golden_root is None:
             return super().dirname(test_location=test_location)
-        return str(cls.golden_root / test_location.basename)
+        return str(cls.golden_root / cls.FOLDER)
+
+    @classmethod
+    def stored_path(cls, test_name: str) -> Path | None:
+        """Where the snapshot of the test named ``test_name`` is stored (None: no golden root)."""
+        return cls.golden_root / cls.FOLDER / f"{test_name}.npz" if cls.golden_root else None
 
     @classmethod
     def discovery_dirname(cls, *, test_location: PyTestLocation) -> str:
@@ -182,3 +191,30 @@ def tensor_snapshot_extension(
             },
         )
     return _BOUND[key]
+
+
+@dataclass(frozen=True)
+class SnapshotVerdict:
+    """A golden comparison as a verdict: truthy when the outputs match the stored snapshot."""
+
+    matched: bool
+    diff: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.matched
+
+    def summary(self) -> str:
+        if self.matched:
+            return "matches its golden snapshot"
+        mismatch = next((line.strip() for line in self.diff if "MISMATCH" in line or "OVER" in line), "")
+        return "differs from its golden snapshot" + (f": {mismatch}" if mismatch else "")
+
+    def report(self) -> str:
+        return "\n".join(self.diff) or self.summary()
+
+
+def snapshot_verdict(assertion: Any, value: TensorSnapshot) -> SnapshotVerdict:
+    """Compare ``value`` with syrupy's stored snapshot (``--snapshot-update`` writes it instead)."""
+    if assertion == value:
+        return SnapshotVerdict(True)
+    return SnapshotVerdict(False, tuple(str(line) for line in assertion.get_assert_diff()))

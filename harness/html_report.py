@@ -193,11 +193,11 @@ def bars_figure(
     return fig
 
 
-def _metric_text(row: Mapping[str, Any]) -> str:
-    """The terminal's "equivalence metric (worst)" text (``ConformanceReport._metric_text``)."""
+def metric_text(row: Mapping[str, Any]) -> str:
+    """A matrix row's "equivalence metric (worst)" text, for every rendering ("-": no metric)."""
     metric = row.get("metric")
     if not metric:
-        return ""
+        return "-"
     statistic = " (median)" if metric["name"].startswith("median") else ""
     return f"{metric['value']:.3g} {metric['unit']}{statistic}"
 
@@ -221,7 +221,7 @@ def _matrix(body: Mapping[str, Any]) -> dict[str, Any]:
             status = cell["status"]
             cells.append({"status": status, "css": STATUS_CLASSES.get(status, "bad"), "bad": bad})
         rows.append(
-            {"case": row["case"], "target": row["target"], "cells": cells, "metric": _metric_text(row)}
+            {"case": row["case"], "target": row["target"], "cells": cells, "metric": metric_text(row)}
         )
     return {"suites": suites, "rows": rows}
 
@@ -262,7 +262,8 @@ def load_benchmarks(report_dir: Path) -> tuple[list[dict[str, Any]], str]:
         return [], ""
     stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     return records, (
-        f"This run timed nothing (pytest-benchmark times nothing under xdist); these figures come from "
+        f"This run timed nothing (no benchmark cell ran, or they ran under xdist, where "
+        f"pytest-benchmark times nothing); these figures come from "
         f"{path} (the separate benchmark pass, written {stamp})."
     )
 

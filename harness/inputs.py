@@ -54,9 +54,11 @@ def check_generated_input(
     branches: Sequence[Branch],
     *,
     approximate: bool = False,
+    input_label: str = "a generated input",
 ) -> Check:
-    """One generated input through eager and the export; a mismatch is diagnosed (baked branch)."""
-    what = f"{target} on a generated input"
+    """One generated input through eager and the export; a mismatch is diagnosed (baked branch).
+    ``input_label`` names the input in the verdict (the canonical input hypothesis tries first)."""
+    what = f"{target} on {input_label}"
     threading = StateThreading.of(case)
     expected = eager_outputs(module, calls, case.output_names, threading=threading)
     try:

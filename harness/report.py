@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +14,12 @@ from .baseline import Baseline, BaselineChange, gated
 from .benchmarks import benchmark_table
 from .cache import library_versions
 from .case import SUITES
-from .html_report import render_html
+from .html_report import metric_text, render_html
 from .registry import CaseError, cases
 from .registry import case as find_case
 from .summary import STATUS_ORDER
 from .targets import targets
-from .terminal_matrix import render_benchmarks, render_matrix, terminal_width
+from .terminal_matrix import render_benchmarks, render_matrix, terminal_width, wrap_text
 
 __all__ = ["STATUS_ORDER", "ConformanceReport", "InputResult", "MatrixCollector", "status_of"]
 
@@ -199,11 +198,7 @@ class ConformanceReport:
 
     @staticmethod
     def _metric_text(row: dict[str, Any]) -> str:
-        metric = row.get("metric")
-        if not metric:
-            return ""
-        statistic = " (median)" if metric["name"].startswith("median") else ""
-        return f"{metric['value']:.3g} {metric['unit']}{statistic}"
+        return metric_text(row)
 
     def render_text(self, width: int = 120, *, markup: bool = False) -> str:
         """The matrix for a terminal ``width`` columns wide (``harness.terminal_matrix``): suites
@@ -396,7 +391,7 @@ class MatrixCollector:
             for line in render_benchmarks(self.report.benchmarks, width=width, markup=markup).splitlines():
                 terminalreporter.write_line(line)
         written_text = "written: " + ", ".join(str(p) for p in written)
-        for line in textwrap.wrap(written_text, width, subsequent_indent="  ", break_long_words=False):
+        for line in wrap_text(written_text, width, indent="", hanging="  "):
             terminalreporter.write_line(line)
         if self.external:
             terminalreporter.section("artifacts given with --artifact")
@@ -406,13 +401,15 @@ class MatrixCollector:
                     "applies to a user's file):",
                     red=True,
                 )
-                for line in self.external_problems:
-                    terminalreporter.write_line("  " + line)
+                for problem in self.external_problems:
+                    for line in wrap_text(problem, width, indent="  ", hanging="      "):
+                        terminalreporter.write_line(line)
             else:
                 terminalreporter.write_line("every cell on your files passed", green=True)
         if self.gate_note:
             terminalreporter.section("conformance baseline")
-            for line in textwrap.wrap(self.gate_note, width, subsequent_indent="  ", break_long_words=False):
+            for line in wrap_text(self.gate_note, width, indent="", hanging="  "):
                 terminalreporter.write_line(line, red=bool(self.changes), green=not self.changes)
             for change in self.changes:
-                terminalreporter.write_line("  " + change.line())
+                for line in wrap_text(change.line(), width, indent="  ", hanging="      "):
+                    terminalreporter.write_line(line)

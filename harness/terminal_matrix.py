@@ -22,6 +22,7 @@ from rich.text import Text
 from .benchmarks import benchmark_figures
 
 __all__ = [
+    "wrap_text",
     "STATUS_WORDS",
     "SUITE_ABBREVIATIONS",
     "render_benchmarks",
@@ -111,15 +112,20 @@ def _split(
     return [build(group) for group in groups]
 
 
-def _wrapped(text: str, width: int, indent: str = _INDENT, hanging: str = _HANGING) -> list[str]:
+def wrap_text(text: str, width: int, indent: str = _INDENT, hanging: str = _HANGING) -> list[str]:
+    """``text`` filled to ``width`` with a hanging indent. Paths, options and other words longer
+    than a line are kept whole (a line may overflow) so they can be copied."""
     return textwrap.wrap(
         text,
         width=width,
         initial_indent=indent,
         subsequent_indent=hanging,
         break_on_hyphens=False,
-        break_long_words=True,
+        break_long_words=False,
     ) or [indent.rstrip()]
+
+
+_wrapped = wrap_text
 
 
 def _section(heading: str, entries: Sequence[tuple[str, str]], width: int, style: str) -> list[Text]:
@@ -193,7 +199,7 @@ def render_matrix(
         return table
 
     parts: list[RenderableType] = []
-    tables = _split(console, [*suites, _METRIC] if any(metric_texts) else list(suites), build, width)
+    tables = _split(console, [*suites, _METRIC] if any(m not in ("", "-") for m in metric_texts) else list(suites), build, width)
     for i, table in enumerate(tables):
         if len(tables) > 1:  # too wide for the terminal: the suites split over several tables
             table.title = f"table {i + 1} of {len(tables)}"

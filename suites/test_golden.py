@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from harness.equivalence import run_calls
-from harness.golden import TensorSnapshot, tensor_snapshot_extension
+from harness.golden import TensorSnapshot, snapshot_verdict, tensor_snapshot_extension
 from harness.sequence import StateThreading
 
 
@@ -26,7 +26,8 @@ def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
     # int8 outputs are not bit-stable across runtime versions: the task metric is their contract
     metric = case.approximate_metric if conformance.target.approximate else None
     extension = tensor_snapshot_extension(tolerances, metric=metric)
-    assert snapshot.use_extension(extension) == TensorSnapshot(outputs, provenance)
+    # a mismatch is a verdict on the export (fail, localised), never a harness error
+    conformance.verdict(snapshot_verdict(snapshot.use_extension(extension), TensorSnapshot(outputs, provenance)))
 
 
 @pytest.mark.conformance("golden", targets=("eager",))

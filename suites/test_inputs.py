@@ -20,7 +20,8 @@ def test_hypothesis(conformance, request):
     runner = conformance.runner()
     module, branches = conformance.eager_module(), conformance.branches()
     # the primary canonical input is the simplest example, so hypothesis tries it first
-    seed = st.just(conformance.calls(conformance.case.main_input))
+    canonical = conformance.calls(conformance.case.main_input)
+    seed = st.just(canonical)
     failed = []
 
     def body(calls):
@@ -32,6 +33,11 @@ def test_hypothesis(conformance, request):
             calls,
             branches,
             approximate=conformance.target.approximate,
+            input_label=(
+                f"the canonical input {conformance.case.main_input!r} (tried first)"
+                if calls is canonical
+                else "a generated input"
+            ),
         )
         if not result:
             failed.append(calls)  # hypothesis replays the shrunk example last

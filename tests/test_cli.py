@@ -160,7 +160,7 @@ def _traced_report(folder: Path) -> Path:
     ("option", "value", "known"),
     [
         ("--targets", "onnx,onnx-statefull", "no target named 'onnx-statefull' (traced for pesto/c4_sine: onnx)"),
-        ("--case", "pestoo", "no case named 'pestoo'"),
+        ("--case", "pestoo", "no per-call traces of case 'pestoo' (traces are recorded for streaming cases"),
         ("--input", "c5_sine", "no input of pesto named 'c5_sine'"),
         ("--output", "pitches", "no output named 'pitches' (traced for pesto/c4_sine: pitch)"),
     ],
@@ -178,3 +178,12 @@ def test_export_rejects_an_unknown_target_with_the_known_ones(tmp_path):
     done = _run(_module(), "export", "conv_mlp", "onnx,onnx-statefull", str(tmp_path / "out"))
     _one_clear_line(done, "python -m harness export: ", "no target named 'onnx-statefull' (known: eager,")
     assert "onnx-stateful" in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_check_with_a_misfit_file_is_a_usage_error_naming_it(tmp_path):
+    """Exit status 2 (as the README says), the file and the problem named, before anything runs."""
+    missing = tmp_path / "nowhere.onnx"
+    done = _run(_module(), "check", "conv_mlp", f"--artifact=onnx={missing}", timeout=300)
+    assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stdout + done.stderr
+    assert f"{missing}: artifact file does not exist" in done.stdout + done.stderr

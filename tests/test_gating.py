@@ -112,7 +112,7 @@ def test_slightly_perturbed_artifact_given_with_artifact_fails(inner_pytest, tmp
         "--artifact", f"conv_mlp:onnx={path}", "--conformance-targets", "onnx", "-k", "conv_mlp", modules=TOYS
     )
     result.assert_outcomes(passed=1, failed=3)  # determinism passes: the perturbed file is deterministic
-    text = result.stdout.str()
+    text = " ".join(result.stdout.str().split())  # the terminal wraps long reasons
     assert "conv_mlp/onnx: equivalence [noise,zeros,loud]: onnx vs eager: logits: MISMATCH" in text
 
 
@@ -138,6 +138,9 @@ def test_hand_edited_snapshot_fails_with_a_readable_diff_and_is_not_rewritten(in
     first.assert_outcomes(passed=1, skipped=1)  # the target half has no cell: eager only
     (snapshot,) = (pytester.path / "golden" / "snapshots").rglob("*.npz")
     assert (snapshot.parent / (snapshot.name + ".json")).is_file()
+    # one folder whatever file imports the suite (here test_suites.py), so `pytest`, `pytest
+    # --pyargs suites` and `export-conformance check` find the same snapshots
+    assert snapshot.parent.name == "test_golden", snapshot
     with np.load(snapshot) as stored:
         data = {k: stored[k] for k in stored.files}
     data["y"] = data["y"] + 0.5  # edited by hand
@@ -150,6 +153,12 @@ def test_hand_edited_snapshot_fails_with_a_readable_diff_and_is_not_rewritten(in
     assert "tensor snapshot differs beyond tolerance" in text
     assert "y: MISMATCH: max abs err 0.5" in text and "6/6 elements outside" in text
     assert snapshot.read_bytes() == edited  # never rewritten without --snapshot-update
+    # a verdict on the export (fail, with the mismatch as its reason), not a harness error
+    report = json.loads((pytester.path / "reports" / "conformance.json").read_text())
+    (row,) = [r for r in report["rows"] if r["target"] == "eager"]
+    cell = row["suites"]["golden"]
+    assert cell["status"] == "fail", cell
+    assert "differs from its golden snapshot: y: MISMATCH" in next(iter(cell["inputs"].values()))["reason"], cell
 
 
 def test_baseline_gate_fails_on_a_regression_an_improvement_and_a_removed_case(
