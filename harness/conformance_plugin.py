@@ -10,6 +10,8 @@ canonical input set.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import math
 import os
 import traceback
@@ -372,6 +374,12 @@ class CellContext:
     def record_benchmark(self, **fields: Any) -> None:
         """Benchmark figures for the report's table (ratios against eager are taken there)."""
         figures = {"case": self.case.name, "target": self.target.name, **fields}
+        # thread counts decide step times on small models: recorded with every figure
+        import torch
+
+        figures.setdefault("torch_threads", torch.get_num_threads())
+        if os.environ.get(ORT_THREADS_ENV):
+            figures.setdefault("ort_threads", int(os.environ[ORT_THREADS_ENV]))
         if fields.get("kind") == "cold":
             figures["cold_s"] = fields["median_s"]
         else:
@@ -449,11 +457,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if cell is not None:
         record = cell.as_dict()
         session = item.config.stash.get(SESSION_KEY, None)
-        record["external"] = bool(session and (cell.case_name, cell.target_name) in session.overrides)
+        override = session.overrides.get((cell.case_name, cell.target_name)) if session else None
+        record["external"] = override is not None
+        if override is not None:
+            record["artifact"] = artifact_identity(Path(override.meta.get("user_file", override.path)))
         report.user_properties.append(("conformance_cell", record))
         if call.excinfo is not None and report.when == "call" and not report.skipped:
             report.user_properties.append(("conformance_outcome", outcome_of(call.excinfo.value)))
     return report
+
+
+@functools.cache
+def artifact_identity(path: Path) -> dict[str, str]:
+    """A user's file as the reports name it: its path and the start of its sha256."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return {"path": str(path), "sha256": "unreadable"}
+    return {"path": str(path), "sha256": digest.hexdigest()[:16]}
 
 
 def outcome_of(exc: BaseException) -> dict[str, str]:

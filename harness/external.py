@@ -343,6 +343,7 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     meta.setdefault(
         "inputs", input_signature(case, tuple(case.example_inputs()), fixed_shapes=target.fixed_shapes)
     )
+    meta["user_file"] = str(path)  # what the reports name (the private copy is what runs)
     artifact = Artifact(local / path.name, target.name, case.name, case.input_names, case.output_names, meta)
     problems = check_signature(artifact, case, target)
     if problems:

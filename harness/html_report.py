@@ -221,7 +221,13 @@ def _matrix(body: Mapping[str, Any]) -> dict[str, Any]:
             status = cell["status"]
             cells.append({"status": status, "css": STATUS_CLASSES.get(status, "bad"), "bad": bad})
         rows.append(
-            {"case": row["case"], "target": row["target"], "cells": cells, "metric": metric_text(row)}
+            {
+                "case": row["case"],
+                "target": row["target"],
+                "cells": cells,
+                "metric": metric_text(row),
+                "artifact": row.get("artifact"),
+            }
         )
     return {"suites": suites, "rows": rows}
 

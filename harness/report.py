@@ -99,12 +99,16 @@ class ConformanceReport:
     traces: dict[str, dict[str, dict[str, list[float | None]]]] = field(default_factory=dict)
     #: "case/target/input" -> failure localisation (``harness.localize.Localization.as_dict``)
     localizations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: "case/target" -> the user's file judged there (``--artifact``): path and sha256 prefix
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def add(
         self, cell: dict[str, str], status: str, reason: str, result: dict[str, Any] | None = None
     ) -> None:
         metric = (result or {}).get("metric")
         key = (cell["case_name"], cell["target_name"], cell["suite"])
+        if cell.get("artifact"):
+            self.artifacts[f"{cell['case_name']}/{cell['target_name']}"] = dict(cell["artifact"])
         located = (result or {}).get("localization")
         if located and status in ("fail", "xfail"):
             reason = f"{reason} | {located['headline']}" if reason else located["headline"]
@@ -145,6 +149,9 @@ class ConformanceReport:
                     "reasons": [],
                     "errors": [],
                 }
+                artifact = self.artifacts.get(f"{case_name}/{target_name}")
+                if artifact:
+                    row["artifact"] = artifact
                 metrics = []
                 for suite in suites:
                     results = self.cells.get((case_name, target_name, suite))
@@ -184,7 +191,11 @@ class ConformanceReport:
             if bad:
                 reason = bad[0]["reason"].split(" [observed: ")[0]
                 by_reason.setdefault(reason, []).append(f"{suite} ({bad[0]['status']})")
-        return [f"{', '.join(suites)}: {reason}" for reason, suites in by_reason.items()]
+        notes = [f"{', '.join(suites)}: {reason}" for reason, suites in by_reason.items()]
+        if row.get("artifact"):
+            file = row["artifact"]
+            notes.insert(0, f"your file (--artifact): {file['path']} (sha256 {file['sha256']})")
+        return notes
 
     @staticmethod
     def _in_declared_order(case_name: str, results: list[InputResult]) -> list[InputResult]:
@@ -395,6 +406,9 @@ class MatrixCollector:
             terminalreporter.write_line(line)
         if self.external:
             terminalreporter.section("artifacts given with --artifact")
+            for key, file in sorted(self.report.artifacts.items()):
+                for line in wrap_text(f"{key}: {file['path']} (sha256 {file['sha256']})", width, indent="", hanging="  "):
+                    terminalreporter.write_line(line)
             if self.external_problems:
                 terminalreporter.write_line(
                     f"{len(self.external_problems)} cells on your files did not pass (no expected failure "
