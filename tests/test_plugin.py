@@ -116,7 +116,20 @@ def test_missing_optional_runtime_is_a_skip_with_a_reason(inner_pytest):
     result = inner_pytest("-k", "doubler and onnx", "-rs", cases=_cases(), conftest=blocker)
     result.assert_outcomes(skipped=6)  # onnx, onnx-legacy and onnx-stateful, two suites each
     assert "onnx: the optional runtime 'onnxruntime' is not installed" in result.stdout.str()
+    assert "pip install 'export-conformance[onnx]'" in result.stdout.str()  # the extra that installs it
     assert "ImportError" not in result.stdout.str()
+
+
+def test_runtimes_are_extras_the_dev_install_includes():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    extras = project["optional-dependencies"]
+    for runtime in ("onnxruntime", "executorch", "pesto-pitch"):
+        assert runtime not in core, runtime
+    assert "onnxruntime" in " ".join(extras["onnx"]) and "executorch" in " ".join(extras["executorch"])
+    assert "export-conformance[onnx,executorch,models]" in extras["dev"]
 
 
 def test_second_run_exports_nothing_and_fresh_exports_again(inner_pytest, pytester):

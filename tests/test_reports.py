@@ -86,6 +86,10 @@ def test_workflows_are_valid_and_run_the_matrix():
     tox_envs = (REPO / "tox.ini").read_text()
     assert all(f"{env}" in tox_envs for env in envs)
     assert any("bash .ci/run" in step.get("run", "") for step in pr["jobs"]["conformance"]["steps"])
+    # the PR summary is the main run's full matrix; the benchmark pass writes elsewhere
+    assert any("cat reports/conformance.md" in step.get("run", "") for step in pr["jobs"]["conformance"]["steps"])
+    ci = (REPO / ".ci/run").read_text()
+    assert "-k benchmark --conformance-report=reports/benchmarks" in ci
     # the nightly splits every env by case; both workflows cache pip and the export cache
     matrix = nightly["jobs"]["matrix"]
     assert len(matrix["strategy"]["matrix"]["shard"]) == int(nightly["env"]["SHARDS"])
