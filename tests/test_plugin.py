@@ -191,3 +191,12 @@ def test_shards_split_a_run_by_case_and_cover_it_once(inner_pytest):
 
 def _collected(result) -> list[str]:
     return [line for line in result.outlines if "::" in line and "[" in line]
+
+
+def test_a_suite_no_case_can_use_says_which_declaration_is_missing(inner_pytest):
+    """Not pytest's bare "got empty parameter set": the suite, and what a case would declare."""
+    result = inner_pytest("-rs", "-p", "no:xdist", cases=_cases(), suites=("test_streaming",))
+    out = result.stdout.str()
+    assert "got empty parameter set" not in out
+    assert "stream-continuity: no registered case declares a StreamingSpec (streaming=...)" in out
+    result.assert_outcomes(skipped=6)  # the six streaming suites, one skip each
