@@ -357,8 +357,11 @@ class MatrixCollector:
                 "(update it on purpose with --conformance-baseline-update)"
             )
         else:
+            count = len(gated(observed))
             self.gate_note = (
-                f"conformance baseline gate passed: {len(gated(observed))} cells as in {self.baseline.path}"
+                f"conformance baseline gate passed: {count} cells as in {self.baseline.path}"
+                if count
+                else "conformance baseline: no gated cell in this run (benchmark cells are not gated)"
             )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
