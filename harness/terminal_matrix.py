@@ -125,14 +125,11 @@ def wrap_text(text: str, width: int, indent: str = _INDENT, hanging: str = _HANG
     ) or [indent.rstrip()]
 
 
-_wrapped = wrap_text
-
-
 def _section(heading: str, entries: Sequence[tuple[str, str]], width: int, style: str) -> list[Text]:
     """A heading, then one wrapped entry per (label, text): ``label: text`` with the label styled."""
     lines = [Text(""), Text(heading, style="bold")]
     for label, body in entries:
-        for i, line in enumerate(_wrapped(f"{label}: {body}", width)):
+        for i, line in enumerate(wrap_text(f"{label}: {body}", width)):
             text = Text(line)
             if i == 0:
                 text.stylize(style, len(_INDENT), len(_INDENT) + len(label) + 1)
@@ -303,5 +300,5 @@ def render_benchmarks(
     if over_peak:
         notes.append(_over_peak_note(run_peak))
     for note in notes:
-        parts += [Text(line, style="dim") for line in _wrapped(note, width, "", "  ")]
+        parts += [Text(line, style="dim") for line in wrap_text(note, width, "", "  ")]
     return _print(console, buffer, parts)
