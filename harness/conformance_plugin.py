@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import math
 import os
@@ -373,6 +374,12 @@ class CellContext:
             return
         path = TensorSnapshotExtension.stored_path(self._item.name)
         if path is not None and not path.is_file():
+            older = sorted(path.parent.parent.glob(f"test_*/{glob.escape(path.name)}"))
+            if older:
+                raise HarnessError(
+                    f"the golden snapshot of {self.cell.id} is stored where an older version kept it: "
+                    f"move {older[0]} (and its .json) to {path.parent}/"
+                )
             raise HarnessError(
                 f"no golden snapshot yet for {self.cell.id}: record it with --snapshot-update "
                 f"(it is written to {path})"

@@ -214,3 +214,18 @@ def test_approximate_snapshots_are_judged_by_the_task_metric():
     assert not extension.matches(serialized_data=extension.serialize(far), snapshot_data=stored)  # 100 cents
     diff = "\n".join(extension.diff_lines(extension.serialize(far), stored))
     assert "judged by its task metric: median pitch error on voiced frames: OVER THRESHOLD: 100 cents" in diff
+
+
+def test_a_snapshot_in_an_older_folder_is_pointed_at_not_silently_rerecorded(inner_pytest, pytester):
+    """Snapshots once lived under the importing file's name: the cell names the file to move."""
+    args = ("--conformance-targets", "eager", "-p", "no:xdist")
+    inner_pytest(*args, "--snapshot-update", cases=PLANTED, suites=("test_golden",))
+    root = pytester.path / "golden" / "snapshots"
+    (old := root / "test_suites").mkdir()
+    for path in list((root / "test_golden").iterdir()):
+        path.rename(old / path.name)
+    again = inner_pytest(*args, cases=PLANTED, suites=("test_golden",))
+    text = " ".join(again.stdout.str().split())
+    assert again.ret == pytest.ExitCode.TESTS_FAILED
+    assert "is stored where an older version kept it: move" in text and "test_suites" in text
+    assert "golden snapshots that belong to no cell" in text  # listed as misplaced too

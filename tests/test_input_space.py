@@ -140,28 +140,17 @@ def test_the_deterministic_profile_draws_by_key_not_by_the_suites_source(tmp_pat
 
     database = str(tmp_path / "db")
     ci = settings(database=None, deadline=None, derandomize=True, phases=(Phase.explicit, Phase.generate))
+    runs = [(record_first, "a", "case/generated"), (record_second, "b", "case/generated")]
+    runs.append((record_other, "c", "other/generated"))
     with _profile(ci):
-        run_property(
-            st.integers(0, 10**9),
-            record_first,
-            database_key="a",
-            generation_key="case/generated",
-            database_path=database,
-        )
-        run_property(
-            st.integers(0, 10**9),
-            record_second,
-            database_key="b",
-            generation_key="case/generated",
-            database_path=database,
-        )
-        run_property(
-            st.integers(0, 10**9),
-            record_other,
-            database_key="c",
-            generation_key="other/generated",
-            database_path=database,
-        )
+        for body, database_key, generation_key in runs:
+            run_property(
+                st.integers(0, 10**9),
+                body,
+                database_key=database_key,
+                generation_key=generation_key,
+                database_path=database,
+            )
     assert first == second and len(first) > 3
     assert other != first
 
