@@ -27,6 +27,7 @@ __all__ = ["ExportCache", "cache_key", "library_versions"]
 
 _VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "executorch", "numpy", "pesto-pitch")
 _DIGESTS: dict[str, str] = {}
+_HELPERS_KEY = "<export helpers>"  # not a case name
 
 
 def library_versions() -> dict[str, str]:
@@ -70,6 +71,21 @@ def _case_digest(case: ModelCase) -> str:
     return _DIGESTS[case.name]
 
 
+def _export_helpers_digest() -> str:
+    """The harness's own export code (every target module and the helpers they import: a target
+    class's file alone misses ``dynamo_onnx_export`` that several targets share)."""
+    if _HELPERS_KEY not in _DIGESTS:
+        from . import buffers, shapes, state
+
+        folder = Path(__file__).parent / "targets"
+        files = [*sorted(folder.glob("*.py")), *(Path(m.__file__) for m in (buffers, shapes, state))]
+        h = hashlib.sha256()
+        for file in files:
+            h.update(file.name.encode() + file.read_bytes())
+        _DIGESTS[_HELPERS_KEY] = h.hexdigest()
+    return _DIGESTS[_HELPERS_KEY]
+
+
 def cache_key(case: ModelCase, target: Target) -> str:
     body = {
         "case": case.name,
@@ -82,6 +98,8 @@ def cache_key(case: ModelCase, target: Target) -> str:
             _file_digest(cls) for cls in type(target).__mro__ if cls.__module__ not in ("builtins", "abc")
         ],
         "target_state": {k: repr(v) for k, v in sorted(vars(target).items())},
+        # what every export is told: dynamic dimensions and the lifted streaming state
+        "export_helpers": _export_helpers_digest(),
         "versions": library_versions(),
         "case_digest": _case_digest(case),
     }

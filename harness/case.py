@@ -139,10 +139,12 @@ def expect_failures(
 #: have static input shapes unless exported with dynamic dimensions.
 TORCH_EXPORT_TARGETS: tuple[str, ...] = (
     "torch-export",
+    "aoti",
     "onnx",
     "onnx-stateful",
     "executorch-xnnpack",
     "executorch-portable",
+    "openvino",
 )
 
 

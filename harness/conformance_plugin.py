@@ -26,15 +26,17 @@ import pytest
 from . import registry
 from .baseline import Baseline
 from .cache import ExportCache
-from .case import SUITES, MetricResult
+from .case import SUITES, MetricResult, ModelCase
 from .errors import ConformanceFailure, HarnessError
 from .external import external_artifact, parse_artifact_option
 from .golden import TensorSnapshotExtension
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
 from .targets import ArtifactError, ExportError, Runner, RuntimeMissing, targets
+from .targets import target as find_target
 from .targets.base import describe_exception
 from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
+from .targets.openvino_target import OPENVINO_PRECISION_ENV
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 SESSION_ID_KEY = pytest.StashKey[str]()
@@ -58,7 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
     TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
-    tier_leaves_out = _tier(config) == "ci" and any(c.ci_targets is not None for c in registry.cases())
+    tier_leaves_out = _tier(config) == "ci" and (
+        any(c.ci_targets is not None for c in registry.cases()) or any(t.ci_cases is not None for t in targets())
+    )
     sharded = bool(config.getoption("conformance_shard", default=None))
     if (selected is not None or tier_leaves_out or sharded) and hasattr(config.option, "disable_unused_snapshots"):
         # A target subset never generates the other targets' golden cells: syrupy would call
@@ -70,6 +74,8 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ORT_OPTIMIZATION_ENV] = config.getoption("ort_optimization")
     if config.getoption("ort_threads") is not None:
         os.environ[ORT_THREADS_ENV] = str(config.getoption("ort_threads"))
+    if config.getoption("openvino_precision"):
+        os.environ[OPENVINO_PRECISION_ENV] = config.getoption("openvino_precision")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and int(workerinput.get("workercount", 1)) > 1:
         share_cores_between_workers()
@@ -105,6 +111,33 @@ def pytest_configure(config: pytest.Config) -> None:
             external=bool(overrides),
         )
         config.pluginmanager.register(collector, "conformance-matrix")
+
+
+def pair_runs(case: ModelCase, target_name: str, *, streaming: bool, quick: bool) -> bool:
+    """Whether a suite's cells exist for this case and target: the quick tier leaves some pairs to
+    the nightly; an approximate target needs the case's task metric, and runs the streaming suites
+    only where it says so (``Target.streams_when_approximate``)."""
+    if quick and not in_quick_tier(case, target_name):
+        return False
+    try:
+        target = find_target(target_name)
+    except KeyError:
+        return True
+    if target.approximate:
+        return case.approximate_metric is not None and (not streaming or target.streams_when_approximate)
+    return True
+
+
+def in_quick_tier(case: ModelCase, target_name: str) -> bool:
+    """Whether the quick ``ci`` tier runs this pair: the case may limit its targets
+    (``ModelCase.ci_targets``) and a costly target its cases (``Target.ci_cases``)."""
+    if case.ci_targets is not None and target_name not in case.ci_targets:
+        return False
+    try:
+        ci_cases = find_target(target_name).ci_cases
+    except KeyError:
+        return True
+    return ci_cases is None or case.name in ci_cases
 
 
 def share_cores_between_workers() -> None:
@@ -215,12 +248,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for target in targets():
             if selected is not None and target.name not in selected:
                 continue
-            if quick and case.ci_targets is not None and target.name not in case.ci_targets:
-                continue  # the nightly tier runs it
+            if not pair_runs(case, target.name, streaming=streaming_only, quick=quick):
+                continue
             if (only_targets is not None and target.name not in only_targets) or target.name in skip_targets:
                 continue
-            if target.approximate and (case.approximate_metric is None or streaming_only):
-                continue  # judged by a task metric: only where the case has one, never tensor-exact streaming
             cells += [Cell(case.name, target.name, name, suite) for name in input_names]
     metafunc.config.stash.setdefault(GENERATED_KEY, set()).update(cells)
     if not cells:  # say which declaration is missing (pytest alone says "got empty parameter set")
@@ -266,7 +297,7 @@ def pytest_collection_modifyitems(
         for e in c.expected
         # an export declaration is judged where every (case, target) pair gets a cell: equivalence
         if (e.suite in suites_generated or (e.suite == "export" and "equivalence" in suites_generated))
-        and not (_tier(config) == "ci" and c.ci_targets is not None and e.target not in c.ci_targets)
+        and pair_runs(c, e.target, streaming=e.suite.startswith("stream-"), quick=_tier(config) == "ci")
         and not any(
             cell.case_name == c.name and e.matches(cell.target_name, cell.suite, cell.input_name)
             for cell in generated

@@ -105,6 +105,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--ort-threads", type=int, default=None, help="onnxruntime intra-op threads (0: its default)"
     )
+    group.addoption(
+        "--openvino-precision",
+        choices=("default", "f32", "bf16", "f16"),
+        default=None,
+        help="OpenVINO CPU INFERENCE_PRECISION_HINT (default: the plugin's own, bf16 on CPUs with AMX; "
+        "anything but f32 is judged by the case's task metric)",
+    )
     parser.addini("conformance_baseline", default="golden/conformance-baseline.json", help="baseline file")
     parser.addini("conformance_case_modules", type="linelist", default=[], help="modules that register cases")
     parser.addini("conformance_tier", default="nightly", help="ci or nightly (see --conformance-tier)")

@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
-from .case import Call, ModelCase
+from .case import Call, DynamicAxis, ModelCase
 
 __all__ = [
+    "CHUNK_DIM",
     "InputSignatureError",
+    "chunk_axes",
     "check_call_signature",
     "input_signature",
     "resize_call",
@@ -23,14 +25,41 @@ class InputSignatureError(TypeError):
     the runtime sees them; the message names the artifact, the input and the dimension."""
 
 
-def input_signature(case: ModelCase, example: Call, *, fixed_shapes: bool = True) -> list[dict[str, Any]]:
+#: The name of the streaming chunk dimension in exports and signatures.
+CHUNK_DIM = "chunk"
+
+
+def chunk_axes(case: ModelCase, example: Call) -> list[DynamicAxis]:
+    """The time axes of a streaming case's time inputs as one dynamic dimension over the chunk
+    sizes it admits (``chunk`` and ``other_chunks``); none for a case with one chunk size."""
+    spec = case.streaming
+    if spec is None or not spec.other_chunks:
+        return []
+    sizes = (spec.chunk, *spec.other_chunks)
+    declared = {(d.input, d.axis) for d in case.dynamic_axes()}
+    time_axes = spec.time_axes(case.input_names)
+    axes = []
+    for index, (name, x) in enumerate(zip(case.input_names, example)):
+        if name not in time_axes:
+            continue
+        axis = time_axes[name] % x.dim()
+        if (name, axis) not in declared and (name, axis - x.dim()) not in declared:
+            axes.append(DynamicAxis(name, index, axis, min(sizes), max(sizes), CHUNK_DIM))
+    return axes
+
+
+def input_signature(
+    case: ModelCase, example: Call, *, fixed_shapes: bool = True, chunk_dynamic: bool = False
+) -> list[dict[str, Any]]:
     """What the exported graph takes: per input its name, dtype and shape, where a dynamic axis
     is ``[min, max, dim name]`` and a fixed one its size (stored in the artifact's sidecar).
 
     ``fixed_shapes=False`` (eager, traced TorchScript: any size the layers accept runs) records
     undeclared axes as ``None``, so only dtype, rank and declared ranges are checked.
+    ``chunk_dynamic``: the export took the streaming chunk as a dynamic dimension (``chunk_axes``).
     """
-    dynamic = {(d.input, d.axis): d for d in case.dynamic_axes()}
+    extra = chunk_axes(case, example) if chunk_dynamic else []
+    dynamic = {(d.input, d.axis): d for d in [*case.dynamic_axes(), *extra]}
     signature = []
     for name, x in zip(case.input_names, example):
         shape: list[Any] = []
@@ -85,15 +114,21 @@ def check_call_signature(signature: list[dict[str, Any]], inputs: Call, where: s
             )
 
 
-def torch_dynamic_shapes(case: ModelCase) -> tuple[dict[int, Any] | None, ...] | None:
-    """``dynamic_shapes`` for torch.export / the dynamo ONNX exporter, or None when all static."""
-    if not case.dynamic_dims:
+def torch_dynamic_shapes(
+    case: ModelCase, example: Call | None = None, *, chunk: bool = False
+) -> tuple[dict[int, Any] | None, ...] | None:
+    """``dynamic_shapes`` for torch.export / the dynamo ONNX exporter, or None when all static.
+
+    ``chunk=True`` (with the example the export traces) also makes a streaming case's chunk
+    dynamic over the sizes it admits (``chunk_axes``)."""
+    axes = [*case.dynamic_axes(), *(chunk_axes(case, example) if chunk and example is not None else [])]
+    if not axes:
         return None
     from torch.export import Dim
 
     dims: dict[str, Any] = {}
     shapes: list[dict[int, Any] | None] = [None] * len(case.input_names)
-    for d in case.dynamic_axes():
+    for d in axes:
         dim = dims.setdefault(d.dim, Dim(d.dim, min=d.low, max=d.high))
         shapes[d.index] = {**(shapes[d.index] or {}), d.axis: dim}
     return tuple(shapes)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .aoti_target import AotiTarget
 from .base import Artifact, ArtifactError, ExportError, Runner, RuntimeMissing, Target
 from .executorch_target import ExecuTorchTarget
 from .onnx_legacy import LegacyOnnxTarget
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import OnnxTarget
+from .openvino_target import OpenVinoTarget
 from .quantized import ExecuTorchInt8Target, OnnxInt8Target
 from .torch_targets import EagerTarget, TorchExportTarget, TorchScriptTarget
 
@@ -50,11 +52,13 @@ for _builtin in (
     EagerTarget(),
     TorchScriptTarget(),
     TorchExportTarget(),
+    AotiTarget(),
     OnnxTarget(),
     LegacyOnnxTarget(),
     LiftedOnnxTarget(),
     ExecuTorchTarget("xnnpack"),
     ExecuTorchTarget("portable"),
+    OpenVinoTarget(),
     OnnxInt8Target(),
     ExecuTorchInt8Target(),
 ):

@@ -7,7 +7,7 @@ import json
 import re
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import torch
 
 from ..case import ModelCase
 from ..errors import HarnessError, TargetRunError
-from ..shapes import check_call_signature, input_signature
+from ..shapes import check_call_signature, chunk_axes, input_signature, torch_dynamic_shapes
 
 __all__ = [
     "Artifact",
@@ -26,6 +26,7 @@ __all__ = [
     "Runner",
     "RuntimeMissing",
     "Target",
+    "export_with_dynamic_chunk",
     "first_meaningful_line",
     "to_numpy",
 ]
@@ -86,6 +87,33 @@ def first_meaningful_line(exc: BaseException) -> str:
             return text[:300]
     frames = traceback.extract_tb(exc.__traceback__)
     return f"raised at {frames[-1].filename}:{frames[-1].lineno}" if frames else "(no message)"
+
+
+def _constraint_line(exc: BaseException) -> str:
+    """torch.export's constraint violations put the useful sentence in a ``- `` bullet."""
+    for line in _ANSI.sub("", str(root_cause(exc))).splitlines():
+        text = line.strip()
+        if text.startswith("- "):
+            return text[2:][:300]
+    return describe_exception(exc)[1]
+
+
+def export_with_dynamic_chunk(
+    case: ModelCase, example: tuple[torch.Tensor, ...], export: Callable[[Any], Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Run ``export(dynamic_shapes)`` with a streaming case's chunk dynamic over the sizes it admits;
+    where the exporter refuses that, export the fixed chunk and say why in the metadata.
+
+    Returns ``(what export returned, meta)``: ``meta["chunk_dynamic"]`` (absent for a case with
+    one chunk size) and, when the chunk stayed fixed, ``meta["chunk_fixed_because"]``.
+    """
+    if not chunk_axes(case, example):
+        return export(torch_dynamic_shapes(case)), {}
+    try:
+        return export(torch_dynamic_shapes(case, example, chunk=True)), {"chunk_dynamic": True}
+    except Exception as exc:  # any refusal of the dynamic chunk; the fixed export still has its say
+        reason = f"{describe_exception(exc)[0]}: {_constraint_line(exc)}"
+    return export(torch_dynamic_shapes(case)), {"chunk_dynamic": False, "chunk_fixed_because": reason}
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -201,7 +229,13 @@ class Runner(ABC):
 
 
 #: The package extra that installs each optional runtime (pyproject.toml's optional-dependencies).
-_EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "executorch": "executorch"}
+_EXTRAS = {
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxscript": "onnx",
+    "executorch": "executorch",
+    "openvino": "openvino",
+}
 
 
 class Target(ABC):
@@ -225,6 +259,12 @@ class Target(ABC):
     #: Whether the artifact takes the streaming state as explicit inputs and outputs that the
     #: runner feeds back (a user's file then needs state names, from a sidecar or by convention).
     lifted_state: bool = False
+    #: Whether an approximate target runs the streaming suites, judged by the case's task metric
+    #: (the int8 targets do not: their state handling is the float export's, checked there).
+    streams_when_approximate: bool = False
+    #: The cases the quick ``ci`` tier runs this target on (None: every case); for targets whose
+    #: export costs minutes (a C++ compile), the nightly tier runs the rest.
+    ci_cases: tuple[str, ...] | None = None
 
     def missing_runtime(self) -> str | None:
         """Why this target cannot run here, or None when its runtime is installed."""
@@ -258,7 +298,12 @@ class Target(ABC):
                 meta = self._export_impl(module, example, case, path) or {}
         except Exception as exc:  # exporters raise anything; the cell reports it
             raise ExportError(self.name, case.name, *describe_exception(exc)) from exc
-        meta.setdefault("inputs", input_signature(case, example, fixed_shapes=self.fixed_shapes))
+        meta.setdefault(
+            "inputs",
+            input_signature(
+                case, example, fixed_shapes=self.fixed_shapes, chunk_dynamic=bool(meta.get("chunk_dynamic"))
+            ),
+        )
         artifact = Artifact(path, self.name, case.name, case.input_names, case.output_names, meta)
         artifact.write_sidecar()
         return artifact

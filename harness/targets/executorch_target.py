@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..shapes import torch_dynamic_shapes
-from .base import Artifact, ArtifactError, Runner, Target, first_meaningful_line
+from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk, first_meaningful_line
 from .formats import describe_format, pte_header_problem
 
 __all__ = ["ExecuTorchRunner", "ExecuTorchTarget"]
@@ -275,6 +275,9 @@ class ExecuTorchTarget(Target):
     """``torch.export`` then ``to_edge_transform_and_lower``; XNNPACK or the portable kernels."""
 
     suffix = ".pte"
+    #: Export a streaming case's chunk as a dynamic dimension (the int8 subclass quantizes a
+    #: module captured at the fixed chunk).
+    dynamic_chunk = True
     requires = ("executorch",)
 
     def __init__(self, backend: str) -> None:
@@ -289,28 +292,34 @@ class ExecuTorchTarget(Target):
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
         from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
 
-        program = torch.export.export(
-            module, example, dynamic_shapes=torch_dynamic_shapes(case), strict=False
-        )
         partitioners = []
         if self.backend == "xnnpack":
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
             partitioners = [XnnpackPartitioner()]
-        edge = to_edge_transform_and_lower(program, partitioner=partitioners)
-        initialized = mutated_buffer_placeholders(edge.exported_program())
-        config = ExecutorchBackendConfig(
-            passes=[InitializedMutableBufferPass(initialized)] if initialized else []
-        )
-        with warnings.catch_warnings():
-            if initialized:  # the emitter warns about uninitialised buffers even when they are marked
-                warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
-            program_manager = edge.to_executorch(config)
-            path.write_bytes(program_manager.buffer)
+
+        def lower(shapes: Any) -> tuple[Any, Any, list[str]]:
+            program = torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
+            edge = to_edge_transform_and_lower(program, partitioner=partitioners)
+            initialized = mutated_buffer_placeholders(edge.exported_program())
+            config = ExecutorchBackendConfig(
+                passes=[InitializedMutableBufferPass(initialized)] if initialized else []
+            )
+            with warnings.catch_warnings():
+                if initialized:  # the emitter warns about uninitialised buffers even when they are marked
+                    warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
+                return edge, edge.to_executorch(config), initialized
+
+        if self.dynamic_chunk:
+            (edge, program_manager, initialized), chunk_meta = export_with_dynamic_chunk(case, example, lower)
+        else:
+            (edge, program_manager, initialized), chunk_meta = lower(torch_dynamic_shapes(case)), {}
+        path.write_bytes(program_manager.buffer)
         return {
             "backend": self.backend,
             "initialized_mutable_buffers": initialized,
             "instruction_modules": _instruction_map(edge.exported_program(), program_manager.buffer),
+            **chunk_meta,
         }
 
     def _load_impl(self, artifact: Artifact) -> Runner:

@@ -28,7 +28,7 @@ def zip_members(path: Path) -> list[str] | None:
 
 def describe_format(path: Path) -> str:
     """A few words naming what the file is: 'an ExecuTorch program', 'a TorchScript archive',
-    'a torch.export archive', 'a torch.save file', 'a zip archive', 'a text file', 'an ONNX-like
+    'a torch.export archive', 'an AOTInductor package', 'a torch.save file', 'a zip archive', 'a text file', 'an ONNX-like
     protobuf' or 'unrecognised bytes'."""
     head = _head(path)
     if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():
@@ -37,6 +37,8 @@ def describe_format(path: Path) -> str:
         members = zip_members(path)
         if members is None:
             return "a damaged zip archive"
+        if any("/data/aotinductor/" in m for m in members):
+            return "an AOTInductor package"
         if any(m.endswith("/constants.pkl") for m in members):
             return "a TorchScript archive"
         if any(m.endswith("/archive_format") or "/models/" in m for m in members):

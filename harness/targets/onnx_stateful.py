@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..shapes import torch_dynamic_shapes
 from ..state import LiftedState, mutated_buffer_names
-from .base import Artifact, ArtifactError, Runner, Target
+from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_target import (
     OnnxRunner,
     dynamo_onnx_export,
@@ -96,13 +95,17 @@ class LiftedOnnxTarget(Target):
         initial = lifted.initial_state()
         state_inputs = [f"state.{n}" for n in state_names]
         state_outputs = [f"next_state.{n}" for n in state_names]
-        dynamo_onnx_export(
-            lifted,
-            (*example, *initial),
-            path,
-            [*case.input_names, *state_inputs],
-            [*case.output_names, *state_outputs],
-            _with_static_state(torch_dynamic_shapes(case), len(state_names)),
+        _, chunk_meta = export_with_dynamic_chunk(
+            case,
+            example,
+            lambda shapes: dynamo_onnx_export(
+                lifted,
+                (*example, *initial),
+                path,
+                [*case.input_names, *state_inputs],
+                [*case.output_names, *state_outputs],
+                _with_static_state(shapes, len(state_names)),
+            ),
         )
         state_file = path.with_name(path.name + ".state.npz")
         np.savez(state_file, **{n: t.numpy() for n, t in zip(state_names, initial)})
@@ -111,6 +114,7 @@ class LiftedOnnxTarget(Target):
             "state_inputs": state_inputs,
             "state_outputs": state_outputs,
             "state_file": state_file.name,
+            **chunk_meta,
         }
 
     format_problem = staticmethod(onnx_format_problem)

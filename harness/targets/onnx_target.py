@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from ..case import ModelCase
-from ..shapes import torch_dynamic_shapes
-from .base import Artifact, ArtifactError, Runner, Target
+from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format
 
 __all__ = ["OnnxRunner", "OnnxTappedRunner", "OnnxTarget", "dynamo_onnx_export", "onnx_value_modules"]
@@ -98,6 +97,41 @@ def dynamo_onnx_export(
         external_data=False,
         verbose=False,
     )
+    fixed = _fixed_chunk_axes(path, input_names, dynamic_shapes)
+    if fixed:
+        # the exporter falls back to a static graph where torch.export refuses the dynamic chunk:
+        # ask torch.export itself why, so the cell can say it
+        try:
+            torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+        except Exception as exc:
+            raise RuntimeError(f"the ONNX exporter fixed {fixed}: torch.export refused the dynamic chunk") from exc
+        raise RuntimeError(f"the ONNX exporter fixed {fixed} although torch.export accepts a dynamic chunk")
+
+
+def _fixed_chunk_axes(path: Path, input_names: Sequence[str], dynamic_shapes: Any) -> str:
+    """The inputs whose dynamic chunk axis the written graph holds at a fixed size ('' if none)."""
+    from ..shapes import CHUNK_DIM
+
+    if not dynamic_shapes:
+        return ""
+    wanted = dynamic_shapes[0] if len(dynamic_shapes) == 1 and isinstance(dynamic_shapes[0], tuple) else dynamic_shapes
+    chunked = {
+        name: axis
+        for name, spec in zip(input_names, wanted)
+        for axis, dim in (spec or {}).items()
+        if getattr(dim, "__name__", None) == CHUNK_DIM
+    }
+    if not chunked:
+        return ""
+    import onnx
+
+    graph_inputs = {i.name: i for i in onnx.load(str(path), load_external_data=False).graph.input}
+    fixed = []
+    for name, axis in chunked.items():
+        dims = graph_inputs[name].type.tensor_type.shape.dim if name in graph_inputs else []
+        if axis < len(dims) and dims[axis].HasField("dim_value"):
+            fixed.append(f"input {name!r} axis {axis} at {dims[axis].dim_value}")
+    return ", ".join(fixed)
 
 
 def onnx_external_data(path: Path) -> list[Path]:
@@ -262,10 +296,12 @@ class OnnxTarget(Target):
     description = "torch.onnx.export(dynamo=True) on onnxruntime CPU, ORT_ENABLE_ALL"
 
     def _export_impl(self, module, example, case, path):
-        dynamo_onnx_export(
-            module, example, path, case.input_names, case.output_names, torch_dynamic_shapes(case)
+        _, meta = export_with_dynamic_chunk(
+            case,
+            example,
+            lambda shapes: dynamo_onnx_export(module, example, path, case.input_names, case.output_names, shapes),
         )
-        return None
+        return meta
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OnnxRunner(artifact)

@@ -110,6 +110,7 @@ class ExecuTorchInt8Target(ExecuTorchTarget):
         self.name = "executorch-xnnpack-int8"
         self.suffix = ".xnnpack-int8.pte"
         self.description = "ExecuTorch .pte, XNNPACK, PT2E int8 calibrated on the canonical inputs"
+        self.dynamic_chunk = False
 
     def _prepare_module(self, module, example, case):
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (

@@ -11,8 +11,7 @@ import torch
 
 from ..buffers import buffer_snapshot, restore_buffers
 from ..case import ModelCase
-from ..shapes import torch_dynamic_shapes
-from .base import Artifact, Runner, Target
+from .base import Artifact, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format
 
 __all__ = [
@@ -200,11 +199,11 @@ class TorchExportTarget(Target):
     description = "torch.export.export, run via ExportedProgram.module()"
 
     def _export_impl(self, module, example, case, path):
-        program = torch.export.export(
-            module, example, dynamic_shapes=torch_dynamic_shapes(case), strict=False
+        program, meta = export_with_dynamic_chunk(
+            case, example, lambda shapes: torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
         )
         torch.export.save(program, str(path))
-        return None
+        return meta
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         program = torch.export.load(str(artifact.path))
