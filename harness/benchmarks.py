@@ -66,9 +66,10 @@ def matmul_peak_gflops(size: int = 512, repeats: int = 10) -> float:
     return 2.0 * size**3 * repeats / best / 1e9
 
 
-def artifact_size(path: Path) -> int:
-    """Bytes on disk of an artifact and the files it needs beside it (state, sidecars excluded)."""
-    total = Path(path).stat().st_size
+def artifact_size(path: Path, companions: Sequence[Path] = ()) -> int:
+    """Bytes on disk of an artifact and the files it needs beside it (its target's companion
+    files, such as an OpenVINO IR's .bin or ONNX external data, and the state; sidecars excluded)."""
+    total = Path(path).stat().st_size + sum(Path(p).stat().st_size for p in companions if Path(p).is_file())
     state = Path(str(path) + ".state.npz")
     return total + (state.stat().st_size if state.is_file() else 0)
 

@@ -60,7 +60,9 @@ def test_benchmark_step(conformance, benchmark, request):
         kind="step",
         flops=flops_per_call(case, conformance.eager_module(), call),
         peak_gflops=matmul_peak_gflops(),
-        size_bytes=artifact_size(conformance.artifact_path()),
+        size_bytes=artifact_size(
+            conformance.artifact_path(), conformance.target.companion_files(conformance.artifact_path())
+        ),
         chunk_seconds=chunk_seconds,
         streaming=spec is not None,
         float_counterpart=target.float_counterpart,

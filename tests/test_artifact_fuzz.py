@@ -31,6 +31,8 @@ FORMATS = [
     ("conv_mlp", "torchscript"),
     ("conv_mlp", "torch-export"),
     ("conv_mlp", "executorch-portable"),
+    ("conv_mlp", "aoti"),  # a zip with a compiled shared library inside
+    ("conv_mlp", "openvino"),  # the IR's .xml (its .bin travels beside it unharmed)
 ]
 
 

@@ -77,13 +77,15 @@ def test_registry_rejects_a_second_case_with_the_same_name():
 
 
 def test_builtin_targets_are_registered_in_order():
-    assert [t.name for t in harness.targets()][:8] == [
+    assert [t.name for t in harness.targets()][:10] == [
         "eager",
         "torchscript",
         "torch-export",
+        "aoti",
         "onnx",
         "onnx-legacy",
         "onnx-stateful",
         "executorch-xnnpack",
         "executorch-portable",
+        "openvino",
     ]

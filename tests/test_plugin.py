@@ -126,10 +126,11 @@ def test_runtimes_are_extras_the_dev_install_includes():
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"])
     extras = project["optional-dependencies"]
-    for runtime in ("onnxruntime", "executorch", "pesto-pitch"):
+    for runtime in ("onnxruntime", "executorch", "openvino", "pesto-pitch"):
         assert runtime not in core, runtime
     assert "onnxruntime" in " ".join(extras["onnx"]) and "executorch" in " ".join(extras["executorch"])
-    assert "export-conformance[onnx,executorch,models]" in extras["dev"]
+    assert "openvino" in " ".join(extras["openvino"]) and "export-conformance[onnx]" in extras["openvino"]
+    assert "export-conformance[onnx,executorch,openvino,models]" in extras["dev"]
 
 
 def test_second_run_exports_nothing_and_fresh_exports_again(inner_pytest, pytester):

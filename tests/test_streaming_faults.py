@@ -229,14 +229,50 @@ def test_streamed_output_that_drifts_from_offline_is_reported(export_cache):
         assert check_offline(case, "onnx-stateful", runner, case.build, calls)
 
 
-def test_an_artifact_fixed_to_one_chunk_size_is_reported(export_cache):
+def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
     from harness.streaming import check_chunk_sizes
+    from harness.targets.torch_targets import TorchExportTarget
+
+    class StaticChunk(TorchExportTarget):
+        """The fault: exported with static shapes, as torch.export does unless told otherwise."""
+
+        def _export_impl(self, module, example, case, path):
+            torch.export.save(torch.export.export(module, example, strict=False), str(path))
+            return None
 
     case, _, calls, _ = _setup("cached_conv")
-    target = harness.target("torch-export")
-    with target.load(export_cache.get(case, target)) as runner:
+    planted = StaticChunk()
+    with planted.load(planted.export(case, tmp_path)) as runner:
         result = check_chunk_sizes(case, "torch-export", runner, calls)
     assert not result
     assert result.diagnosis.startswith("artifact rejects chunk 64 (exported at chunk 32 with static shapes?)")
-    with harness.target("torchscript").load(export_cache.get(case, harness.target("torchscript"))) as runner:
-        assert check_chunk_sizes(case, "torchscript", runner, calls)
+
+
+@pytest.mark.parametrize("target_name", ["torch-export", "onnx-stateful", "executorch-portable", "executorch-xnnpack"])
+def test_streaming_exports_take_every_admitted_chunk_size(export_cache, target_name):
+    from harness.streaming import check_chunk_sizes
+
+    case, _, calls, _ = _setup("cached_conv")
+    target = harness.target(target_name)
+    artifact = export_cache.get(case, target)
+    assert artifact.meta["chunk_dynamic"] is True
+    assert artifact.meta["inputs"][0]["shape"][-1] == [32, 64, "chunk"]
+    with target.load(artifact) as runner:
+        assert check_chunk_sizes(case, target_name, runner, calls)
+
+
+def test_a_refused_dynamic_chunk_is_reported_with_the_exporters_reason(export_cache):
+    """lstm_stream loops over the chunk's frames in Python: torch.export specialises the chunk,
+    the export falls back to the fixed chunk and the cell says why (not 'static shapes?')."""
+    from harness.streaming import check_chunk_sizes
+
+    case, _, calls, _ = _setup("lstm_stream")
+    target = harness.target("torch-export")
+    artifact = export_cache.get(case, target)
+    assert artifact.meta["chunk_dynamic"] is False
+    assert "specialized it to be a constant (4)" in artifact.meta["chunk_fixed_because"]
+    with target.load(artifact) as runner:
+        result = check_chunk_sizes(case, "torch-export", runner, calls)
+    assert not result
+    assert result.diagnosis.startswith("artifact rejects chunk 2 (the exporter refused a dynamic chunk, so it is fixed at 4")
+    assert "specialized it to be a constant (4)" in result.diagnosis
