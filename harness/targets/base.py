@@ -109,11 +109,20 @@ def export_with_dynamic_chunk(
     """
     if not chunk_axes(case, example):
         return export(torch_dynamic_shapes(case)), {}
-    try:
-        return export(torch_dynamic_shapes(case, example, chunk=True)), {"chunk_dynamic": True}
-    except Exception as exc:  # any refusal of the dynamic chunk; the fixed export still has its say
-        reason = f"{describe_exception(exc)[0]}: {_constraint_line(exc)}"
+    reason = _CHUNK_REFUSALS.get(case.name)
+    if reason is None:
+        try:
+            return export(torch_dynamic_shapes(case, example, chunk=True)), {"chunk_dynamic": True}
+        except Exception as exc:  # any refusal of the dynamic chunk; the fixed export still has its say
+            reason = f"{describe_exception(exc)[0]}: {_constraint_line(exc)}"
+            if type(root_cause(exc)).__name__ == "UserError":  # torch.export's own refusal
+                _CHUNK_REFUSALS[case.name] = reason
     return export(torch_dynamic_shapes(case)), {"chunk_dynamic": False, "chunk_fixed_because": reason}
+
+
+#: Cases whose dynamic chunk torch.export refused in this process (every torch.export-based
+#: target traces the same module: one refusal is not retraced by each of them)
+_CHUNK_REFUSALS: dict[str, str] = {}
 
 
 def to_numpy(value: Any) -> np.ndarray:

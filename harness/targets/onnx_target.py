@@ -86,6 +86,10 @@ def dynamo_onnx_export(
     dynamic_shapes: Any = None,
 ) -> None:
     """``torch.onnx.export(dynamo=True)`` into one self-contained file, the way a user calls it."""
+    if _chunk_requested(dynamic_shapes):
+        # the exporter falls back to a static graph where torch.export refuses a dynamic chunk,
+        # after a full export: ask torch.export first, so a refusal costs one trace and has a reason
+        torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
     torch.onnx.export(
         module,
         args,
@@ -106,6 +110,19 @@ def dynamo_onnx_export(
         except Exception as exc:
             raise RuntimeError(f"the ONNX exporter fixed {fixed}: torch.export refused the dynamic chunk") from exc
         raise RuntimeError(f"the ONNX exporter fixed {fixed} although torch.export accepts a dynamic chunk")
+
+
+def _chunk_requested(dynamic_shapes: Any) -> bool:
+    from ..shapes import CHUNK_DIM
+
+    def dims(spec: Any) -> list[Any]:
+        if isinstance(spec, dict):
+            return list(spec.values())
+        if isinstance(spec, (tuple, list)):
+            return [d for s in spec for d in dims(s)]
+        return []
+
+    return any(getattr(d, "__name__", None) == CHUNK_DIM for d in dims(dynamic_shapes))
 
 
 def _fixed_chunk_axes(path: Path, input_names: Sequence[str], dynamic_shapes: Any) -> str:
