@@ -305,7 +305,7 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     if problem:
         raise ArtifactError(f"{given}: {problem}")
     buffers = dict(case.build().named_buffers())  # the case's initial state, built once
-    if target.lifted_state and not meta.get("state_inputs"):
+    if target.takes_lifted_state(path) and not meta.get("state_inputs"):
         meta.update(_lifted_state_meta(path, case))
     elif meta.get("state_inputs"):
         inputs, outputs = _onnx_io(path)

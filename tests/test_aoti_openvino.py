@@ -108,6 +108,26 @@ def test_an_ir_converted_from_the_plain_onnx_export_is_diagnosed_as_state_droppe
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of"), result.diagnosis
 
 
+def test_a_users_onnx_file_runs_on_openvino_its_lifted_state_made_internal(export_cache, tmp_path, f32):
+    """An ``.onnx`` given to openvino: a plain export is diagnosed as state dropped; a lifted-state
+    one (``state.X`` / ``next_state.X``, as onnx-stateful writes) streams correctly, its state
+    turned into OpenVINO variables at load."""
+    case, module, calls, names = _setup("cached_conv")
+    verdicts = {}
+    for source in ("onnx", "onnx-stateful"):
+        original = export_cache.get(case, harness.target(source)).path
+        mine = tmp_path / source / "mine.onnx"
+        mine.parent.mkdir()
+        shutil.copyfile(original, mine)
+        artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", mine), tmp_path / source / "work")
+        with harness.target("openvino").load(artifact) as runner:
+            verdicts[source] = check_continuity(case, "openvino", runner, module, calls, names)
+            if source == "onnx-stateful":
+                assert set(runner.state()) == set(names)
+    assert verdicts["onnx"].diagnosis.startswith("state dropped"), verdicts["onnx"].diagnosis
+    assert verdicts["onnx-stateful"], verdicts["onnx-stateful"].diagnosis
+
+
 def test_the_precision_knob_decides_how_openvino_is_judged(monkeypatch, export_cache):
     import openvino as ov
 

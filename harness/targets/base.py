@@ -326,6 +326,11 @@ class Target(ABC):
         """
         return None
 
+    def takes_lifted_state(self, path: Path) -> bool:
+        """Whether a user's file at ``path`` carries the streaming state as explicit inputs and
+        outputs (then named by its sidecar or by the ``state.X`` / ``next_state.X`` convention)."""
+        return self.lifted_state
+
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner | None:
         """A runner that also shows the runtime's intermediate values (a ``harness.taps.TappedRunner``),
         used only to localise a failure; None where this runtime shows none."""

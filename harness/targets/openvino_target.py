@@ -201,6 +201,18 @@ class OpenVinoTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OpenVinoRunner(artifact)
 
+    def takes_lifted_state(self, path: Path) -> bool:
+        """A lifted-state ONNX file (``state.X`` inputs): its state is made internal at load."""
+        if path.suffix != ".onnx":
+            return False
+        import onnx
+
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception:  # not readable: format_problem has said why
+            return False
+        return any(i.name.startswith("state.") for i in graph.input)
+
     def companion_files(self, path: Path) -> list[Path]:
         return [path.with_suffix(".bin")] if path.suffix == ".xml" else []
 
