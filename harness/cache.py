@@ -25,7 +25,7 @@ from .targets import Artifact, ExportError, Target
 
 __all__ = ["ExportCache", "cache_key", "library_versions"]
 
-_VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "executorch", "numpy", "pesto-pitch")
+_VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "executorch", "openvino", "numpy", "pesto-pitch")
 _DIGESTS: dict[str, str] = {}
 _HELPERS_KEY = "<export helpers>"  # not a case name
 

@@ -32,6 +32,25 @@ class InputResult:
     metric: dict[str, Any] | None = None
 
 
+def runtime_settings() -> dict[str, Any]:
+    """The runtime knobs this run used (they change what a cell measures, not the exports)."""
+    import os
+
+    from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
+
+    settings: dict[str, Any] = {
+        "ort_optimization": os.environ.get(ORT_OPTIMIZATION_ENV, "all"),
+        "ort_threads": os.environ.get(ORT_THREADS_ENV, "default"),
+    }
+    ov = next((t for t in targets() if t.name == "openvino"), None)
+    if ov is not None and not ov.missing_runtime():
+        from .targets.openvino_target import openvino_precision, requested_precision
+
+        settings["openvino_precision"] = openvino_precision()
+        settings["openvino_precision_source"] = "--openvino-precision" if requested_precision() else "CPU plugin default"
+    return settings
+
+
 def _first_line(text: str) -> str:
     for line in str(text).splitlines():
         line = line.strip()
@@ -268,6 +287,7 @@ class ConformanceReport:
         return {
             "schema": "export-conformance/matrix/1",
             "versions": library_versions(),
+            "runtime_settings": runtime_settings(),
             "rows": self.rows(),
             "state_audit": self.state_audit,
             "branch_coverage": self.branch_coverage,
@@ -399,6 +419,16 @@ class MatrixCollector:
         terminalreporter.section("conformance matrix")
         for line in self.report.render_text(width, markup=markup).splitlines():
             terminalreporter.write_line(line)
+        precision = runtime_settings().get("openvino_precision")
+        if precision and any(target == "openvino" for (_, target, _) in self.report.cells):
+            judged = (
+                "held to the tensor tolerances"
+                if precision == "f32"
+                else "judged by each case's task metric (--openvino-precision=f32 for the tensor tolerances)"
+            )
+            note = f"openvino computed in {precision} ({runtime_settings()['openvino_precision_source']}): {judged}"
+            for line in wrap_text(note, width, indent="", hanging="  "):
+                terminalreporter.write_line(line)
         written = self.report.write()
         if self.report.benchmarks:
             terminalreporter.section("benchmarks (ratios against eager in this run)")

@@ -204,3 +204,21 @@ def test_aoti_without_a_cpp_compiler_is_a_skip_with_its_reason(monkeypatch, tmp_
     monkeypatch.delenv("CXX", raising=False)
     reason = harness.target("aoti").missing_runtime()
     assert reason is not None and "no C++ compiler found" in reason
+
+
+def test_the_report_says_which_precision_openvino_computed_in(inner_pytest, pytester):
+    import json
+
+    result = inner_pytest(
+        "--openvino-precision=f32",
+        "--conformance-targets=openvino",
+        "-k",
+        "cached_conv and equivalence",
+        modules=("fixtures.toys",),
+    )
+    text = result.stdout.str()
+    assert result.ret == 0, text
+    assert "openvino computed in f32 (--openvino-precision): held to the tensor tolerances" in text
+    report = json.loads((pytester.path / "reports" / "conformance.json").read_text())
+    assert report["runtime_settings"]["openvino_precision"] == "f32"
+    assert report["versions"]["openvino"] != "absent"
