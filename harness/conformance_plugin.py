@@ -398,6 +398,10 @@ class CellContext:
         self._item.user_properties.append(("conformance_not_applicable", True))
         pytest.skip(reason)
 
+    def updating_snapshots(self) -> bool:
+        """Whether this run records golden snapshots (``--snapshot-update``)."""
+        return bool(self._item.config.option.update_snapshots)
+
     def require_snapshot(self, snapshot: Any) -> None:
         """A golden cell without a stored snapshot is not a verdict on the export: say so plainly
         (syrupy alone prints ``assert [- snapshot] == [+ received]``)."""

@@ -21,7 +21,7 @@ import torch
 from .case import ModelCase
 from .registry import CaseError
 from .registry import case as find_case
-from .shapes import input_signature
+from .shapes import chunk_axes, input_signature
 from .targets import Artifact, ArtifactError, Target
 from .targets import target as find_target
 
@@ -283,6 +283,21 @@ def _private_copy(files: list[Path], workdir: Path, entry: str, extra: dict[str,
     return final
 
 
+def _file_takes_chunks(target: Target, path: Path, case: ModelCase, example: tuple) -> bool:
+    """Whether the file's own input shapes leave every streamed time axis dynamic (a user's export
+    with a dynamic chunk, no sidecar needed): then every chunk size the case admits is fed to it."""
+    axes = chunk_axes(case, example)
+    shapes = target.input_shapes(path) if axes else None
+    if not shapes:
+        return False
+    by_name = dict(shapes)
+    if not all(n in by_name for n in case.input_names):  # other names: match by position
+        if len(shapes) < len(case.input_names):
+            return False
+        by_name = {n: dims for n, (_, dims) in zip(case.input_names, shapes)}
+    return all(a.axis < len(by_name[a.input]) and by_name[a.input][a.axis] is None for a in axes)
+
+
 def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     """The user's file as an Artifact, checked against its case; raises ArtifactError on any misfit.
 
@@ -305,9 +320,10 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     if problem:
         raise ArtifactError(f"{given}: {problem}")
     buffers = dict(case.build().named_buffers())  # the case's initial state, built once
-    if target.takes_lifted_state(path) and not meta.get("state_inputs"):
+    lifted = target.takes_lifted_state(path)
+    if lifted and not meta.get("state_inputs"):
         meta.update(_lifted_state_meta(path, case))
-    elif meta.get("state_inputs"):
+    elif meta.get("state_inputs") and lifted:  # (an OpenVINO IR keeps its state inside)
         inputs, outputs = _onnx_io(path)
         absent = [n for n in meta["state_inputs"] if n not in {i[0] for i in inputs}]
         absent += [n for n in meta["state_outputs"] if n not in {o[0] for o in outputs}]
@@ -340,8 +356,12 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     local = _private_copy(
         [f for f in files if f != sidecar], workdir, f"{case.name}-{target.name}-{digest}", extra
     )
+    example = tuple(case.example_inputs())
     meta.setdefault(
-        "inputs", input_signature(case, tuple(case.example_inputs()), fixed_shapes=target.fixed_shapes)
+        "inputs",
+        input_signature(
+            case, example, fixed_shapes=target.fixed_shapes, chunk_dynamic=_file_takes_chunks(target, path, case, example)
+        ),
     )
     meta["user_file"] = str(path)  # what the reports name (the private copy is what runs)
     artifact = Artifact(local / path.name, target.name, case.name, case.input_names, case.output_names, meta)

@@ -146,6 +146,29 @@ def _approximate(case: ModelCase, target: str) -> bool:
         return False
 
 
+def _approximate_state_cause(
+    case: ModelCase, module: torch.nn.Module, calls: Calls, state_names: Sequence[str], actual: StreamRun
+) -> str | None:
+    """For a target judged by the task metric: the state hypothesis whose eager replay the
+    target matches by that metric (its own rounding hides a tensor-exact match)."""
+    if not state_names:
+        return None
+    assert case.approximate_metric is not None
+    observed = _frames(case, actual.outputs)
+
+    def fits(run: StreamRun) -> bool:
+        return bool(case.approximate_metric(_frames(case, run.outputs), observed))
+
+    if fits(eager_stream(module, calls, case=case, reset_each_call=state_names)):
+        return f"state dropped: every chunk sees the initial value of {', '.join(state_names)}"
+    if fits(eager_stream(module, calls, case=case, preroll=tuple(case.example_inputs()))):
+        return (
+            f"state advanced by export: the artifact starts from the state one forward call with the example "
+            f"input leaves ({', '.join(state_names)})"
+        )
+    return None
+
+
 def _metric_check(case: ModelCase, what: str, expected: dict, actual: dict, passed: str) -> Check:
     """Judge framed outputs by the case's task metric (approximate targets)."""
     assert case.approximate_metric is not None
@@ -301,7 +324,9 @@ def check_continuity(
     actual = target_stream(runner, calls, case=case)
     if _approximate(case, target):
         expected_frames, actual_frames = _frames(case, eager.outputs), _frames(case, actual.outputs)
-        return _metric_check(case, what, expected_frames, actual_frames, f"ok over {len(calls)} chunks")
+        check = _metric_check(case, what, expected_frames, actual_frames, f"ok over {len(calls)} chunks")
+        cause = None if check else _approximate_state_cause(case, module, calls, state_names, actual)
+        return Check(what, False, f"{cause} ({check.diagnosis})", metric=check.metric) if cause else check
     first = _first_divergence(case, target, eager.outputs, actual.outputs)
     if first is None:
         return Check(what, True, f"ok over {len(calls)} chunks")
@@ -469,6 +494,11 @@ def check_chunk_sizes(case: ModelCase, target: str, runner: Runner, calls: Calls
                 why = f"the exporter refused a dynamic chunk, so it is fixed at {spec.chunk} ({fixed_because})"
             elif runner.artifact.meta.get("chunk_dynamic"):
                 why = "exported with a dynamic chunk, yet the runtime rejects this size"
+            elif runner.artifact.meta.get("user_file") and isinstance(exc, InputSignatureError):
+                why = (
+                    f"your file states no dynamic chunk, so the harness takes it at chunk {spec.chunk}; if it takes "
+                    "other sizes, give its input shapes in the sidecar's `inputs` (docs/sidecar.schema.json)"
+                )
             else:
                 why = f"exported at chunk {spec.chunk} with static shapes?"
             return Check(what, False, f"artifact rejects chunk {chunk} ({why}): {kind}: {line}")

@@ -222,3 +222,67 @@ def test_the_report_says_which_precision_openvino_computed_in(inner_pytest, pyte
     report = json.loads((pytester.path / "reports" / "conformance.json").read_text())
     assert report["runtime_settings"]["openvino_precision"] == "f32"
     assert report["versions"]["openvino"] != "absent"
+
+
+def test_the_harness_own_openvino_export_is_accepted_as_a_users_file(export_cache, tmp_path, f32):
+    """Found by a new-user trial: the IR's sidecar names the lifted state it was made from, and
+    --artifact parsed the IR as ONNX because of it."""
+    case, module, calls, names = _setup("cached_conv")
+    original = export_cache.get(case, harness.target("openvino")).path
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for sibling in original.parent.iterdir():
+        shutil.copyfile(sibling, mine / sibling.name)
+    artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", mine / original.name), tmp_path / "w")
+    with harness.target("openvino").load(artifact) as runner:
+        assert check_continuity(case, "openvino", runner, module, calls, names)
+
+
+def test_a_users_file_with_a_dynamic_chunk_needs_no_sidecar(export_cache, tmp_path, f32):
+    """Found by a new-user trial: a file whose own input shapes leave the chunk dynamic was taken
+    at the example chunk, and stream-chunks failed it. Files that state no shapes (AOTInductor)
+    are still taken at the example chunk, and the cell says how to declare other sizes."""
+    from harness.streaming import check_chunk_sizes
+
+    case, _, calls, _ = _setup("cached_conv")
+    for source, as_target, name in (("onnx-stateful", "openvino", "dyn.onnx"), ("torch-export", "torch-export", "dyn.pt2")):
+        folder = tmp_path / source
+        folder.mkdir()
+        shutil.copyfile(export_cache.get(case, harness.target(source)).path, folder / name)
+        artifact = external_artifact(ArtifactOverride("cached_conv", as_target, folder / name), folder / "w")
+        assert artifact.meta["inputs"][0]["shape"][-1] == [32, 64, "chunk"], source
+        with harness.target(as_target).load(artifact) as runner:
+            assert check_chunk_sizes(case, as_target, runner, calls), source
+    package = tmp_path / "aoti" / "mine.pt2"
+    package.parent.mkdir()
+    shutil.copyfile(export_cache.get(case, harness.target("aoti")).path, package)
+    artifact = external_artifact(ArtifactOverride("cached_conv", "aoti", package), tmp_path / "aoti" / "w")
+    with harness.target("aoti").load(artifact) as runner:
+        result = check_chunk_sizes(case, "aoti", runner, calls)
+    assert not result and "your file states no dynamic chunk" in result.diagnosis, result.diagnosis
+
+
+def test_openvino_snapshots_are_recorded_at_f32_only(monkeypatch):
+    target = harness.target("openvino")
+    monkeypatch.setenv(OPENVINO_PRECISION_ENV, "bf16")
+    assert "rerun with --openvino-precision=f32 --snapshot-update" in target.recording_problem()
+    monkeypatch.setenv(OPENVINO_PRECISION_ENV, "f32")
+    assert target.recording_problem() is None
+    assert target.recording_settings() == {"openvino_precision": "f32"}
+
+
+def test_a_dropped_state_is_named_at_bf16_too(export_cache, tmp_path, monkeypatch):
+    """Judged by the task metric, a user's IR that lost PESTO's state is still diagnosed as state
+    dropped (eager replayed with the state reset every chunk matches it by that metric)."""
+    import openvino as ov
+
+    monkeypatch.setenv(OPENVINO_PRECISION_ENV, "bf16")
+    case, module, calls, names = _setup("pesto")
+    plain = export_cache.get(case, harness.target("onnx")).path
+    user_ir = tmp_path / "pesto.xml"
+    ov.save_model(ov.convert_model(str(plain)), str(user_ir), compress_to_fp16=False)
+    artifact = external_artifact(ArtifactOverride("pesto", "openvino", user_ir), tmp_path / "work")
+    with harness.target("openvino").load(artifact) as runner:
+        result = check_continuity(case, "openvino", runner, module, calls, names)
+    assert not result
+    assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of hcqt"), result.diagnosis

@@ -326,6 +326,20 @@ class Target(ABC):
         """
         return None
 
+    def input_shapes(self, path: Path) -> list[tuple[str, list[int | None]]] | None:
+        """A user's file's inputs as its format states them, in order: (name, dimensions, None
+        for a dynamic one); None where the format does not say. Lets ``--artifact`` take a file's
+        dynamic chunk without a sidecar."""
+        return None
+
+    def recording_problem(self) -> str | None:
+        """Why this run must not record the target's outputs as golden snapshots (None: it may)."""
+        return None
+
+    def recording_settings(self) -> dict[str, str]:
+        """Runtime settings a golden snapshot records beside its provenance."""
+        return {}
+
     def takes_lifted_state(self, path: Path) -> bool:
         """Whether a user's file at ``path`` carries the streaming state as explicit inputs and
         outputs (then named by its sidecar or by the ``state.X`` / ``next_state.X`` convention)."""

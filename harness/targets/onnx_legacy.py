@@ -7,7 +7,13 @@ import warnings
 import torch
 
 from .base import Artifact, Runner, Target
-from .onnx_target import OnnxRunner, onnx_companion_files, onnx_format_problem, onnx_tapped_runner
+from .onnx_target import (
+    OnnxRunner,
+    onnx_companion_files,
+    onnx_format_problem,
+    onnx_input_shapes,
+    onnx_tapped_runner,
+)
 
 __all__ = ["LegacyOnnxTarget"]
 
@@ -51,6 +57,7 @@ class LegacyOnnxTarget(Target):
         return {"opset": self.opset, "dynamic_axes": dynamic_axes, "tracer_warnings": tracer}
 
     format_problem = staticmethod(onnx_format_problem)
+    input_shapes = staticmethod(onnx_input_shapes)
     companion_files = staticmethod(onnx_companion_files)
 
     def _load_impl(self, artifact: Artifact) -> Runner:

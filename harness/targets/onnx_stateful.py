@@ -21,6 +21,7 @@ from .onnx_target import (
     dynamo_onnx_export,
     onnx_companion_files,
     onnx_format_problem,
+    onnx_input_shapes,
     onnx_tapped_runner,
 )
 
@@ -118,6 +119,7 @@ class LiftedOnnxTarget(Target):
         }
 
     format_problem = staticmethod(onnx_format_problem)
+    input_shapes = staticmethod(onnx_input_shapes)
     companion_files = staticmethod(onnx_companion_files)
 
     def _load_impl(self, artifact: Artifact) -> Runner:

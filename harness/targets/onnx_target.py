@@ -164,6 +164,22 @@ def onnx_external_data(path: Path) -> list[Path]:
     return [path.parent / location for location in sorted(locations)]
 
 
+def onnx_input_shapes(path: Path) -> list[tuple[str, list[int | None]]] | None:
+    """The graph inputs' dimensions (None where symbolic), initializers left out."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # format_problem says what is wrong with the file
+        return None
+    initializers = {i.name for i in graph.initializer}
+    return [
+        (i.name, [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim])
+        for i in graph.input
+        if i.name not in initializers
+    ]
+
+
 def onnx_companion_files(path: Path) -> list[Path]:
     return onnx_external_data(path)
 
@@ -324,6 +340,7 @@ class OnnxTarget(Target):
         return OnnxRunner(artifact)
 
     format_problem = staticmethod(onnx_format_problem)
+    input_shapes = staticmethod(onnx_input_shapes)
     companion_files = staticmethod(onnx_companion_files)
 
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:

@@ -27,7 +27,7 @@ import torch
 from .base import Artifact, ArtifactError, Runner, Target
 from .formats import describe_format
 from .onnx_stateful import LiftedOnnxTarget
-from .onnx_target import ORT_THREADS_ENV, onnx_format_problem
+from .onnx_target import ORT_THREADS_ENV, onnx_format_problem, onnx_input_shapes
 
 __all__ = ["OPENVINO_PRECISION_ENV", "OpenVinoRunner", "OpenVinoTarget", "openvino_precision"]
 
@@ -200,6 +200,32 @@ class OpenVinoTarget(Target):
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OpenVinoRunner(artifact)
+
+    def input_shapes(self, path: Path) -> list[tuple[str, list[int | None]]] | None:
+        if path.suffix == ".onnx":
+            return onnx_input_shapes(path)
+        try:
+            import openvino as ov
+
+            model = ov.Core().read_model(str(path))
+        except Exception:  # format_problem and the loader say what is wrong with the file
+            return None
+        return [
+            (i.get_any_name(), [None if d.is_dynamic else d.get_length() for d in i.get_partial_shape()])
+            for i in model.inputs
+        ]
+
+    def recording_problem(self) -> str | None:
+        precision = openvino_precision()
+        if precision == "f32":
+            return None
+        return (
+            f"openvino computes in {precision} in this run; its golden snapshots are recorded at f32 so that "
+            "they hold at any precision: rerun with --openvino-precision=f32 --snapshot-update"
+        )
+
+    def recording_settings(self) -> dict[str, str]:
+        return {"openvino_precision": openvino_precision()}
 
     def takes_lifted_state(self, path: Path) -> bool:
         """A lifted-state ONNX file (``state.X`` inputs): its state is made internal at load."""

@@ -212,6 +212,21 @@ class TorchExportTarget(Target):
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:
         return NodeTappedRunner(artifact, torch.export.load(str(artifact.path)).module())
 
+    def input_shapes(self, path: Path) -> list[tuple[str, list[int | None]]] | None:
+        try:
+            program = torch.export.load(str(path))
+        except Exception:  # format_problem and the loader say what is wrong with the file
+            return None
+        user_inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+        shapes = []
+        for name in user_inputs:
+            value = nodes[name].meta.get("val") if name in nodes else None
+            if value is None or not hasattr(value, "shape"):
+                return None
+            shapes.append((name, [d if isinstance(d, int) else None for d in value.shape]))
+        return shapes
+
     def format_problem(self, path: Path, example: object = None) -> str | None:
         kind = describe_format(path)
         return None if kind == "a torch.export archive" else f"is {kind}, not a torch.export archive (.pt2)"
