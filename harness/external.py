@@ -365,7 +365,10 @@ def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
     )
     meta["user_file"] = str(path)  # what the reports name (the private copy is what runs)
     artifact = Artifact(local / path.name, target.name, case.name, case.input_names, case.output_names, meta)
-    problems = check_signature(artifact, case, target)
+    try:
+        problems = check_signature(artifact, case, target)
+    except ArtifactError as exc:  # name the user's file, not the private copy the loader saw
+        raise ArtifactError(str(exc).replace(str(artifact.path), str(given))) from exc
     if problems:
         raise ArtifactError(f"{given}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems))
     return artifact

@@ -181,17 +181,22 @@ class Runner(ABC):
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
 
+    @property
+    def where(self) -> str:
+        """The file messages name: a user's own file (given with ``--artifact``), not its private copy."""
+        return str(self.artifact.meta.get("user_file") or self.artifact.path)
+
     def run(self, *inputs: torch.Tensor | np.ndarray) -> tuple[np.ndarray, ...]:
         """Run one call; returns the outputs as numpy arrays in ``output_names`` order."""
         expected = len(self.artifact.input_names)
         if len(inputs) != expected:
             raise TypeError(
-                f"{self.artifact.path}: expects {expected} inputs {self.artifact.input_names}, got {len(inputs)}"
+                f"{self.where}: expects {expected} inputs {self.artifact.input_names}, got {len(inputs)}"
             )
         tensors = tuple(torch.as_tensor(x) for x in inputs)
         signature = self.artifact.meta.get("inputs")
         if signature:
-            check_call_signature(signature, tensors, str(self.artifact.path))
+            check_call_signature(signature, tensors, self.where)
         try:
             outputs = self._run_impl(tensors)
         except Exception as exc:
@@ -203,7 +208,7 @@ class Runner(ABC):
                     "fix the case's inputs, no export is at fault"
                 ) from exc
             raise TargetRunError(
-                f"{self.artifact.path}: the {self.artifact.target} runtime raised on inputs eager accepts "
+                f"{self.where}: the {self.artifact.target} runtime raised on inputs eager accepts "
                 f"({described}): {kind}: {line}"
             ) from exc
         return tuple(to_numpy(o) for o in outputs)
