@@ -13,10 +13,10 @@ import torch
 
 import harness
 from harness.external import ArtifactOverride, external_artifact
-from harness.state import audit_state
 from harness.streaming import check_continuity, check_initial_state, check_reset
 from harness.targets import ArtifactError
 from harness.targets.openvino_target import OPENVINO_PRECISION_ENV, openvino_precision
+from tests.test_streaming_faults import _setup  # (case, module, calls, state names)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 def f32(monkeypatch: pytest.MonkeyPatch) -> None:
     """OpenVINO compiled with INFERENCE_PRECISION_HINT=f32: held to the tensor tolerances."""
     monkeypatch.setenv(OPENVINO_PRECISION_ENV, "f32")
-
-
-def _setup(case_name: str):
-    case = harness.case(case_name)
-    module = case.build()
-    calls = list(case.inputs[case.main_input]())
-    names = [b.name for b in audit_state(module, case.example_inputs())]
-    return case, module, calls, names
 
 
 def _scaled_conv_case(case_name: str, factor: float = 1.5):
