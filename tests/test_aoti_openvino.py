@@ -278,3 +278,23 @@ def test_a_dropped_state_is_named_at_bf16_too(export_cache, tmp_path, monkeypatc
         result = check_continuity(case, "openvino", runner, module, calls, names)
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of hcqt"), result.diagnosis
+
+
+def test_a_weight_fault_judged_by_the_task_metric_is_not_called_a_state_fault(tmp_path, monkeypatch):
+    """The refutation of the bf16 'state dropped': PESTO with its pitch read one semitone off (the
+    activations rolled by 3 more bins; noise on every encoder weight moved no frame past 50 cents),
+    exported correctly stateful, fails by the metric and matches no state hypothesis."""
+    monkeypatch.setenv(OPENVINO_PRECISION_ENV, "bf16")
+    case, module, calls, names = _setup("pesto")
+
+    def build() -> torch.nn.Module:
+        planted = case.build()
+        planted.roll_bins += 3  # 3 bins per semitone: every voiced frame 100 cents off
+        return planted
+
+    target = harness.target("openvino")
+    artifact = target.export(dataclasses.replace(case, build=build), tmp_path)
+    with target.load(artifact) as runner:
+        result = check_continuity(case, "openvino", runner, module, calls, names)
+    assert not result, result.diagnosis
+    assert not result.diagnosis.startswith("state"), result.diagnosis
