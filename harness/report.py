@@ -33,7 +33,8 @@ class InputResult:
 
 
 def runtime_settings() -> dict[str, Any]:
-    """The runtime knobs this run used (they change what a cell measures, not the exports)."""
+    """The runtime knobs this run used (they change what a cell measures, not the exports):
+    onnxruntime's, and every target's own (``Target.runtime_settings``)."""
     import os
 
     from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
@@ -42,12 +43,8 @@ def runtime_settings() -> dict[str, Any]:
         "ort_optimization": os.environ.get(ORT_OPTIMIZATION_ENV, "all"),
         "ort_threads": os.environ.get(ORT_THREADS_ENV, "default"),
     }
-    ov = next((t for t in targets() if t.name == "openvino"), None)
-    if ov is not None and not ov.missing_runtime():
-        from .targets.openvino_target import openvino_precision, requested_precision
-
-        settings["openvino_precision"] = openvino_precision()
-        settings["openvino_precision_source"] = "--openvino-precision" if requested_precision() else "CPU plugin default"
+    for target in targets():
+        settings.update(target.runtime_settings())
     return settings
 
 
@@ -419,14 +416,9 @@ class MatrixCollector:
         terminalreporter.section("conformance matrix")
         for line in self.report.render_text(width, markup=markup).splitlines():
             terminalreporter.write_line(line)
-        precision = runtime_settings().get("openvino_precision")
-        if precision and any(target == "openvino" for (_, target, _) in self.report.cells):
-            judged = (
-                "held to the tensor tolerances"
-                if precision == "f32"
-                else "judged by each case's task metric (--openvino-precision=f32 for the tensor tolerances)"
-            )
-            note = f"openvino computed in {precision} ({runtime_settings()['openvino_precision_source']}): {judged}"
+        in_run = {target for (_, target, _) in self.report.cells}
+        notes = [target.judging_note() for target in targets() if target.name in in_run]
+        for note in filter(None, notes):
             for line in wrap_text(note, width, indent="", hanging="  "):
                 terminalreporter.write_line(line)
         written = self.report.write()

@@ -26,7 +26,7 @@ def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
         "target": target,
         "input": conformance.cell.input_name,
         "inputs_from": "seeded synthesis in the case's fixtures module",
-        **conformance.target.recording_settings(),
+        **conformance.target.runtime_settings(),
     }
     # int8 outputs are not bit-stable across runtime versions: the task metric is their contract
     metric = case.approximate_metric if conformance.target.approximate else None

@@ -260,7 +260,7 @@ def test_openvino_snapshots_are_recorded_at_f32_only(monkeypatch):
     assert "rerun with --openvino-precision=f32 --snapshot-update" in target.recording_problem()
     monkeypatch.setenv(OPENVINO_PRECISION_ENV, "f32")
     assert target.recording_problem() is None
-    assert target.recording_settings() == {"openvino_precision": "f32"}
+    assert target.runtime_settings() == {"openvino_precision": "f32", "openvino_precision_source": "--openvino-precision"}
 
 
 def test_a_dropped_state_is_named_at_bf16_too(export_cache, tmp_path, monkeypatch):

@@ -341,9 +341,14 @@ class Target(ABC):
         """Why this run must not record the target's outputs as golden snapshots (None: it may)."""
         return None
 
-    def recording_settings(self) -> dict[str, str]:
-        """Runtime settings a golden snapshot records beside its provenance."""
+    def runtime_settings(self) -> dict[str, str]:
+        """Settings of this run that change what the target computes (recorded in reports and
+        beside golden snapshots); empty where there are none or the runtime is absent."""
         return {}
+
+    def judging_note(self) -> str | None:
+        """One line for the terminal when this run's settings change how the target is judged."""
+        return None
 
     def takes_lifted_state(self, path: Path) -> bool:
         """Whether a user's file at ``path`` carries the streaming state as explicit inputs and

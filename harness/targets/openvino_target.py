@@ -224,8 +224,23 @@ class OpenVinoTarget(Target):
             "they hold at any precision: rerun with --openvino-precision=f32 --snapshot-update"
         )
 
-    def recording_settings(self) -> dict[str, str]:
-        return {"openvino_precision": openvino_precision()}
+    def runtime_settings(self) -> dict[str, str]:
+        if self.missing_runtime():
+            return {}
+        source = "--openvino-precision" if requested_precision() else "CPU plugin default"
+        return {"openvino_precision": openvino_precision(), "openvino_precision_source": source}
+
+    def judging_note(self) -> str | None:
+        settings = self.runtime_settings()
+        if not settings:
+            return None
+        precision = settings["openvino_precision"]
+        judged = (
+            "held to the tensor tolerances"
+            if precision == "f32"
+            else "judged by each case's task metric (--openvino-precision=f32 for the tensor tolerances)"
+        )
+        return f"{self.name} computed in {precision} ({settings['openvino_precision_source']}): {judged}"
 
     def takes_lifted_state(self, path: Path) -> bool:
         """A lifted-state ONNX file (``state.X`` inputs): its state is made internal at load."""
