@@ -317,16 +317,18 @@ def _plot(args: argparse.Namespace) -> int:
     _known(f"input of {args.case}", args.input, inputs, where)
     key = f"{args.case}/{args.input}"
     try:
-        traced = [t for t in traces[key] if t != "eager"]
+        from .targets import EAGER
+
+        traced = [t for t in traces[key] if t != EAGER]
         only = [_known("target", name, traced, f"traced for {key}") for name in _names(args.targets or "")]
-        _known("output", args.output, sorted(traces[key].get("eager", {})), f"traced for {key}")
+        _known("output", args.output, sorted(traces[key].get(EAGER, {})), f"traced for {key}")
         from .html_report import target_colours, trace_figure
         from .targets import targets
 
         order = [t.name for t in targets()]
         rank = {name: i for i, name in enumerate(order)}
         drawn = sorted(only or traced, key=lambda t: (rank.get(t, len(rank)), t))
-        series = {"eager": traces[key]["eager"][args.output]}
+        series = {EAGER: traces[key][EAGER][args.output]}
         series.update({t: traces[key][t][args.output] for t in drawn if args.output in traces[key][t]})
         figure, _ = trace_figure(series, target_colours(order, drawn), output=args.output)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from .case import Call, ModelCase
+from .targets import EAGER, Artifact
+from .targets.adopt import STATE_FILE_SUFFIX
 
 __all__ = [
     "XDIST_SKIP_REASON",
@@ -66,12 +68,22 @@ def matmul_peak_gflops(size: int = 512, repeats: int = 10) -> float:
     return 2.0 * size**3 * repeats / best / 1e9
 
 
-def artifact_size(path: Path, companions: Sequence[Path] = ()) -> int:
-    """Bytes on disk of an artifact and the files it needs beside it (its target's companion
-    files, such as an OpenVINO IR's .bin or ONNX external data, and the state; sidecars excluded)."""
-    total = Path(path).stat().st_size + sum(Path(p).stat().st_size for p in companions if Path(p).is_file())
-    state = Path(str(path) + ".state.npz")
-    return total + (state.stat().st_size if state.is_file() else 0)
+def artifact_size(artifact: Artifact | Path, companions: Sequence[Path] = ()) -> int:
+    """Bytes on disk of an artifact and the files it needs beside it (``Artifact.files``: its
+    format's companions and its initial state; sidecars excluded).
+
+    Given a path (with its target's companion files), the artifact its sidecar describes; a
+    user's file adopted without one counts the companions given and a state file by the
+    adoption's naming."""
+    if isinstance(artifact, Artifact):
+        files = artifact.files
+    elif Path(str(artifact) + ".json").is_file():
+        files = Artifact.read_sidecar(Path(artifact)).files
+    else:
+        path = Path(artifact)
+        files = [path, *companions, path.with_name(path.name + STATE_FILE_SUFFIX)]
+    main, *others = files
+    return Path(main).stat().st_size + sum(Path(p).stat().st_size for p in others if Path(p).is_file())
 
 
 def timing_disabled_by_xdist(benchmark: Any, config: pytest.Config) -> bool:
@@ -142,7 +154,7 @@ def benchmark_figures(
         by_case.setdefault(record["case"], {}).setdefault(record["target"], {}).update(record)
     cases = []
     for case_name, rows in sorted(by_case.items()):
-        eager = rows.get("eager", {})
+        eager = rows.get(EAGER, {})
         figures = []
         for target_name, row in rows.items():
             step = row.get("step_s")

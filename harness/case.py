@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,9 +27,24 @@ __all__ = [
     "Outputs",
 ]
 
-#: The targets whose exports take seconds, not minutes, on 2 cores: large seed models run only
-#: on these in the ``ci`` tier (``ModelCase.ci_targets``), ExecuTorch and int8 in the nightly.
-QUICK_TARGETS: tuple[str, ...] = ("eager", "torchscript", "torch-export", "onnx", "onnx-legacy", "onnx-stateful")
+if TYPE_CHECKING:
+    #: The targets whose exports take seconds, not minutes, on 2 cores (``Target.quick``): large
+    #: seed models run only on these in the ``ci`` tier (``ModelCase.ci_targets``).
+    QUICK_TARGETS: tuple[str, ...]
+    #: Targets built on torch.export (``Target.via_torch_export``): they refuse what torch.export
+    #: refuses, and their artifacts have static input shapes unless exported with dynamic dimensions.
+    TORCH_EXPORT_TARGETS: tuple[str, ...]
+
+
+def __getattr__(name: str) -> Any:
+    """``QUICK_TARGETS`` and ``TORCH_EXPORT_TARGETS``, computed from the registered targets
+    (``harness.targets`` imports this module, so they are looked up when first asked for)."""
+    if name in ("QUICK_TARGETS", "TORCH_EXPORT_TARGETS"):
+        from .targets import quick_targets, torch_export_targets  # registers the built-in targets
+
+        return quick_targets() if name == "QUICK_TARGETS" else torch_export_targets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Suite names that expected failures may name. ``export`` means "the exporter itself fails",
 #: which covers every suite of that target. The ``stream-*`` suites run on cases with a
@@ -133,19 +148,6 @@ def expect_failures(
 ) -> tuple[ExpectedFailure, ...]:
     """The same expected failure for several targets and suites (one reason, declared once)."""
     return tuple(ExpectedFailure(t, s, reason, inputs) for t in targets for s in suites)
-
-
-#: Targets built on torch.export: they refuse what torch.export refuses, and their artifacts
-#: have static input shapes unless exported with dynamic dimensions.
-TORCH_EXPORT_TARGETS: tuple[str, ...] = (
-    "torch-export",
-    "aoti",
-    "onnx",
-    "onnx-stateful",
-    "executorch-xnnpack",
-    "executorch-portable",
-    "openvino",
-)
 
 
 @dataclass(frozen=True, kw_only=True)

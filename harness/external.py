@@ -1,29 +1,20 @@
 """Gating an export made elsewhere: ``--artifact CASE:TARGET=PATH`` runs every suite on the user's file.
 
-Before anything runs, the file's signature is checked against the case: input and output names
-(for ONNX, where names are the contract), their order, ranks, dtypes and fixed dimensions, and
-state inputs for a lifted-state model. A mismatch is one clear error naming what differs.
+This module parses the option and hands the file to its target (``Target.adopt``), which checks
+its format and its signature against the case before anything runs: a misfit is one clear
+error naming the user's file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .case import ModelCase
 from .registry import CaseError
 from .registry import case as find_case
-from .shapes import chunk_axes, input_signature
-from .targets import Artifact, ArtifactError, Target
+from .targets import Artifact, ArtifactError
 from .targets import target as find_target
+from .targets.adopt import check_signature
 
 __all__ = ["ArtifactOverride", "check_signature", "external_artifact", "parse_artifact_option"]
 
@@ -41,7 +32,8 @@ def parse_artifact_option(value: str) -> ArtifactOverride:
     case_name, colon, target_name = head.partition(":")
     if not sep or not colon or not case_name or not target_name or not path:
         raise ValueError(
-            f"--artifact {value!r}: expected CASE:TARGET=PATH, e.g. pesto:onnx-stateful=model.onnx"
+            f"--artifact {value!r}: expected CASE:TARGET=PATH, a registered case and target and the "
+            "exported file (`export-conformance list` names the cases and targets)"
         )
     try:
         find_case(case_name)
@@ -54,321 +46,16 @@ def parse_artifact_option(value: str) -> ArtifactOverride:
     return ArtifactOverride(case_name, target_name, Path(path))
 
 
-_ONNX_DTYPES = {
-    1: "float32",
-    2: "uint8",
-    3: "int8",
-    5: "int16",
-    6: "int32",
-    7: "int64",
-    9: "bool",
-    10: "float16",
-    11: "float64",
-}
-
-
-def _onnx_io(path: Path) -> tuple[list[tuple[str, str, list]], list[tuple[str, str, list]]]:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
-    initializers = {i.name for i in model.graph.initializer}
-
-    def describe(values) -> list[tuple[str, str, list]]:
-        out = []
-        for v in values:
-            if v.name in initializers:
-                continue
-            t = v.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-            out.append((v.name, _ONNX_DTYPES.get(t.elem_type, f"onnx-type-{t.elem_type}"), dims))
-        return out
-
-    return describe(model.graph.input), describe(model.graph.output)
-
-
-def _names_problem(kind: str, graph: list[str], declared: list[str]) -> str | None:
-    if graph == declared:
-        return None
-    if sorted(graph) == sorted(declared):
-        return f"{kind} are reordered: the graph has {graph}, the case declares {declared}"
-    missing = [n for n in declared if n not in graph]
-    extra = [n for n in graph if n not in declared]
-    return f"{kind} differ: the graph has {graph}, the case declares {declared} (missing {missing}, unexpected {extra})"
-
-
-def _eager_signature(case: ModelCase) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    module = case.build()
-    example = list(case.example_inputs())
-    with torch.no_grad():
-        out = module(*example)
-    return example, list(out) if isinstance(out, (tuple, list)) else [out]
-
-
-def _tensor_problems(kind: str, names, graph, expected: list[torch.Tensor]) -> list[str]:
-    problems = []
-    for name, (_, dtype, dims), tensor in zip(names, graph, expected):
-        want_dtype = str(tensor.dtype).removeprefix("torch.")
-        if dtype != want_dtype:
-            problems.append(f"{kind} {name!r} is {dtype} in the graph, {want_dtype} in the case")
-        if len(dims) != tensor.dim():
-            problems.append(f"{kind} {name!r} has rank {len(dims)} in the graph, {tensor.dim()} in the case")
-            continue
-        for axis, (got, want) in enumerate(zip(dims, tensor.shape)):
-            if got is not None and got != want:
-                problems.append(
-                    f"{kind} {name!r} dimension {axis} is {got} in the graph, {want} in the case's example"
-                )
-    return problems
-
-
-def check_signature(artifact: Artifact, case: ModelCase, target: Target) -> list[str]:
-    """Problems that make ``artifact`` unfit for ``case`` (empty: it fits)."""
-    example, outputs = _eager_signature(case)
-    if artifact.path.suffix == ".onnx":
-        inputs, graph_outputs = _onnx_io(artifact.path)
-        state_in = list(artifact.meta.get("state_inputs", []))
-        state_out = list(artifact.meta.get("state_outputs", []))
-        case_in = [i for i in inputs if i[0] not in state_in]
-        case_out = [o for o in graph_outputs if o[0] not in state_out]
-        problems = [
-            p
-            for p in (
-                _names_problem("inputs", [i[0] for i in case_in], list(case.input_names)),
-                _names_problem("outputs", [o[0] for o in case_out], list(case.output_names)),
-            )
-            if p
-        ]
-        if problems:
-            return problems
-        return _tensor_problems("input", case.input_names, case_in, example) + _tensor_problems(
-            "output", case.output_names, case_out, outputs
-        )
-    try:
-        with target.load(artifact) as runner:
-            got = runner.run(*example)
-    except ArtifactError:
-        raise
-    except Exception as exc:
-        return [
-            f"does not accept the case's example input ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ]
-    if len(got) != len(outputs):
-        return [f"returns {len(got)} outputs, the case declares {len(outputs)} {list(case.output_names)}"]
-    return [
-        f"output {name!r} is {tuple(g.shape)} {g.dtype}, eager gives {tuple(e.shape)} {str(e.dtype).removeprefix('torch.')}"
-        for name, g, e in zip(case.output_names, got, outputs)
-        if tuple(g.shape) != tuple(e.shape) or str(g.dtype) != str(e.dtype).removeprefix("torch.")
-    ]
-
-
-def _lifted_state_meta(path: Path, case: ModelCase) -> dict:
-    """State metadata for a user's lifted-state ONNX file without a sidecar: ``state.NAME``
-    inputs and ``next_state.NAME`` outputs, starting from the case module's initial buffers."""
-    inputs, outputs = _onnx_io(path)
-    state_inputs = [n for n, _, _ in inputs if n not in case.input_names]
-    state_outputs = [n for n, _, _ in outputs if n not in case.output_names]
-    if not state_inputs and not state_outputs:
-        raise ArtifactError(
-            f"{path}: has no state inputs or outputs besides the case's {list(case.input_names)}: "
-            "a plain ONNX export? Give it as --artifact=CASE:onnx=PATH"
-        )
-    names = [n.removeprefix("state.") for n in state_inputs]
-    if [f"next_state.{n}" for n in names] != state_outputs:
-        raise ArtifactError(
-            f"{path}: state inputs {state_inputs} and outputs {state_outputs} do not pair as state.NAME / "
-            "next_state.NAME (name the pairs in a sidecar's meta.state_inputs / meta.state_outputs, "
-            "see docs/sidecar.schema.json)"
-        )
-    return {"state_names": names, "state_inputs": state_inputs, "state_outputs": state_outputs}
-
-
-_META_LISTS = ("state_names", "state_inputs", "state_outputs")
-
-
-def _read_sidecar(sidecar: Path) -> dict:
-    """The ``meta`` of a user's sidecar, checked against docs/sidecar.schema.json's shape."""
-    try:
-        body = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{sidecar}: cannot read the artifact's sidecar ({exc})") from exc
-    except ValueError as exc:
-        raise ArtifactError(f"{sidecar}: the artifact's sidecar is not valid JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise ArtifactError(f"{sidecar}: the sidecar must be a JSON object, got a {type(body).__name__}")
-    meta = body.get("meta", {})
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{sidecar}: 'meta' must be an object, got a {type(meta).__name__}")
-    for key in _META_LISTS:
-        value = meta.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ArtifactError(f"{sidecar}: meta.{key} must be a list of strings, got {value!r}")
-    if "state_file" in meta and (not isinstance(meta["state_file"], str) or not meta["state_file"]):
-        raise ArtifactError(f"{sidecar}: meta.state_file must be a file name, got {meta['state_file']!r}")
-    if "state_file" in meta and Path(meta["state_file"]).name != meta["state_file"]:
-        raise ArtifactError(f"{sidecar}: meta.state_file must name a file beside the artifact, not a path")
-    lengths = {key: len(meta.get(key, [])) for key in _META_LISTS}
-    if len(set(lengths.values())) > 1:
-        raise ArtifactError(f"{sidecar}: meta's state lists differ in length {lengths}")
-    if "inputs" in meta and not isinstance(meta["inputs"], list):
-        raise ArtifactError(f"{sidecar}: meta.inputs must be a list, got a {type(meta['inputs']).__name__}")
-    return dict(meta)
-
-
-def _check_state_file(state: Path, names: list[str], buffers: dict[str, torch.Tensor]) -> None:
-    """The user's initial state: readable, one array per state buffer, the buffers' shapes and dtypes."""
-    if not state.is_file():
-        raise ArtifactError(f"{state}: the initial-state file the sidecar names does not exist")
-    try:
-        with np.load(state, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-    except Exception as exc:  # zipfile, pickle refusal, truncated member: all "unreadable"
-        raise ArtifactError(f"{state}: not a readable .npz of initial state ({type(exc).__name__}: {exc})") from exc
-    if sorted(arrays) != sorted(names):
-        raise ArtifactError(
-            f"{state}: holds {sorted(arrays)}, the artifact's state is {sorted(names)}"
-        )
-    for name in names:
-        if name not in buffers:
-            continue  # a state the case's module does not name: checked against the graph instead
-        want = buffers[name]
-        got = arrays[name]
-        if tuple(got.shape) != tuple(want.shape):
-            raise ArtifactError(
-                f"{state}: state {name!r} has shape {tuple(got.shape)}, the case's buffer {tuple(want.shape)}"
-            )
-        if str(got.dtype) != str(want.dtype).removeprefix("torch."):
-            raise ArtifactError(
-                f"{state}: state {name!r} is {got.dtype}, the case's buffer is {str(want.dtype).removeprefix('torch.')}"
-            )
-
-
-def _digest(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()[:20]
-
-
-def _private_copy(files: list[Path], workdir: Path, entry: str, extra: dict[str, bytes]) -> Path:
-    """Copy the user's files into ``workdir/entry`` (an entry named by their content digest),
-    published atomically; an existing entry has the same content by construction."""
-    final = workdir / entry
-    if final.is_dir():
-        return final
-    workdir.mkdir(parents=True, exist_ok=True)
-    staging = workdir / f".staging-{entry}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        base = files[0].parent
-        for f in files:
-            relative = f.relative_to(base) if f.is_relative_to(base) else Path(f.name)
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, staging / relative)
-        for name, data in extra.items():
-            (staging / name).write_bytes(data)
-        try:
-            staging.rename(final)
-        except OSError:  # another xdist worker published the same content first
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
-
-
-def _file_takes_chunks(target: Target, path: Path, case: ModelCase, example: tuple) -> bool:
-    """Whether the file's own input shapes leave every streamed time axis dynamic (a user's export
-    with a dynamic chunk, no sidecar needed): then every chunk size the case admits is fed to it."""
-    axes = chunk_axes(case, example)
-    shapes = target.input_shapes(path) if axes else None
-    if not shapes:
-        return False
-    by_name = dict(shapes)
-    if not all(n in by_name for n in case.input_names):  # other names: match by position
-        if len(shapes) < len(case.input_names):
-            return False
-        by_name = {n: dims for n, (_, dims) in zip(case.input_names, shapes)}
-    return all(a.axis < len(by_name[a.input]) and by_name[a.input][a.axis] is None for a in axes)
-
-
 def external_artifact(override: ArtifactOverride, workdir: Path) -> Artifact:
-    """The user's file as an Artifact, checked against its case; raises ArtifactError on any misfit.
-
-    The file and every file beside it that belongs to it (sidecar, initial state) are copied
-    into a private entry named by their content digest: two different files never share an
-    entry, and a file changed between runs is never judged by an old copy.
-    """
+    """The user's file as an Artifact of its target, checked against its case (``Target.adopt``,
+    its private copy made under ``workdir``); raises ArtifactError naming the file on any misfit."""
     case, target = find_case(override.case), find_target(override.target)
     given = override.path
-    path = given.resolve()
-    if path.is_dir():
-        raise ArtifactError(f"{given}: is a directory, not an artifact file")
-    if not path.is_file():
-        raise ArtifactError(f"{given}: artifact file does not exist")
-    if path.stat().st_size == 0:
-        raise ArtifactError(f"{given}: artifact file is empty")
-    sidecar = path.with_name(path.name + ".json")
-    meta = _read_sidecar(sidecar) if sidecar.is_file() else {}
-    problem = target.format_problem(path, tuple(case.example_inputs()))
-    if problem:
-        raise ArtifactError(f"{given}: {problem}")
-    buffers = dict(case.build().named_buffers())  # the case's initial state, built once
-    lifted = target.takes_lifted_state(path)
-    if lifted and not meta.get("state_inputs"):
-        meta.update(_lifted_state_meta(path, case))
-    elif meta.get("state_inputs") and lifted:  # (an OpenVINO IR keeps its state inside)
-        inputs, outputs = _onnx_io(path)
-        absent = [n for n in meta["state_inputs"] if n not in {i[0] for i in inputs}]
-        absent += [n for n in meta["state_outputs"] if n not in {o[0] for o in outputs}]
-        if absent:
-            raise ArtifactError(
-                f"{given}: the sidecar names state inputs/outputs the graph does not have: {absent} "
-                "(a plain export given as onnx-stateful?)"
-            )
-    files = [path, *target.companion_files(path)]
-    extra: dict[str, bytes] = {}
-    if meta.get("state_inputs"):
-        if meta.get("state_file"):
-            state = path.with_name(meta["state_file"])
-            _check_state_file(state, meta["state_names"], buffers)
-            files.append(state)
-        else:
-            unknown = [n for n in meta["state_names"] if n not in buffers]
-            if unknown:
-                raise ArtifactError(
-                    f"{given}: state inputs name buffers the case's module does not have: {unknown} "
-                    "(give their initial values in a .npz named by the sidecar's meta.state_file)"
-                )
-            buffer = io.BytesIO()
-            np.savez(buffer, **{n: buffers[n].numpy() for n in meta["state_names"]})
-            meta["state_file"] = path.name + ".state.npz"
-            extra[meta["state_file"]] = buffer.getvalue()
-    if sidecar.is_file():
-        files.append(sidecar)
-    digest = _digest(files) + (hashlib.sha256(b"".join(extra.values())).hexdigest()[:8] if extra else "")
-    local = _private_copy(
-        [f for f in files if f != sidecar], workdir, f"{case.name}-{target.name}-{digest}", extra
-    )
-    example = tuple(case.example_inputs())
-    meta.setdefault(
-        "inputs",
-        input_signature(
-            case, example, fixed_shapes=target.fixed_shapes, chunk_dynamic=_file_takes_chunks(target, path, case, example)
-        ),
-    )
-    meta["user_file"] = str(path)  # what the reports name (the private copy is what runs)
-    artifact = Artifact(local / path.name, target.name, case.name, case.input_names, case.output_names, meta)
     try:
-        problems = check_signature(artifact, case, target)
-    except ArtifactError as exc:  # name the user's file, not the private copy the loader saw
-        raise ArtifactError(str(exc).replace(str(artifact.path), str(given))) from exc
-    if problems:
-        raise ArtifactError(f"{given}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems))
-    return artifact
+        return target.adopt(given, case, workdir)
+    except ArtifactError as exc:
+        message = str(exc)
+        if str(given) in message or str(given.resolve().parent) in message:
+            raise  # names the file, its sidecar or its state (which lie beside it)
+        # a message that names no file of the user's (a target's own adopt): the file as given
+        raise ArtifactError(f"{given}: {message}") from exc

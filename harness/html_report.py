@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .targets import EAGER
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -66,10 +68,10 @@ class Chart:
 
 def target_colours(target_order: Sequence[str], extra: Sequence[str] = ()) -> dict[str, str]:
     """One colour per target, fixed by the registration order (eager always black)."""
-    names = [t for t in target_order if t != "eager"]
-    names += sorted({t for t in extra if t != "eager" and t not in names})
+    names = [t for t in target_order if t != EAGER]
+    names += sorted({t for t in extra if t != EAGER and t not in names})
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
-    colours["eager"] = EAGER_COLOUR
+    colours[EAGER] = EAGER_COLOUR
     return colours
 
 
@@ -112,12 +114,12 @@ def trace_figure(
     from matplotlib.ticker import MaxNLocator
 
     fig, (top, bottom) = _new_figure(10.5, 5.4, rows=2)
-    eager = _array(series.get("eager", []))
+    eager = _array(series.get(EAGER, []))
     finite = [abs(v) for s in series.values() for v in _array(s) if not math.isnan(v)]
     scale = max((abs(v) for v in eager if not math.isnan(v)), default=0.0)
     notes: list[str] = []
     for name, values in series.items():
-        reference = name == "eager"
+        reference = name == EAGER
         top.plot(
             _array(values), label=name, color=colours.get(name, "#777777"),
             linewidth=3.2 if reference else 1.3, alpha=0.9, zorder=2 if reference else 3,
@@ -132,7 +134,7 @@ def trace_figure(
     floor = max(ERROR_FLOOR, ERROR_FLOOR_RELATIVE * scale)
     highest = 0.0
     for name, values in series.items():
-        if name == "eager":
+        if name == EAGER:
             continue
         errors = [abs(a - e) for a, e in zip(_array(values), eager)]
         highest = max([highest, *(e for e in errors if not math.isnan(e))])
@@ -239,10 +241,10 @@ def _trace_charts(
     charts: dict[str, list[Chart]] = {}
     for key, by_target in sorted(traces.items()):
         case_name, input_name = key.split("/", 1)
-        eager = by_target.get("eager", {})
-        others = sorted((t for t in by_target if t != "eager"), key=lambda t: (rank.get(t, len(rank)), t))
+        eager = by_target.get(EAGER, {})
+        others = sorted((t for t in by_target if t != EAGER), key=lambda t: (rank.get(t, len(rank)), t))
         for output in sorted(eager):
-            series = {"eager": eager[output]}
+            series = {EAGER: eager[output]}
             series.update({t: by_target[t][output] for t in others if output in by_target[t]})
             title = f"{case_name} / {input_name}: {output}, eager against each target"
             fig, notes = trace_figure(series, colours, output=output, title=title)
@@ -283,10 +285,10 @@ def _benchmark_charts(
             steps.setdefault(record["case"], {})[record["target"]] = float(record["step_s"])
     charts = []
     for case_name, by_target in sorted(steps.items()):
-        if "eager" not in by_target:
+        if EAGER not in by_target:
             continue
         names = sorted(by_target, key=lambda t: (rank.get(t, len(rank)), t))
-        ratios = {t: by_target["eager"] / by_target[t] for t in names}
+        ratios = {t: by_target[EAGER] / by_target[t] for t in names}
         svg = _svg(bars_figure(ratios, {t: by_target[t] for t in names}, colours, title=case_name))
         caption = f"{case_name}: speed-up of one step against eager (step time in brackets)"
         charts.append(Chart(f"bench-{_slug(case_name)}", caption, svg))
@@ -332,7 +334,7 @@ def render_html(
     seen = {t for by_target in traces.values() for t in by_target} | {r["target"] for r in benchmarks}
     seen |= {row["target"] for row in body.get("rows", [])}
     colours = target_colours(target_order, sorted(seen))
-    order = [t for t in colours if t == "eager"] + [t for t in colours if t != "eager"]
+    order = [t for t in colours if t == EAGER] + [t for t in colours if t != EAGER]
     rank = {name: i for i, name in enumerate(order)}
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("harness", "templates"),

@@ -11,12 +11,12 @@ not rescaled).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .targets import Artifact
+from .targets import target as find_target
 
 __all__ = ["WeightAudit", "artifact_weights", "audit_weights"]
 
@@ -24,29 +24,14 @@ __all__ = ["WeightAudit", "artifact_weights", "audit_weights"]
 UNRELATED_CORRELATION = 0.5
 
 
-def _onnx_weights(path: Path) -> dict[str, np.ndarray]:
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-
-
 def artifact_weights(artifact: Artifact) -> dict[str, np.ndarray] | None:
-    """Named weights stored in the artifact, where its format keeps names (ONNX, TorchScript,
-    torch.export); None for formats that do not (ExecuTorch) or files that cannot be read."""
-    path = Path(artifact.path)
+    """Named weights stored in the artifact, where its format keeps names (its target's
+    ``Target.weights``: ONNX, TorchScript, torch.export); None for formats that do not
+    (ExecuTorch), targets not registered here, or files that cannot be read."""
     try:
-        if path.suffix == ".onnx":
-            return _onnx_weights(path)
-        if artifact.target == "torchscript":
-            return {k: v.numpy() for k, v in torch.jit.load(str(path)).state_dict().items()}
-        if artifact.target == "torch-export":
-            program = torch.export.load(str(path))
-            return {k: v.detach().numpy() for k, v in program.state_dict.items()}
+        return find_target(artifact.target).weights(artifact)
     except Exception:  # the audit is a diagnosis aid; an unreadable file is reported elsewhere
         return None
-    return None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class AotiTarget(Target):
 
     name = "aoti"
     suffix = ".aoti.pt2"
+    via_torch_export = True
     description = "torch.export compiled by AOTInductor (aoti_compile_and_package), C++ on CPU"
     #: A C++ compile per case (11-60 s here): the quick CI tier runs these cases, the nightly all.
     ci_cases = ("pesto", "cached_conv")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +16,17 @@ import torch
 from ..case import ModelCase
 from ..errors import HarnessError, TargetRunError
 from ..shapes import check_call_signature, chunk_axes, input_signature, torch_dynamic_shapes
+from .artifact import Artifact, ArtifactError
 
 __all__ = [
+    "EAGER",
     "Artifact",
     "ArtifactError",
     "ExportError",
     "Runner",
     "RuntimeMissing",
     "Target",
+    "TensorDecl",
     "export_with_dynamic_chunk",
     "first_meaningful_line",
     "to_numpy",
@@ -43,8 +44,11 @@ class ExportError(RuntimeError):
         super().__init__(f"export-error: {target} could not export {case}: {exc_type}: {message}")
 
 
-class ArtifactError(ValueError):
-    """An artifact file that cannot be loaded or does not fit its case; names the file."""
+#: The reference target's name: the case's own module, which every other target is compared with.
+EAGER = "eager"
+
+#: A graph input or output as a file declares it: name, dtype (numpy's name), dimensions (None: dynamic).
+TensorDecl = tuple[str, str, list[int | None]]
 
 
 class RuntimeMissing(RuntimeError):
@@ -131,47 +135,6 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.array(value, copy=True)
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """An exported model on disk plus what is needed to load and check it."""
-
-    path: Path
-    target: str
-    case: str
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def write_sidecar(self) -> Path:
-        sidecar = self.path.with_name(self.path.name + ".json")
-        body = {
-            "path": self.path.name,
-            "target": self.target,
-            "case": self.case,
-            "input_names": list(self.input_names),
-            "output_names": list(self.output_names),
-            "meta": self.meta,
-        }
-        sidecar.write_text(json.dumps(body, indent=2, sort_keys=True))
-        return sidecar
-
-    @classmethod
-    def read_sidecar(cls, path: Path) -> Artifact:
-        sidecar = path.with_name(path.name + ".json")
-        try:
-            body = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{sidecar}: cannot read artifact metadata ({exc})") from exc
-        return cls(
-            path=path,
-            target=body["target"],
-            case=body["case"],
-            input_names=tuple(body["input_names"]),
-            output_names=tuple(body["output_names"]),
-            meta=body.get("meta", {}),
-        )
-
-
 class Runner(ABC):
     """Runs one loaded artifact. Same interface for every runtime; a context manager.
 
@@ -202,7 +165,7 @@ class Runner(ABC):
         except Exception as exc:
             kind, line = describe_exception(exc)
             described = ", ".join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors)
-            if self.artifact.target == "eager":
+            if self.artifact.target == EAGER:
                 raise HarnessError(
                     f"the case's own module rejects its inputs ({described}): {kind}: {line}; "
                     "fix the case's inputs, no export is at fault"
@@ -279,6 +242,12 @@ class Target(ABC):
     #: The cases the quick ``ci`` tier runs this target on (None: every case); for targets whose
     #: export costs minutes (a C++ compile), the nightly tier runs the rest.
     ci_cases: tuple[str, ...] | None = None
+    #: Whether the export goes through ``torch.export``: it refuses what torch.export refuses
+    #: (``TORCH_EXPORT_TARGETS``, which cases name in their expected failures).
+    via_torch_export: bool = False
+    #: Whether its exports take seconds, not minutes (``QUICK_TARGETS``: the targets large
+    #: cases run on in the quick ``ci`` tier, through ``ModelCase.ci_targets``).
+    quick: bool = False
 
     def missing_runtime(self) -> str | None:
         """Why this target cannot run here, or None when its runtime is installed."""
@@ -363,6 +332,38 @@ class Target(ABC):
     def companion_files(self, path: Path) -> list[Path]:
         """Files the artifact at ``path`` needs beside it (ONNX external data); copied with it."""
         return []
+
+    def weights(self, artifact: Artifact) -> dict[str, np.ndarray] | None:
+        """The artifact's weights by name, where its format keeps names (for the weight audit);
+        None where it does not. May raise on an unreadable file (the audit then says nothing)."""
+        return None
+
+    def io_signature(self, path: Path) -> tuple[list[TensorDecl], list[TensorDecl]] | None:
+        """A user's file's graph inputs and outputs as its format declares them (weights left
+        out), checked by name, order, dtype and fixed dimensions against the case; None where
+        the format does not say (the file is then loaded and run on the case's example input).
+        Raises ArtifactError for a file that cannot be read."""
+        return None
+
+    def lifted_state_meta(self, path: Path, case: ModelCase, declared: dict[str, Any]) -> dict[str, Any]:
+        """For a user's file that ``takes_lifted_state``: the state metadata (``state_names``,
+        ``state_inputs``, ``state_outputs``) to add to ``declared``, its sidecar's meta, after
+        checking what the sidecar declares against the file. Raises ArtifactError naming ``path``."""
+        if not declared.get("state_inputs"):
+            raise ArtifactError(
+                f"{path}: name its state inputs and outputs in a sidecar's meta.state_names / "
+                "meta.state_inputs / meta.state_outputs (see docs/sidecar.schema.json)"
+            )
+        return {}
+
+    def adopt(self, path: Path, case: ModelCase, workdir: Path) -> Artifact:
+        """A user's file (``--artifact CASE:TARGET=PATH``) as this target's artifact for ``case``:
+        its format checked (``format_problem``), its sidecar and state read, a private copy with
+        its companions made under ``workdir``, its signature checked against the case. Raises
+        ArtifactError naming ``path``. The per-format steps are the methods above."""
+        from .adopt import adopt_file
+
+        return adopt_file(self, path, case, workdir)
 
     def load(self, artifact: Artifact) -> Runner:
         """Load an artifact; a missing, truncated or foreign file raises ArtifactError naming it."""

@@ -279,6 +279,7 @@ class ExecuTorchTarget(Target):
     #: module captured at the fixed chunk).
     dynamic_chunk = True
     requires = ("executorch",)
+    via_torch_export = True
 
     def __init__(self, backend: str) -> None:
         if backend not in ("xnnpack", "portable"):

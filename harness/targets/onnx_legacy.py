@@ -7,13 +7,8 @@ import warnings
 import torch
 
 from .base import Artifact, Runner, Target
-from .onnx_target import (
-    OnnxRunner,
-    onnx_companion_files,
-    onnx_format_problem,
-    onnx_input_shapes,
-    onnx_tapped_runner,
-)
+from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
+from .onnx_target import OnnxRunner, onnx_tapped_runner
 
 __all__ = ["LegacyOnnxTarget"]
 
@@ -24,6 +19,7 @@ class LegacyOnnxTarget(Target):
 
     name = "onnx-legacy"
     suffix = ".legacy.onnx"
+    quick = True
     requires = ("onnx", "onnxruntime")
     description = "torch.onnx.export(dynamo=False), opset 17, constant folding, dynamic axes"
     opset = 17
@@ -59,6 +55,8 @@ class LegacyOnnxTarget(Target):
     format_problem = staticmethod(onnx_format_problem)
     input_shapes = staticmethod(onnx_input_shapes)
     companion_files = staticmethod(onnx_companion_files)
+    io_signature = staticmethod(onnx_io)
+    weights = staticmethod(onnx_weights)
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OnnxRunner(artifact)

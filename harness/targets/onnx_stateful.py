@@ -16,14 +16,15 @@ import torch
 
 from ..state import LiftedState, mutated_buffer_names
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
-from .onnx_target import (
-    OnnxRunner,
-    dynamo_onnx_export,
+from .onnx_files import (
     onnx_companion_files,
     onnx_format_problem,
     onnx_input_shapes,
-    onnx_tapped_runner,
+    onnx_io,
+    onnx_lifted_state_meta,
+    onnx_weights,
 )
+from .onnx_target import OnnxRunner, dynamo_onnx_export, onnx_tapped_runner
 
 __all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
 
@@ -87,6 +88,8 @@ class LiftedOnnxTarget(Target):
     name = "onnx-stateful"
     suffix = ".stateful.onnx"
     lifted_state = True
+    via_torch_export = True
+    quick = True
     requires = ("onnx", "onnxruntime", "onnxscript")
     description = "dynamo ONNX with mutated buffers lifted to inputs/outputs, state fed back by the runner"
 
@@ -121,6 +124,9 @@ class LiftedOnnxTarget(Target):
     format_problem = staticmethod(onnx_format_problem)
     input_shapes = staticmethod(onnx_input_shapes)
     companion_files = staticmethod(onnx_companion_files)
+    io_signature = staticmethod(onnx_io)
+    weights = staticmethod(onnx_weights)
+    lifted_state_meta = staticmethod(onnx_lifted_state_meta)
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return LiftedOnnxRunner(artifact)

@@ -13,7 +13,7 @@ import torch
 
 from ..case import ModelCase
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
-from .formats import describe_format
+from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
 
 __all__ = ["OnnxRunner", "OnnxTappedRunner", "OnnxTarget", "dynamo_onnx_export", "onnx_value_modules"]
 
@@ -151,61 +151,6 @@ def _fixed_chunk_axes(path: Path, input_names: Sequence[str], dynamic_shapes: An
     return ", ".join(fixed)
 
 
-def onnx_external_data(path: Path) -> list[Path]:
-    """The external-data files an ONNX model names (large exports keep weights in ``x.onnx.data``),
-    relative to the model's folder, as the runtime will look for them."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    locations = {
-        ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)
-    }
-    return [path.parent / location for location in sorted(locations)]
-
-
-def onnx_input_shapes(path: Path) -> list[tuple[str, list[int | None]]] | None:
-    """The graph inputs' dimensions (None where symbolic), initializers left out."""
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # format_problem says what is wrong with the file
-        return None
-    initializers = {i.name for i in graph.initializer}
-    return [
-        (i.name, [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim])
-        for i in graph.input
-        if i.name not in initializers
-    ]
-
-
-def onnx_companion_files(path: Path) -> list[Path]:
-    return onnx_external_data(path)
-
-
-def onnx_format_problem(path: Path, example: object = None) -> str | None:
-    """Why a file is not a usable ONNX model: another format, a protobuf that does not parse
-    (corrupt or truncated), or a model without a graph."""
-    kind = describe_format(path)
-    if kind not in ("an ONNX-like protobuf", "unrecognised bytes"):
-        return f"is {kind}, not an ONNX model"
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        return f"not an ONNX model: its protobuf does not parse, corrupt or truncated ({type(exc).__name__})"
-    if not model.graph.node or not model.graph.output:
-        return "an ONNX file without a graph (no nodes or no outputs): not an exported model"
-    if not model.opset_import:
-        return "an ONNX model that declares no opset: corrupt?"
-    missing = [str(p.name) for p in onnx_external_data(path) if not p.is_file()]
-    if missing:
-        return f"its weights live in external data files that are not beside it: {missing}"
-    return None
-
-
 _FLOAT_TYPES = (1, 10, 11, 16)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
@@ -325,6 +270,8 @@ class OnnxTarget(Target):
 
     name = "onnx"
     suffix = ".onnx"
+    via_torch_export = True
+    quick = True
     requires = ("onnx", "onnxruntime", "onnxscript")
     description = "torch.onnx.export(dynamo=True) on onnxruntime CPU, ORT_ENABLE_ALL"
 
@@ -342,6 +289,8 @@ class OnnxTarget(Target):
     format_problem = staticmethod(onnx_format_problem)
     input_shapes = staticmethod(onnx_input_shapes)
     companion_files = staticmethod(onnx_companion_files)
+    io_signature = staticmethod(onnx_io)
+    weights = staticmethod(onnx_weights)
 
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:
         return onnx_tapped_runner(self, artifact)

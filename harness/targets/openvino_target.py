@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Artifact, ArtifactError, Runner, Target
+from .base import Artifact, ArtifactError, Runner, Target, TensorDecl
 from .formats import describe_format
+from .onnx_files import onnx_format_problem, onnx_input_shapes, onnx_io, onnx_lifted_state_meta, onnx_weights
 from .onnx_stateful import LiftedOnnxTarget
-from .onnx_target import ORT_THREADS_ENV, onnx_format_problem, onnx_input_shapes
+from .onnx_target import ORT_THREADS_ENV
 
 __all__ = ["OPENVINO_PRECISION_ENV", "OpenVinoRunner", "OpenVinoTarget", "openvino_precision"]
 
@@ -169,6 +170,7 @@ class OpenVinoTarget(Target):
 
     name = "openvino"
     suffix = ".openvino.xml"
+    via_torch_export = True
     requires = ("openvino", "onnx", "onnxruntime", "onnxscript")
     description = "OpenVINO IR from the lifted-state ONNX export, stateful, CPU plugin with default settings"
     #: OpenVINO keeps the state itself (ReadValue/Assign): streamed at any precision
@@ -256,6 +258,17 @@ class OpenVinoTarget(Target):
 
     def companion_files(self, path: Path) -> list[Path]:
         return [path.with_suffix(".bin")] if path.suffix == ".xml" else []
+
+    def io_signature(self, path: Path) -> tuple[list[TensorDecl], list[TensorDecl]] | None:
+        """An ONNX file's declared inputs and outputs; an IR is loaded and run instead."""
+        return onnx_io(path) if path.suffix == ".onnx" else None
+
+    def weights(self, artifact: Artifact) -> dict[str, np.ndarray] | None:
+        """An ONNX file's initializers; an IR's weights are not audited by name."""
+        return onnx_weights(artifact) if Path(artifact.path).suffix == ".onnx" else None
+
+    def lifted_state_meta(self, path: Path, case: Any, declared: dict[str, Any]) -> dict[str, Any]:
+        return onnx_lifted_state_meta(path, case, declared)
 
     def format_problem(self, path: Path, example: object = None) -> str | None:
         if path.suffix == ".onnx":

@@ -76,6 +76,9 @@ class OnnxInt8Target(LiftedOnnxTarget):
     description = "lifted-state ONNX, onnxruntime dynamic int8 quantization"
     approximate = True
     float_counterpart = "onnx-stateful"
+    #: TORCH_EXPORT_TARGETS names the float exports (cases declare the int8 targets' failures by name)
+    via_torch_export = False
+    quick = False
 
     def _export_impl(self, module, example, case, path):
         import onnx
@@ -104,6 +107,7 @@ class ExecuTorchInt8Target(ExecuTorchTarget):
 
     approximate = True
     float_counterpart = "executorch-xnnpack"
+    via_torch_export = False  # as for onnx-int8
 
     def __init__(self) -> None:
         super().__init__("xnnpack")

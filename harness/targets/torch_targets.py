@@ -11,7 +11,7 @@ import torch
 
 from ..buffers import buffer_snapshot, restore_buffers
 from ..case import ModelCase
-from .base import Artifact, Runner, Target, export_with_dynamic_chunk
+from .base import EAGER, Artifact, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format
 
 __all__ = [
@@ -145,8 +145,9 @@ class NodeTappedRunner(ModuleRunner):
 class EagerTarget(Target):
     """The reference: the case's own module, rebuilt and loaded from a saved state_dict."""
 
-    name = "eager"
+    name = EAGER
     fixed_shapes = False
+    quick = True
     suffix = ".eager.pt"
     description = "the eager nn.Module (reference)"
 
@@ -168,6 +169,7 @@ class TorchScriptTarget(Target):
 
     name = "torchscript"
     fixed_shapes = False
+    quick = True
     suffix = ".ts.pt"
     description = "torch.jit.trace, saved with torch.jit.save"
     reset_state_after_trace = True
@@ -186,6 +188,9 @@ class TorchScriptTarget(Target):
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:
         return ReplayTappedRunner(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
 
+    def weights(self, artifact: Artifact) -> dict[str, np.ndarray] | None:
+        return {k: v.numpy() for k, v in torch.jit.load(str(artifact.path)).state_dict().items()}
+
     def format_problem(self, path: Path, example: object = None) -> str | None:
         kind = describe_format(path)
         return None if kind == "a TorchScript archive" else f"is {kind}, not a TorchScript archive (torch.jit.save)"
@@ -196,6 +201,8 @@ class TorchExportTarget(Target):
 
     name = "torch-export"
     suffix = ".pt2"
+    via_torch_export = True
+    quick = True
     description = "torch.export.export, run via ExportedProgram.module()"
 
     def _export_impl(self, module, example, case, path):
@@ -211,6 +218,10 @@ class TorchExportTarget(Target):
 
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner:
         return NodeTappedRunner(artifact, torch.export.load(str(artifact.path)).module())
+
+    def weights(self, artifact: Artifact) -> dict[str, np.ndarray] | None:
+        program = torch.export.load(str(artifact.path))
+        return {k: v.detach().numpy() for k, v in program.state_dict.items()}
 
     def input_shapes(self, path: Path) -> list[tuple[str, list[int | None]]] | None:
         try:
