@@ -138,3 +138,23 @@ def test_hypothesis_show_statistics_reports_the_suites_given(inner_pytest):
     section = out[out.index("Hypothesis Statistics") :]
     assert "test_hypothesis[conv_mlp-onnx-generated] (generated):" in section
     assert "passing, 0 failing" in section and "Stopped because" in section
+
+
+def test_sizes_count_the_files_an_artifact_needs(tmp_path):
+    """``Artifact.files``: the file, its format's companions (an IR's weights) and its initial
+    state, never the sidecar; ``artifact_size`` counts them from the Artifact or its path."""
+    from harness.benchmarks import artifact_size
+    from harness.targets import Artifact
+
+    path = tmp_path / "m.openvino.xml"
+    sizes = {path: 10, path.with_suffix(".bin"): 200, tmp_path / "m.openvino.xml.state.npz": 3000}
+    for file, size in sizes.items():
+        file.write_bytes(b"x" * size)
+    artifact = Artifact(path, "openvino", "m", ("x",), ("y",), {"state_file": "m.openvino.xml.state.npz"})
+    assert artifact.files == list(sizes)
+    assert artifact_size(artifact) == 3210
+    artifact.write_sidecar()
+    assert artifact_size(path) == 3210  # the sidecar's artifact; the sidecar itself not counted
+    plain = Artifact(tmp_path / "p.pt2", "torch-export", "p", ("x",), ("y",))
+    plain.path.write_bytes(b"x" * 7)
+    assert plain.files == [plain.path] and artifact_size(plain) == 7

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..case import ModelCase
 from .base import Artifact, ArtifactError, Runner, Target, TensorDecl
 from .formats import describe_format
 from .onnx_files import onnx_format_problem, onnx_input_shapes, onnx_io, onnx_lifted_state_meta, onnx_weights
@@ -267,7 +268,8 @@ class OpenVinoTarget(Target):
         """An ONNX file's initializers; an IR's weights are not audited by name."""
         return onnx_weights(artifact) if Path(artifact.path).suffix == ".onnx" else None
 
-    def lifted_state_meta(self, path: Path, case: Any, declared: dict[str, Any]) -> dict[str, Any]:
+    def lifted_state_meta(self, path: Path, case: ModelCase, declared: dict[str, Any]) -> dict[str, Any]:
+        """A lifted-state ONNX file's state, as for ``onnx-stateful``."""
         return onnx_lifted_state_meta(path, case, declared)
 
     def format_problem(self, path: Path, example: object = None) -> str | None:
