@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .buffers import buffer_snapshot, restore_buffers
+from .buffers import preserved_buffers
 
 __all__ = ["Branch", "BranchRecorder", "discover_branches"]
 
@@ -67,15 +67,12 @@ def discover_branches(module: torch.nn.Module, example: Sequence[torch.Tensor]) 
 
     The module's buffers are restored afterwards (tracing runs forward).
     """
-    initial = buffer_snapshot(module)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, preserved_buffers(module):
         warnings.simplefilter("always")
         try:
             torch.jit.trace(module, tuple(example), check_trace=False)
         except Exception:  # a model that cannot be traced has no trace-visible branches to report
             pass
-        finally:
-            restore_buffers(module, initial)
     found = {}
     for warning in caught:
         if warning.category.__name__ != "TracerWarning" or "Python boolean" not in str(warning.message):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
-__all__ = ["buffer_snapshot", "restore_buffers"]
+__all__ = ["buffer_snapshot", "preserved_buffers", "restore_buffers"]
 
 
 def buffer_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -18,3 +21,14 @@ def restore_buffers(module: torch.nn.Module, snapshot: dict[str, torch.Tensor]) 
         for name, buf in module.named_buffers():
             if name in snapshot:
                 buf.copy_(snapshot[name])
+
+
+@contextlib.contextmanager
+def preserved_buffers(module: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Run a block that may advance the module's state; its buffers are put back afterwards.
+    Yields the snapshot taken on entry (the state the block started from)."""
+    initial = buffer_snapshot(module)
+    try:
+        yield initial
+    finally:
+        restore_buffers(module, initial)

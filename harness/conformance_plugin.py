@@ -14,7 +14,6 @@ import functools
 import glob
 import hashlib
 import math
-import os
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -26,17 +25,19 @@ import pytest
 from . import registry
 from .baseline import Baseline
 from .cache import ExportCache
-from .case import SUITES, MetricResult, ModelCase
+from .case import STREAM_SUITES, MetricResult, ModelCase
+from .cell_record import RECORD_PROPERTY, CellRecord, Outcome
+from .eager import EagerReference, StreamRun, stack_outputs
 from .errors import ConformanceFailure, HarnessError
 from .external import external_artifact, parse_artifact_option
 from .golden import TensorSnapshotExtension
+from .judge import Judge
 from .report import ConformanceReport, MatrixCollector
 from .session import Cell, ConformanceSession
-from .targets import ArtifactError, ExportError, Runner, RuntimeMissing, targets
+from .suite_registry import MARKER_KWARGS, SUITE_REGISTRY, Suite
+from .targets import EAGER, Artifact, ArtifactError, ExportError, Runner, RuntimeMissing, targets
 from .targets import target as find_target
 from .targets.base import describe_exception
-from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
-from .targets.openvino_target import OPENVINO_PRECISION_ENV
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 SESSION_ID_KEY = pytest.StashKey[str]()
@@ -70,15 +71,13 @@ def pytest_configure(config: pytest.Config) -> None:
         # belong to no cell of any registered case and target are still reported (below).
         config.option.disable_unused_snapshots = True
         config.stash[ORPHANS_KEY] = True
-    if config.getoption("ort_optimization"):
-        os.environ[ORT_OPTIMIZATION_ENV] = config.getoption("ort_optimization")
-    if config.getoption("ort_threads") is not None:
-        os.environ[ORT_THREADS_ENV] = str(config.getoption("ort_threads"))
-    if config.getoption("openvino_precision"):
-        os.environ[OPENVINO_PRECISION_ENV] = config.getoption("openvino_precision")
     workerinput = getattr(config, "workerinput", None)
+    threads = None
     if workerinput is not None and int(workerinput.get("workercount", 1)) > 1:
-        share_cores_between_workers()
+        threads = share_cores_between_workers()
+    options = {name: config.getoption(name, default=None) for name in RUNTIME_OPTIONS}
+    for target in targets():  # each target takes its own knobs (onnxruntime's, OpenVINO's precision)
+        target.configure({**options, "threads": threads})
     session_id = workerinput["conformance_session_id"] if workerinput else uuid.uuid4().hex
     config.stash[SESSION_ID_KEY] = session_id
     cache_dir = config.getoption("export_cache_dir") or config.getini("conformance_export_cache")
@@ -140,13 +139,18 @@ def in_quick_tier(case: ModelCase, target_name: str) -> bool:
     return ci_cases is None or case.name in ci_cases
 
 
-def share_cores_between_workers() -> None:
+#: The plugin's options that are runtime knobs, handed to every target (``Target.configure``).
+RUNTIME_OPTIONS = ("ort_optimization", "ort_threads", "openvino_precision")
+
+
+def share_cores_between_workers() -> int:
     """One compute thread per xdist worker: the runtimes' thread pools spin while they wait, and
-    several pools per core make every cell many times slower (measured: 20 s instead of 1 s)."""
+    several pools per core make every cell many times slower (measured: 20 s instead of 1 s).
+    Returns the threads each runtime may use (the targets are told in ``configure``)."""
     import torch
 
     torch.set_num_threads(1)
-    os.environ.setdefault(ORT_THREADS_ENV, "1")
+    return 1
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -213,56 +217,60 @@ def _selected_targets(config: pytest.Config) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _suite_of_marker(metafunc: pytest.Metafunc, marker: pytest.Mark) -> tuple[Suite, set[str] | None, set[str]]:
+    """The marked function's suite and its target narrowing, validated (a typo is a usage error)."""
+    where = metafunc.definition.nodeid
+    name = marker.args[0] if marker.args else marker.kwargs.get("suite")
+    if name not in SUITE_REGISTRY:
+        raise pytest.UsageError(
+            f"{where}: unknown conformance suite {name!r} (suites: {', '.join(SUITE_REGISTRY)})"
+        )
+    unknown_kwargs = sorted(set(marker.kwargs) - MARKER_KWARGS - {"suite"})
+    if unknown_kwargs or len(marker.args) > 1:
+        raise pytest.UsageError(
+            f"{where}: @pytest.mark.conformance({name!r}) takes only {', '.join(sorted(MARKER_KWARGS))}; "
+            f"got {unknown_kwargs or list(marker.args[1:])} (where a suite runs is said once, in "
+            "harness.suite_registry)"
+        )
+    known = {t.name for t in targets()}
+    only = marker.kwargs.get("targets")
+    skip = marker.kwargs.get("skip_targets", ())
+    for label, names in (("targets", only or ()), ("skip_targets", skip)):
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise pytest.UsageError(f"{where}: {label}= takes a tuple of target names, got {names!r}")
+        if set(names) - known:
+            raise pytest.UsageError(f"{where}: {label}= names unknown targets {sorted(set(names) - known)}")
+    return SUITE_REGISTRY[name], (set(only) if only is not None else None), set(skip)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("conformance")
     if marker is None:
         return
-    suite = marker.args[0] if marker.args else marker.kwargs.get("suite")
-    if suite not in SUITES or suite == "export":
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown conformance suite {suite!r}")
-    inputs = marker.kwargs.get("inputs", "all")
-    streaming_only = marker.kwargs.get("requires") == "streaming"
-    only_targets = marker.kwargs.get("targets")
-    skip_targets = marker.kwargs.get("skip_targets", ())
-    if inputs not in ("all", "primary", "generated"):
-        raise pytest.UsageError(
-            f"{metafunc.definition.nodeid}: inputs must be 'all', 'primary' or 'generated', got {inputs!r}"
-        )
-    requires = marker.kwargs.get("requires")
-    if requires not in (None, "streaming", "strategy", "dynamic", "batch"):
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown requires={requires!r}")
+    suite, only_targets, skip_targets = _suite_of_marker(metafunc, marker)
     selected = _selected_targets(metafunc.config)
     quick = _tier(metafunc.config) == "ci"
     cells = []
     for case in registry.cases():
-        if (
-            (streaming_only and case.streaming is None)
-            or (requires == "strategy" and case.strategy is None)
-            or (requires == "dynamic" and not case.dynamic_dims)
-            or (requires == "batch" and case.batch_consistency is None)
-        ):
-            continue
-        input_names = {"all": list(case.inputs), "primary": [case.main_input], "generated": ["generated"]}[
-            inputs
-        ]
+        if suite.reason_not_applied(case) is not None:
+            continue  # never generated: a check that does not apply is not a cell
         for target in targets():
             if selected is not None and target.name not in selected:
                 continue
-            if not pair_runs(case, target.name, streaming=streaming_only, quick=quick):
-                continue
             if (only_targets is not None and target.name not in only_targets) or target.name in skip_targets:
                 continue
-            cells += [Cell(case.name, target.name, name, suite) for name in input_names]
+            if not pair_runs(case, target.name, streaming=suite.streaming, quick=quick):
+                continue
+            inputs = suite.input_names(case, eager=target.name == EAGER)
+            cells += [Cell(case.name, target.name, name, suite.name) for name in inputs]
     metafunc.config.stash.setdefault(GENERATED_KEY, set()).update(cells)
     if not cells:  # say which declaration is missing (pytest alone says "got empty parameter set")
-        needs = {
-            "streaming": "a StreamingSpec (streaming=...)",
-            "strategy": "an input strategy (strategy=...)",
-            "dynamic": "dynamic dimensions (dynamic_dims=...)",
-            "batch": "a batch axis (batch_consistency=...)",
-        }.get(requires or "", "a target this run selects")
-        reason = f"{suite}: no registered case declares {needs}, so this suite has no cells (does not apply)"
-        metafunc.parametrize("cell", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=[suite])
+        needs = "a StreamingSpec (streaming=...)" if suite.streaming and not suite.needs else suite.needs
+        if suite.streaming and suite.needs:
+            needs = f"a StreamingSpec with {suite.needs}"
+        needs = needs or "a target this run selects"
+        reason = f"{suite.name}: no registered case declares {needs}, so this suite has no cells (does not apply)"
+        metafunc.parametrize("cell", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=[suite.name])
         return
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
@@ -283,6 +291,7 @@ def pytest_collection_modifyitems(
         cell = _cell_of(item)
         if cell is None:
             continue
+        item.extra_keyword_matches.add(cell.suite)  # -k stream-chunks selects that column
         if (cell.case_name, cell.target_name) in external:
             continue  # a case's expected failures describe the harness's exports, never a user's file
         expected = cell.case.expected_failure(cell.target_name, cell.suite, cell.input_name)
@@ -297,7 +306,7 @@ def pytest_collection_modifyitems(
         for e in c.expected
         # an export declaration is judged where every (case, target) pair gets a cell: equivalence
         if (e.suite in suites_generated or (e.suite == "export" and "equivalence" in suites_generated))
-        and pair_runs(c, e.target, streaming=e.suite.startswith("stream-"), quick=_tier(config) == "ci")
+        and pair_runs(c, e.target, streaming=e.suite in STREAM_SUITES, quick=_tier(config) == "ci")
         and not any(
             cell.case_name == c.name and e.matches(cell.target_name, cell.suite, cell.input_name)
             for cell in generated
@@ -316,9 +325,7 @@ def _cell_of(item: pytest.Item) -> Cell | None:
 
 
 #: Suites whose failures are localised: they compare a target's outputs with eager's.
-LOCALIZED_SUITES = frozenset(
-    {"equivalence", "stream-continuity", "stream-initial", "stream-offline", "golden", "hypothesis"}
-)
+LOCALIZED_SUITES = frozenset(s.name for s in SUITE_REGISTRY.values() if s.localized)
 
 
 class Verdict(Protocol):
@@ -338,17 +345,18 @@ class CellContext:
         self.target = cell.target
         self._session = session
         self._item = item
+        #: what this cell tells the controller (one typed record, see harness.cell_record)
+        self.record = record_of(item, cell)
 
     def runner(self) -> Runner:
-        """The target's runner for this case, reset; skips when the runtime is missing."""
+        """The target's loaded runner for this case (whoever feeds it a sequence resets it);
+        skips when the runtime is missing."""
         try:
             return self._session.runner(self.case, self.target)
         except RuntimeMissing as exc:
             pytest.skip(str(exc))
         except ExportError as exc:
-            self._item.user_properties.append(
-                ("conformance_result", {"summary": str(exc), "status": "export-error"})
-            )
+            self.record.summary = str(exc)
             raise
 
     def fresh_runner(self) -> Runner:
@@ -366,7 +374,7 @@ class CellContext:
         spec = self.case.streaming
         if spec is not None and spec.state:
             found += [f"{name} -> {output} (explicit state in the signature)" for name, output in spec.state.items()]
-        self._item.user_properties.append(("conformance_state", found))
+        self.record.state = found
         return [b.name for b in audit]
 
     def record_traces(self, expected: Any, actual: Any, *, max_points: int = 2000) -> None:
@@ -382,11 +390,11 @@ class CellContext:
                 "eager": {n: series(expected[n]) for n in per_call},
                 "target": {n: series(actual[n]) for n in per_call if actual[n].shape == expected[n].shape},
             }
-            self._item.user_properties.append(("conformance_trace", trace))
+            self.record.trace = trace
 
     def record_branches(self, summary: str) -> None:
         """Branch coverage for the report, per case."""
-        self._item.user_properties.append(("conformance_branches", summary))
+        self.record.branches = summary
 
     def branches(self) -> Any:
         """The case's data-dependent branches (cached per process)."""
@@ -395,7 +403,7 @@ class CellContext:
     def not_applicable(self, reason: str) -> None:
         """Skip a check that does not apply to this case (as opposed to a file that went
         unjudged, e.g. for a missing runtime): a user's file is not failed for it."""
-        self._item.user_properties.append(("conformance_not_applicable", True))
+        self.record.not_applicable = True
         pytest.skip(reason)
 
     def updating_snapshots(self) -> bool:
@@ -420,8 +428,9 @@ class CellContext:
                 f"(it is written to {path})"
             )
 
-    def artifact_path(self) -> Path:
-        return Path(self._session.artifact(self.case, self.target).path)
+    def artifact(self) -> Artifact:
+        """The artifact this cell judges: the harness's export, or the user's file (``--artifact``)."""
+        return self._session.artifact(self.case, self.target)
 
     def record_benchmark(self, **fields: Any) -> None:
         """Benchmark figures for the report's table (ratios against eager are taken there)."""
@@ -430,28 +439,49 @@ class CellContext:
         import torch
 
         figures.setdefault("torch_threads", torch.get_num_threads())
-        if os.environ.get(ORT_THREADS_ENV):
-            figures.setdefault("ort_threads", int(os.environ[ORT_THREADS_ENV]))
+        for key, value in self.target.runtime_settings().items():  # e.g. onnxruntime's threads
+            figures.setdefault(key, value)
         if fields.get("kind") == "cold":
             figures["cold_s"] = fields["median_s"]
         else:
             figures["step_s"] = fields["median_s"]
-        self._item.user_properties.append(("conformance_benchmark", figures))
+        self.record.benchmark = figures
 
     def calls(self, input_name: str | None = None) -> Any:
         return self._session.calls(self.case, input_name or self.cell.input_name)
 
     def reference(self, input_name: str | None = None) -> Any:
+        """Eager's outputs on the cell's input (or another), stacked over calls."""
         return self._session.reference(self.case, input_name or self.cell.input_name)
+
+    def eager(self, input_name: str | None = None) -> EagerReference:
+        """The eager side of the cell's input: runs, state replays and offline output, computed
+        once per process and shared by every target."""
+        return self._session.eager_reference(self.case, input_name or self.cell.input_name)
+
+    def judge(self, *, reference: str = "eager") -> Judge:
+        """The cell's judge: the case's tolerances and task metric, or the metric alone for an
+        approximate target."""
+        return Judge.for_cell(self.case, self.target, reference=reference)
+
+    def target_run(self) -> StreamRun:
+        """The target fed the cell's input from a reset state, once per process: every check
+        that judges that run (equivalence, golden, the streaming checks) shares it."""
+        self.runner()  # export (or report the export error) and skip a missing runtime first
+        return self._session.target_run(self.case, self.target, self.cell.input_name)
+
+    def outputs(self) -> dict[str, Any]:
+        """The target's outputs on the cell's input, stacked over calls (from :meth:`target_run`)."""
+        return stack_outputs(self.target_run().outputs, self.case.output_names, self.target.name)
 
     def verdict(self, result: Verdict, *, localize: bool = True) -> None:
         """Record the result for the matrix, and fail the test with its report unless it passed
         (with the first diverging module, for suites that compare outputs, unless ``localize``
         is False: a check run once per generated example localises its final one instead)."""
-        record: dict[str, Any] = {"summary": result.summary()}
+        self.record.summary = result.summary()
         metric = getattr(result, "metric", None)
         if isinstance(metric, MetricResult):
-            record["metric"] = {
+            self.record.metric = {
                 "name": metric.name,
                 "value": metric.value,
                 "unit": metric.unit,
@@ -460,13 +490,11 @@ class CellContext:
         if not result:
             located = self._localize() if localize else None
             if located is not None:
-                record["localization"] = located
-            self._item.user_properties.append(("conformance_result", record))
+                self.record.localization = located
             text = result.report()
             if located is not None:
                 text += "\n" + located["text"]
             raise ConformanceFailure(text)
-        self._item.user_properties.append(("conformance_result", record))
 
     @contextlib.contextmanager
     def localized_on(self, failed: list[Any]) -> Iterator[None]:
@@ -478,9 +506,7 @@ class CellContext:
             located = self._localize(calls=failed[-1]) if failed else None
             if located is None:
                 raise
-            records = [v for k, v in self._item.user_properties if k == "conformance_result"]
-            if records:
-                records[-1]["localization"] = located
+            self.record.localization = located
             raise ConformanceFailure(f"{exc}\n{located['text']}") from None
 
     def _localize(self, calls: Any = None) -> dict[str, Any] | None:
@@ -489,7 +515,7 @@ class CellContext:
         ``--conformance-localize=all``. Never changes the verdict: a localisation that cannot
         be made says why."""
         mode = self._item.config.getoption("conformance_localize", "failures")
-        if mode == "none" or self.cell.suite not in LOCALIZED_SUITES or self.target.name == "eager":
+        if mode == "none" or self.cell.suite not in LOCALIZED_SUITES or self.target.name == EAGER:
             return None
         if mode == "failures" and self._item.get_closest_marker("xfail") is not None:
             return None
@@ -502,20 +528,37 @@ def conformance(request: pytest.FixtureRequest, cell: Cell) -> CellContext:
     return CellContext(cell, request.config.stash[SESSION_KEY], request.node)
 
 
-@pytest.hookimpl(wrapper=True)
+RECORD_KEY = pytest.StashKey[CellRecord]()
+
+
+def record_of(item: pytest.Item, cell: Cell) -> CellRecord:
+    """The cell's record, made on first use and kept on the item for every phase's report."""
+    record = item.stash.get(RECORD_KEY, None)
+    if record is None:
+        record = CellRecord(cell.case_name, cell.target_name, cell.input_name, cell.suite)
+        item.stash[RECORD_KEY] = record
+    return record
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the cell's record to each phase's report (outermost wrapper: after pytest's own
+    xfail handling has made its verdict on the report)."""
     report = yield
     cell = _cell_of(item)
     if cell is not None:
-        record = cell.as_dict()
+        record = record_of(item, cell)
         session = item.config.stash.get(SESSION_KEY, None)
         override = session.overrides.get((cell.case_name, cell.target_name)) if session else None
-        record["external"] = override is not None
+        record.external = override is not None
         if override is not None:
-            record["artifact"] = artifact_identity(Path(override.meta.get("user_file", override.path)))
-        report.user_properties.append(("conformance_cell", record))
-        if call.excinfo is not None and report.when == "call" and not report.skipped:
-            report.user_properties.append(("conformance_outcome", outcome_of(call.excinfo.value)))
+            record.artifact = artifact_identity(Path(override.meta.get("user_file", override.path)))
+        if report.when == "call" and not report.skipped:
+            if call.excinfo is not None:
+                record.outcome = Outcome(**outcome_of(call.excinfo.value))
+            elif report.failed:  # nothing raised, yet failed: a strict expected failure passed
+                record.outcome = Outcome("xpass")
+        report.user_properties.append((RECORD_PROPERTY, record.as_dict()))
     return report
 
 

@@ -19,10 +19,11 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension
 from syrupy.location import PyTestLocation
 
 from .cache import library_versions
-from .case import Metric, MetricResult
-from .compare import Tolerance, compare
+from .check import Check
+from .compare import Tolerance
+from .judge import Judge
 
-__all__ = ["SnapshotVerdict", "TensorSnapshot", "TensorSnapshotExtension", "snapshot_verdict", "tensor_snapshot_extension"]
+__all__ = ["TensorSnapshot", "TensorSnapshotExtension", "snapshot_verdict", "tensor_snapshot_extension"]
 
 _PROVENANCE = "__provenance__"
 
@@ -80,10 +81,8 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
     file_extension = "npz"
     #: Where snapshots live; the plugin points this at ``<rootdir>/golden/snapshots``.
     golden_root: ClassVar[Path | None] = None
-    tolerances: ClassVar[Mapping[str, Tolerance]] = {}
-    default_tolerance: ClassVar[Tolerance] = Tolerance()
-    #: For approximate (quantized) targets: the task metric that decides, tensors are informative.
-    metric: ClassVar[Metric | None] = None
+    #: The cell's judge (bound by :func:`tensor_snapshot_extension`); None: default tolerances.
+    judge: ClassVar[Judge | None] = None
 
     def serialize(self, data: Any, **kwargs: Any) -> bytes:
         if isinstance(data, TensorSnapshot):
@@ -113,32 +112,20 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
     def discovery_dirname(cls, *, test_location: PyTestLocation) -> str:
         return str(Path(cls.dirname(test_location=test_location)).parent)
 
-    def _comparisons(self, serialized_data: Any, snapshot_data: Any) -> Iterator[tuple[str, str | None]]:
+    def _verdict(self, serialized_data: Any, snapshot_data: Any) -> Check:
+        """The judge's verdict on the outputs now (actual) against the stored ones (expected)."""
         actual, _ = _from_npz(serialized_data)
         expected, _ = _from_npz(snapshot_data)
-        for name in sorted(set(expected) | set(actual)):
-            if name not in actual:
-                yield name, f"{name}: in the snapshot, not produced now"
-            elif name not in expected:
-                yield name, f"{name}: produced now, not in the snapshot"
-            else:
-                tolerance = self.tolerances.get(name, self.default_tolerance)
-                result = compare(expected[name], actual[name], tolerance, name=name, reference="snapshot")
-                yield name, None if result else result.summary()
-
-    def _metric_result(self, serialized_data: Any, snapshot_data: Any) -> MetricResult | None:
-        if self.metric is None:
-            return None
-        actual, _ = _from_npz(serialized_data)
-        expected, _ = _from_npz(snapshot_data)
-        return self.metric(expected, actual)
+        judge = self.judge or Judge.tensors_only({}, Tolerance(), reference="snapshot")
+        missing = [f"{n}: in the snapshot, not produced now" for n in sorted(set(expected) - set(actual))]
+        extra = [f"{n}: produced now, not in the snapshot" for n in sorted(set(actual) - set(expected))]
+        if missing or extra:
+            return Check("golden", False, (missing + extra)[0], tuple(missing + extra))
+        return judge.judge(expected, actual, what="golden", names=sorted(expected))
 
     def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
         try:
-            judged = self._metric_result(serialized_data, snapshot_data)
-            if judged is not None:
-                return bool(judged)
-            return all(problem is None for _, problem in self._comparisons(serialized_data, snapshot_data))
+            return bool(self._verdict(serialized_data, snapshot_data))
         except (ValueError, OSError, KeyError, TypeError):
             return False  # an unreadable snapshot never matches; diff_lines says why
 
@@ -146,16 +133,20 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
         if not snapshot_data:
             return  # syrupy has said the snapshot does not exist
         try:
-            problems = [p for _, p in self._comparisons(serialized_data, snapshot_data) if p]
+            verdict = self._verdict(serialized_data, snapshot_data)
         except (ValueError, OSError, KeyError, TypeError) as exc:
             yield f"the stored snapshot cannot be read as .npz ({type(exc).__name__}: {exc})"
             return
-        judged = self._metric_result(serialized_data, snapshot_data)
-        if judged is not None:
-            yield f"approximate target: judged by its task metric: {judged.summary()}"
+        problems = [c.summary() for c in verdict.comparisons if not c] or [
+            d for d in verdict.details if not verdict.comparisons
+        ]
+        if verdict.judged_by_metric and verdict.metric is not None:
+            yield f"approximate target: judged by its task metric: {verdict.metric.summary()}"
             yield "tensor differences (informative):"
         else:
             yield "tensor snapshot differs beyond tolerance (snapshot = expected, now = actual):"
+            if verdict.metric is not None and not verdict.metric:
+                yield f"  {verdict.metric.summary()}"
         yield from (f"  {p}" for p in problems)
         yield "  (rerun with --snapshot-update only if the change is intended)"
 
@@ -174,47 +165,24 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
 _BOUND: dict[tuple, type[TensorSnapshotExtension]] = {}
 
 
-def tensor_snapshot_extension(
-    tolerances: Mapping[str, Tolerance], *, metric: Metric | None = None
-) -> type[TensorSnapshotExtension]:
-    """A TensorSnapshotExtension subclass comparing each output with its tolerance, or, given a
-    ``metric`` (approximate targets), judging by the metric alone."""
-    key = (tuple(sorted((k, v.atol, v.rtol) for k, v in tolerances.items())), id(metric))
+def tensor_snapshot_extension(judge: Judge) -> type[TensorSnapshotExtension]:
+    """A TensorSnapshotExtension subclass whose snapshots are judged by ``judge`` (the cell's:
+    tolerances and task metric, or the metric alone for an approximate target)."""
+    key = (
+        tuple(sorted((k, v.atol, v.rtol) for k, v in judge.tolerances.items())),
+        judge.default_tolerance,
+        id(judge.metric),
+        judge.by_metric,
+    )
     if key not in _BOUND:
-        _BOUND[key] = type(
-            "BoundTensorSnapshotExtension",
-            (TensorSnapshotExtension,),
-            {
-                "tolerances": dict(tolerances),
-                "default_tolerance": tolerances.get("default", Tolerance()),
-                "metric": metric,
-            },
-        )
+        _BOUND[key] = type("BoundTensorSnapshotExtension", (TensorSnapshotExtension,), {"judge": judge})
     return _BOUND[key]
 
 
-@dataclass(frozen=True)
-class SnapshotVerdict:
-    """A golden comparison as a verdict: truthy when the outputs match the stored snapshot."""
-
-    matched: bool
-    diff: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return self.matched
-
-    def summary(self) -> str:
-        if self.matched:
-            return "matches its golden snapshot"
-        mismatch = next((line.strip() for line in self.diff if "MISMATCH" in line or "OVER" in line), "")
-        return "differs from its golden snapshot" + (f": {mismatch}" if mismatch else "")
-
-    def report(self) -> str:
-        return "\n".join(self.diff) or self.summary()
-
-
-def snapshot_verdict(assertion: Any, value: TensorSnapshot) -> SnapshotVerdict:
+def snapshot_verdict(assertion: Any, value: TensorSnapshot) -> Check:
     """Compare ``value`` with syrupy's stored snapshot (``--snapshot-update`` writes it instead)."""
     if assertion == value:
-        return SnapshotVerdict(True)
-    return SnapshotVerdict(False, tuple(str(line) for line in assertion.get_assert_diff()))
+        return Check("golden", True, "matches its golden snapshot")
+    diff = tuple(str(line) for line in assertion.get_assert_diff())
+    mismatch = next((line.strip() for line in diff if "MISMATCH" in line or "OVER" in line), "")
+    return Check("golden", False, "differs from its golden snapshot" + (f": {mismatch}" if mismatch else ""), diff)

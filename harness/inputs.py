@@ -9,11 +9,11 @@ import torch
 from .branches import Branch, BranchRecorder
 from .case import Calls, ModelCase
 from .check import Check
-from .compare import compare
-from .equivalence import check_equivalence, eager_outputs, run_calls
+from .eager import run_module
+from .equivalence import eager_outputs, run_calls
+from .judge import Judge
 from .sequence import StateThreading
 from .shapes import resize_call, sizes_to_try
-from .streaming import eager_stream
 from .targets import Runner
 from .targets.base import describe_exception
 
@@ -28,9 +28,9 @@ def baked_branch(
         return None
     recorder = BranchRecorder(branches)
     with recorder.watch() as example_sides:
-        eager_stream(module, example)  # the outputs are not needed, only the sides taken
+        run_module(module, example)  # the outputs are not needed, only the sides taken
     with recorder.watch() as failing_sides:
-        eager_stream(module, failing)
+        run_module(module, failing)
     for branch in branches:
         if (
             branch in example_sides
@@ -47,45 +47,46 @@ def baked_branch(
 
 def check_generated_input(
     case: ModelCase,
-    target: str,
+    target: object,
     runner: Runner,
     module: torch.nn.Module,
     calls: Calls,
     branches: Sequence[Branch],
     *,
-    approximate: bool = False,
+    approximate: bool | None = None,
     input_label: str = "a generated input",
 ) -> Check:
-    """One generated input through eager and the export; a mismatch is diagnosed (baked branch).
-    ``input_label`` names the input in the verdict (the canonical input hypothesis tries first)."""
-    what = f"{target} on {input_label}"
-    threading = StateThreading.of(case)
-    expected = eager_outputs(module, calls, case.output_names, threading=threading)
+    """One generated input through eager and the export, by the cell's judge; a mismatch is
+    diagnosed (baked branch). ``input_label`` names the input in the verdict (the canonical
+    input hypothesis tries first)."""
+    judge = Judge.for_cell(case, target, approximate=approximate)
+    what = f"{_name(target)} on {input_label}"
+    expected = eager_outputs(module, calls, case.output_names, case=case)
     try:
-        actual = run_calls(runner, calls, case.output_names, threading=threading)
+        actual = run_calls(runner, calls, case.output_names, threading=StateThreading.of(case))
     except Exception as exc:
         kind, line = describe_exception(exc)
         return Check(what, False, f"the export rejects this input: {kind}: {line}")
-    result = check_equivalence(case, target, expected, actual, approximate=approximate)
+    result = judge.judge(expected, actual, what=what, passed="ok")
     if result:
-        return Check(what, True, "ok", metric=result.metric)
+        return result
     baked = baked_branch(module, branches, [tuple(case.example_inputs())], calls[:1])
-    diagnosis = f"{baked}; {result.summary()}" if baked else result.summary()
-    return Check(what, False, diagnosis, tuple(result.report().splitlines()), metric=result.metric)
+    return result.caused_by(baked) if baked else result
 
 
 def check_dynamic_shapes(
     case: ModelCase,
-    target: str,
+    target: object,
     runner: Runner,
     module: torch.nn.Module,
     call: tuple[torch.Tensor, ...],
     *,
-    approximate: bool = False,
+    approximate: bool | None = None,
 ) -> Check:
-    """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example
-    (an approximate target is judged at each size by the case's approximate metric)."""
-    what = f"{target} dynamic sizes"
+    """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example,
+    each judged by the cell's judge."""
+    judge = Judge.for_cell(case, target, approximate=approximate)
+    what = f"{_name(target)} dynamic sizes"
     tried = []
     groups: dict[str, list] = {}
     for d in case.dynamic_axes():
@@ -110,19 +111,13 @@ def check_dynamic_shapes(
                     f"shape specialised: the export rejects {name} dimension {axis} = {size} "
                     f"(the example has {example_size}): {kind}: {line}",
                 )
-            if approximate:
-                judged = check_equivalence(case, target, expected, actual, approximate=True)
-                if not judged:
-                    return Check(
-                        what, False, f"wrong at {name} dimension {axis} = {size}: {judged.summary()}"
-                    )
-                continue
-            for out in case.output_names:
-                comparison = compare(expected[out], actual[out], case.tolerance_for(out, target), name=out)
-                if not comparison:
-                    return Check(
-                        what,
-                        False,
-                        f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {comparison.summary()}",
-                    )
+            judged = judge.judge(expected, actual, what=what)
+            if not judged:
+                return judged.retitled(
+                    what, f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {judged.diagnosis}"
+                )
     return Check(what, True, f"ok at {', '.join(tried)}")
+
+
+def _name(target: object) -> str:
+    return target if isinstance(target, str) else str(getattr(target, "name", target))

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .buffers import preserved_buffers
 from .case import Calls, ModelCase
-from .compare import compare
+from .eager import run_module
+from .judge import Judge
 from .sequence import StateThreading, run_sequence
 from .taps import ModuleOutput, Tap, TappedRunner, Taps, class_source, first_tensor
 from .targets.base import Artifact, Target, to_numpy
@@ -445,20 +447,12 @@ def _relative_output_error(expected: Sequence[Any], actual: Sequence[Any], skip:
     return worst
 
 
-def _module_step(module: torch.nn.Module):
-    def step(call: tuple[torch.Tensor, ...]) -> tuple[Any, ...]:
-        with torch.no_grad():
-            out = module(*call)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-    return step
-
-
-def _within_tolerances(case: ModelCase, target: str, expected: Sequence[Any], actual: Sequence[Any], skip: set[int]) -> bool:
-    for i, (name, e, a) in enumerate(zip(case.output_names, expected, actual)):
-        if i not in skip and not compare(to_numpy(e), to_numpy(a), case.tolerance_for(name, target), name=name):
-            return False
-    return True
+def _within_tolerances(judge: Judge, expected: Sequence[Any], actual: Sequence[Any], skip: set[int]) -> bool:
+    return all(
+        judge.compare_one(name, to_numpy(e), to_numpy(a))
+        for i, (name, e, a) in enumerate(zip(judge.output_names, expected, actual))
+        if i not in skip
+    )
 
 
 def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list) -> tuple[int, bool]:
@@ -470,9 +464,10 @@ def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list
     skip = threading.output_indices() if threading else set()
     if not eager_out:
         raise ValueError("no calls to localise")
-    if not target.approximate:
+    judge = Judge.for_cell(case, target)
+    if not judge.by_metric:
         for i, (e, a) in enumerate(zip(eager_out, target_out)):
-            if not _within_tolerances(case, target.name, e, a, skip):
+            if not _within_tolerances(judge, e, a, skip):
                 return i, True
     # the largest absolute error of the case's first (non-state) output: a relative error would
     # pick a near-silent call, where every output is small and the task metric does not look
@@ -486,8 +481,8 @@ def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list
 
     errors = [error(e, a) for e, a in zip(eager_out, target_out)]
     calls = range(len(errors))
-    failing = target.approximate
-    metric = case.approximate_metric if target.approximate else None
+    failing = judge.by_metric
+    metric = judge.metric if judge.by_metric else None
     if metric is not None:
         # an approximate target is judged by its task metric: localise a call where the metric
         # is worst (a voiced frame 50 cents off, not a silent one whose pitch means nothing)
@@ -514,8 +509,8 @@ def _stacked(case: ModelCase, per_call: Sequence[Sequence[Any]]) -> dict[str, np
 
 
 def _metric_summary(case: ModelCase, target: Target, expected: list, actual: list) -> str | None:
-    """The case's task metric (the approximate one for quantized targets) on these calls."""
-    metric = case.approximate_metric if target.approximate else case.metric
+    """The cell judge's task metric (the approximate one for quantized targets) on these calls."""
+    metric = Judge.for_cell(case, target).metric
     if metric is None:
         return None
     try:
@@ -529,8 +524,7 @@ def _state_owners(case: ModelCase, module: torch.nn.Module) -> dict[str, tuple[s
 
     owners: dict[str, list[str]] = {}
     try:
-        fresh = case.build()
-        names = mutated_buffer_names(fresh, tuple(case.example_inputs()))
+        names = mutated_buffer_names(module, tuple(case.example_inputs()))
     except Exception:  # the state audit is a hint for the headline, never a reason to fail
         return {}
     for name in names:
@@ -546,10 +540,13 @@ def localize_calls(
     *,
     input_name: str = "",
     call: int | None = None,
+    module: torch.nn.Module | None = None,
 ) -> Localization:
-    """Localise ``target``'s run of ``calls`` against eager, on ``call`` (default: picked)."""
+    """Localise ``target``'s run of ``calls`` against eager, on ``call`` (default: picked).
+    ``module``: the case's eager module, if one is built already (its buffers are restored)."""
     threading = StateThreading.of(case)
-    eager_out = run_sequence(_module_step(case.build()), calls, threading)
+    eager_module = module if module is not None else case.build().eval()
+    eager_out = run_module(eager_module, calls, case=case).outputs
     with target.load(artifact) as runner:
         target_out = run_sequence(lambda c: runner.run(*c), calls, threading)
     picked, failing = pick_call(case, target, eager_out, target_out)
@@ -558,16 +555,17 @@ def localize_calls(
         call = picked
     else:
         skip = threading.output_indices() if threading else set()
-        failing = target.approximate or not _within_tolerances(case, target.name, eager_out[call], target_out[call], skip)
+        judge = Judge.for_cell(case, target)
+        failing = judge.by_metric or not _within_tolerances(judge, eager_out[call], target_out[call], skip)
     metric = _metric_summary(case, target, eager_out[: call + 1], target_out[: call + 1])
     tapped = target.tapped_runner(artifact, case)
     if tapped is None:
         raise LocalizationUnsupported(f"{target.name} cannot show intermediate values")
     try:
         prefix = list(calls[: call + 1])
-        eager_module = case.build()
-        records = eager_module_outputs(eager_module, prefix, threading, keep_inputs=True)
-        eager_last = run_sequence(_module_step(case.build()), prefix, threading)[-1]
+        with preserved_buffers(eager_module):
+            records = eager_module_outputs(eager_module, prefix, threading, keep_inputs=True)
+        eager_last = eager_out[call]
         target_last = run_sequence(lambda call: tapped.run(*call), prefix, threading)[-1]
         skip = threading.output_indices() if threading else set()
         output_relative = _relative_output_error(eager_last, target_last, skip)
@@ -603,6 +601,7 @@ def localize(
     input_name: str | None = None,
     *,
     chunk: int | None = None,
+    module: torch.nn.Module | None = None,
 ) -> Localization:
     """Localise ``target`` on one of the case's canonical inputs (default: its primary input)."""
     name = input_name or case.main_input
@@ -611,7 +610,7 @@ def localize(
     calls = list(case.inputs[name]())
     if chunk is not None and not 0 <= chunk < len(calls):
         raise ValueError(f"input {name!r} of case {case.name!r} has {len(calls)} calls; chunk {chunk} is out of range")
-    return localize_calls(case, target, artifact, calls, input_name=name, call=chunk)
+    return localize_calls(case, target, artifact, calls, input_name=name, call=chunk, module=module)
 
 
 __all__ += ["TappedRunner", "Tap", "Taps", "ModuleOutput", "compare_modules", "pick_call"]

@@ -31,21 +31,33 @@ _ACTIVATING_OPTIONS = (
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Every option is spelled ``--conformance-...``; the shorter names of earlier releases
+    (``--artifact``, ``--export-cache-dir``, ``--ort-threads``, ...) stay as aliases."""
     group = parser.getgroup("conformance", "export conformance")
     group.addoption(
+        "--conformance-export-cache-dir",
         "--export-cache-dir",
+        dest="export_cache_dir",
         default=None,
         help="folder of cached exports (default: .export-cache under the rootdir, or the ini value)",
     )
     group.addoption(
+        "--conformance-artifact",
         "--artifact",
+        dest="artifact",
         action="append",
         default=[],
         metavar="CASE:TARGET=PATH",
         help="run the suites on an export made elsewhere instead of exporting (repeatable), "
         "e.g. pesto:onnx-stateful=model.onnx; its signature is checked against the case first",
     )
-    group.addoption("--export-fresh", action="store_true", help="re-export every artifact once in this run")
+    group.addoption(
+        "--conformance-export-fresh",
+        "--export-fresh",
+        dest="export_fresh",
+        action="store_true",
+        help="re-export every artifact once in this run",
+    )
     group.addoption(
         "--conformance-report",
         default=None,
@@ -97,16 +109,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "by name), self-tests by file; for splitting a nightly run across jobs",
     )
     group.addoption(
+        "--conformance-ort-optimization",
         "--ort-optimization",
+        dest="ort_optimization",
         choices=("disable", "basic", "extended", "all"),
         default=None,
         help="onnxruntime graph optimisation level for ONNX targets (default: all)",
     )
     group.addoption(
-        "--ort-threads", type=int, default=None, help="onnxruntime intra-op threads (0: its default)"
+        "--conformance-ort-threads",
+        "--ort-threads",
+        dest="ort_threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads (0: its default)",
     )
     group.addoption(
+        "--conformance-openvino-precision",
         "--openvino-precision",
+        dest="openvino_precision",
         choices=("default", "f32", "bf16", "f16"),
         default=None,
         help="OpenVINO CPU INFERENCE_PRECISION_HINT (default: the plugin's own, bf16 on CPUs with AMX; "
@@ -128,8 +149,8 @@ def is_conformance_run(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "conformance(suite, inputs='all', requires=None, targets=None, skip_targets=()): a conformance suite, "
-        "generated per case x target x input",
+        "conformance(suite, targets=None, skip_targets=()): a conformance suite (harness.suite_registry "
+        "says where it applies), generated per case x target x input; -k SUITE selects its cells",
     )
     active = is_conformance_run(config)
     config.stash[ACTIVE_KEY] = active

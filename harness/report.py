@@ -14,11 +14,12 @@ from .baseline import Baseline, BaselineChange, gated
 from .benchmarks import benchmark_table
 from .cache import library_versions
 from .case import SUITES
+from .cell_record import RECORD_PROPERTY, CellRecord
 from .html_report import metric_text, render_html
 from .registry import CaseError, cases
 from .registry import case as find_case
 from .summary import STATUS_ORDER
-from .targets import targets
+from .targets import EAGER, targets
 from .terminal_matrix import render_benchmarks, render_matrix, terminal_width, wrap_text
 
 __all__ = ["STATUS_ORDER", "ConformanceReport", "InputResult", "MatrixCollector", "status_of"]
@@ -33,16 +34,9 @@ class InputResult:
 
 
 def runtime_settings() -> dict[str, Any]:
-    """The runtime knobs this run used (they change what a cell measures, not the exports):
-    onnxruntime's, and every target's own (``Target.runtime_settings``)."""
-    import os
-
-    from .targets.onnx_target import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV
-
-    settings: dict[str, Any] = {
-        "ort_optimization": os.environ.get(ORT_OPTIMIZATION_ENV, "all"),
-        "ort_threads": os.environ.get(ORT_THREADS_ENV, "default"),
-    }
+    """The runtime knobs this run used (they change what a cell measures, not the exports): every
+    target's own (``Target.runtime_settings``: onnxruntime's threads, OpenVINO's precision)."""
+    settings: dict[str, Any] = {}
     for target in targets():
         settings.update(target.runtime_settings())
     return settings
@@ -65,16 +59,16 @@ def _longrepr_message(report: pytest.TestReport) -> str:
     return _first_line(str(report.longrepr))
 
 
-def status_of(
-    report: pytest.TestReport, result: dict[str, Any] | None, outcome: dict[str, str] | None = None
-) -> tuple[str, str] | None:
+def status_of(report: pytest.TestReport, record: CellRecord | None) -> tuple[str, str] | None:
     """(status, one-line reason) for a test report, or None for phases that say nothing new.
 
-    ``outcome`` is the plugin's classification of the exception the cell raised: a verdict
-    (``fail``), an exporter refusal (``export-error``) or anything else (``error``: the harness,
-    the case or the user's input, never the export).
+    The record's ``outcome`` is the plugin's classification of what the cell raised: a verdict
+    (``fail``), an exporter refusal (``export-error``), anything else (``error``: the harness,
+    the case or the user's input, never the export), or a strict expected failure that passed
+    (``xpass``). pytest's outcome says only skipped and expected-to-fail.
     """
-    observed = (result or {}).get("summary", "")
+    observed = (record.summary if record else None) or ""
+    outcome = record.outcome if record else None
     if report.when == "call":
         if report.passed:
             return "pass", ""
@@ -86,12 +80,13 @@ def status_of(
         if report.skipped:
             return "skip", _longrepr_message(report).removeprefix("Skipped: ")
         message = _longrepr_message(report)
-        if "[XPASS(strict)]" in str(report.longrepr):
+        status = outcome.status if outcome is not None else "fail"
+        if status == "xpass":
             return "xpass", f"passed but declared as expected failure: {message}"
-        if (result or {}).get("status") == "export-error" or (outcome or {}).get("status") == "export-error":
+        if status == "export-error":
             return "export-error", (_first_line(observed) or message).removeprefix("export-error: ")
-        if outcome is not None and outcome.get("status") == "error":
-            return "error", outcome.get("reason") or message
+        if status == "error":
+            return "error", outcome.reason or message
         return "fail", _first_line(observed) or message
     if report.when == "setup" and report.skipped:
         if hasattr(report, "wasxfail"):
@@ -382,29 +377,28 @@ class MatrixCollector:
             )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = dict(report.user_properties)
-        cell = props.get("conformance_cell")
-        if cell is None:
+        data = dict(report.user_properties).get(RECORD_PROPERTY)
+        if data is None:
             return
-        if "conformance_benchmark" in props and report.when == "call":
-            self.report.benchmarks.append(props["conformance_benchmark"])
-        if "conformance_branches" in props:
-            self.report.branch_coverage[cell["case_name"]] = props["conformance_branches"]
-        if "conformance_trace" in props and report.when == "call":
-            trace = props["conformance_trace"]
-            by_target = self.report.traces.setdefault(f"{cell['case_name']}/{cell['input_name']}", {})
-            by_target["eager"] = trace["eager"]
-            by_target[cell["target_name"]] = trace["target"]
-        if "conformance_state" in props:
-            self.report.state_audit[cell["case_name"]] = props["conformance_state"]
-        result = props.get("conformance_result")
-        status = status_of(report, result, props.get("conformance_outcome"))
+        record = CellRecord.from_dict(data)
+        cell = record.cell
+        if record.benchmark is not None and report.when == "call":
+            self.report.benchmarks.append(record.benchmark)
+        if record.branches is not None:
+            self.report.branch_coverage[record.case_name] = record.branches
+        if record.trace is not None and report.when == "call":
+            by_target = self.report.traces.setdefault(f"{record.case_name}/{record.input_name}", {})
+            by_target[EAGER] = record.trace["eager"]
+            by_target[record.target_name] = record.trace["target"]
+        if record.state is not None:
+            self.report.state_audit[record.case_name] = record.state
+        status = status_of(report, record)
         if status is not None:
-            self.report.add(cell, *status, result)
-            does_not_apply = status[0] == "skip" and props.get("conformance_not_applicable", False)
-            if cell.get("external") and status[0] != "pass" and not does_not_apply:
+            self.report.add(cell, *status, record.result())
+            does_not_apply = status[0] == "skip" and record.not_applicable
+            if record.external and status[0] != "pass" and not does_not_apply:
                 self.external_problems.append(
-                    f"{cell['case_name']} / {cell['target_name']} / {cell['suite']} [{cell['input_name']}]: "
+                    f"{record.case_name} / {record.target_name} / {record.suite} [{record.input_name}]: "
                     f"{status[0]}: {status[1]}"
                 )
 

@@ -10,10 +10,10 @@ import torch
 from .branches import Branch, discover_branches
 from .cache import ExportCache
 from .case import Calls, ModelCase
-from .equivalence import eager_outputs
+from .eager import EagerReference, StreamRun
 from .registry import case as find_case
-from .sequence import StateThreading
 from .state import StateBuffer, audit_state
+from .target_runs import target_stream
 from .targets import Artifact, Runner, Target
 from .targets import target as find_target
 
@@ -55,7 +55,9 @@ class ConformanceSession:
         self._runners: dict[tuple[str, str], Runner] = {}
         self._eager: dict[str, torch.nn.Module] = {}
         self._calls: dict[tuple[str, str], Calls] = {}
-        self._references: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self._references: dict[tuple[str, str], EagerReference] = {}
+        self._offline: dict[str, torch.nn.Module] = {}
+        self._target_runs: dict[tuple[str, str, str], StreamRun] = {}
         self._state_audits: dict[str, list[StateBuffer]] = {}
         self._branches: dict[str, list[Branch]] = {}
         self._localizations: dict[tuple[str, str, str], dict[str, object]] = {}
@@ -65,19 +67,28 @@ class ConformanceSession:
         return override if override is not None else self.cache.get(case, target)
 
     def runner(self, case: ModelCase, target: Target) -> Runner:
-        """A loaded runner for (case, target), reset to its initial state."""
+        """The loaded runner for (case, target), one per process. Whoever feeds it a sequence
+        resets it first (``run_calls``, ``target_stream``: the one owner of reset)."""
         key = (case.name, target.name)
         if key not in self._runners:
             target.require_runtime()
             self._runners[key] = target.load(self.artifact(case, target))
-        runner = self._runners[key]
-        runner.reset()
-        return runner
+        return self._runners[key]
 
     def fresh_runner(self, case: ModelCase, target: Target) -> Runner:
         """A newly loaded runner, never reset: what a user gets from the artifact file."""
         target.require_runtime()
         return target.load(self.artifact(case, target))
+
+    def target_run(self, case: ModelCase, target: Target, input_name: str) -> StreamRun:
+        """The target fed one canonical input from a reset state, once per process: equivalence,
+        golden and the streaming checks on that input judge this one run."""
+        key = (case.name, target.name, input_name)
+        if key not in self._target_runs:
+            self._target_runs[key] = target_stream(
+                self.runner(case, target), self.calls(case, input_name), case=case
+            )
+        return self._target_runs[key]
 
     def state_audit(self, case: ModelCase) -> list[StateBuffer]:
         """The buffers the case's forward mutates (cached per case)."""
@@ -92,9 +103,33 @@ class ConformanceSession:
         return self._branches[case.name]
 
     def eager_module(self, case: ModelCase) -> torch.nn.Module:
+        """The case's module, built once per process (every eager run restores its buffers)."""
         if case.name not in self._eager:
             self._eager[case.name] = case.build().eval()
         return self._eager[case.name]
+
+    def offline_module(self, case: ModelCase) -> torch.nn.Module:
+        """The whole-signal model of a streaming case: its declared offline model, else its module."""
+        spec = case.streaming
+        if spec is None or spec.offline is None:
+            return self.eager_module(case)
+        if case.name not in self._offline:
+            self._offline[case.name] = spec.offline().eval()
+        return self._offline[case.name]
+
+    def eager_reference(self, case: ModelCase, input_name: str) -> EagerReference:
+        """The eager side of one canonical input (its runs, replays and offline output), once per
+        process, shared by every target and check."""
+        key = (case.name, input_name)
+        if key not in self._references:
+            self._references[key] = EagerReference(
+                case,
+                self.eager_module(case),
+                self.calls(case, input_name),
+                lambda: [b.name for b in self.state_audit(case)],
+                lambda: self.offline_module(case),
+            )
+        return self._references[key]
 
     def calls(self, case: ModelCase, input_name: str) -> Calls:
         key = (case.name, input_name)
@@ -104,15 +139,7 @@ class ConformanceSession:
 
     def reference(self, case: ModelCase, input_name: str) -> dict[str, np.ndarray]:
         """Eager outputs for one canonical input set, from the initial state."""
-        key = (case.name, input_name)
-        if key not in self._references:
-            self._references[key] = eager_outputs(
-                self.eager_module(case),
-                self.calls(case, input_name),
-                case.output_names,
-                threading=StateThreading.of(case),
-            )
-        return self._references[key]
+        return self.eager_reference(case, input_name).outputs()
 
     def localization(
         self, case: ModelCase, target: Target, input_name: str, calls: Calls | None = None
@@ -126,10 +153,11 @@ class ConformanceSession:
 
             try:
                 artifact = self.artifact(case, target)
+                module = self.eager_module(case)
                 if calls is not None:
-                    result = localize_calls(case, target, artifact, list(calls), input_name=input_name)
+                    result = localize_calls(case, target, artifact, list(calls), input_name=input_name, module=module)
                 else:
-                    result = localize(case, target, artifact, input_name)
+                    result = localize(case, target, artifact, input_name, module=module)
                 found = {**result.as_dict(), "text": result.render()}
             except Exception as exc:  # any failure to localise is reported, never raised
                 headline = f"first divergence: not localised ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .buffers import buffer_snapshot, restore_buffers
+from .buffers import buffer_snapshot, preserved_buffers
 
 __all__ = ["LiftedState", "StateBuffer", "audit_state", "mutated_buffer_names"]
 
@@ -37,24 +37,18 @@ class StateBuffer:
 
 def _exported_mutations(module: nn.Module, example: tuple[torch.Tensor, ...]) -> set[str] | None:
     """Buffer names in torch.export's mutation signature; None when torch.export refuses the model."""
-    initial = buffer_snapshot(module)
-    try:
-        program = torch.export.export(module, example, strict=False).run_decompositions()
-    except Exception:  # a model torch.export refuses is audited by running it alone
-        return None
-    finally:
-        restore_buffers(module, initial)
+    with preserved_buffers(module):
+        try:
+            program = torch.export.export(module, example, strict=False).run_decompositions()
+        except Exception:  # a model torch.export refuses is audited by running it alone
+            return None
     return set(program.graph_signature.buffers_to_mutate.values())
 
 
 def _changed_by_forward(module: nn.Module, example: tuple[torch.Tensor, ...]) -> set[str]:
-    initial = buffer_snapshot(module)
-    try:
-        with torch.no_grad():
-            module(*example)
-            after = buffer_snapshot(module)
-    finally:
-        restore_buffers(module, initial)
+    with preserved_buffers(module) as initial, torch.no_grad():
+        module(*example)
+        after = buffer_snapshot(module)
     return {name for name, value in after.items() if not torch.equal(value, initial[name])}
 
 

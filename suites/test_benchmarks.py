@@ -34,13 +34,13 @@ def _record(conformance, benchmark, request, **fields) -> None:
     if stats is None:  # --benchmark-disable: run once as a test, nothing was timed
         return
     conformance.record_benchmark(median_s=stats.stats.median, **fields)
-    record = [v for k, v in request.node.user_properties if k == "conformance_benchmark"][-1]
+    record = conformance.record.benchmark
     earlier = run_records(request.config)
     benchmark.extra_info.update(benchmark_extra_info(record, earlier))
     earlier.append(record)
 
 
-@pytest.mark.conformance("benchmark", inputs="primary")
+@pytest.mark.conformance("benchmark")
 def test_benchmark_step(conformance, benchmark, request):
     """Median latency of one call (one streaming step), with FLOPs, size and real-time factor."""
     _require_timing(benchmark, request)
@@ -60,16 +60,14 @@ def test_benchmark_step(conformance, benchmark, request):
         kind="step",
         flops=flops_per_call(case, conformance.eager_module(), call),
         peak_gflops=matmul_peak_gflops(),
-        size_bytes=artifact_size(
-            conformance.artifact_path(), conformance.target.companion_files(conformance.artifact_path())
-        ),
+        size_bytes=artifact_size(conformance.artifact()),
         chunk_seconds=chunk_seconds,
         streaming=spec is not None,
         float_counterpart=target.float_counterpart,
     )
 
 
-@pytest.mark.conformance("benchmark", inputs="primary")
+@pytest.mark.conformance("benchmark")
 def test_benchmark_cold_start(conformance, benchmark, request):
     """Loading the artifact and making the first call."""
     _require_timing(benchmark, request)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from harness.equivalence import check_batch_consistency, check_determinism, check_equivalence, run_calls
@@ -13,48 +11,34 @@ from harness.weights import artifact_weights, audit_weights
 
 @pytest.mark.conformance("equivalence")
 def test_equivalence(conformance):
-    """The target's outputs match eager within the case's tolerance (and task metric)."""
-    runner = conformance.runner()
-    actual = run_calls(runner, conformance.calls(), conformance.case.output_names, threading=StateThreading.of(conformance.case))
-    conformance.record_traces(conformance.reference(), actual)
-    result = check_equivalence(
-        conformance.case,
-        conformance.target.name,
-        conformance.reference(),
-        actual,
-        approximate=conformance.target.approximate,
-    )
+    """The target's outputs match eager by the cell's judge (tolerances and task metric)."""
+    expected, actual = conformance.reference(), conformance.outputs()
+    conformance.record_traces(expected, actual)
+    result = check_equivalence(conformance.case, conformance.target, expected, actual)
     if not result and not conformance.target.approximate:
-        weights = artifact_weights(runner.artifact)
+        weights = artifact_weights(conformance.runner().artifact)
         if weights is not None:
             audit = audit_weights(conformance.eager_module(), weights)
             if not audit:
-                result = replace(result, diagnosis=audit.diagnosis())
+                result = result.caused_by(audit.diagnosis())
     conformance.verdict(result)
 
 
-@pytest.mark.conformance("determinism", inputs="primary")
+@pytest.mark.conformance("determinism")
 def test_determinism(conformance):
-    """Two runs of the same input from a reset state agree (a training-mode export does not)."""
-    runner = conformance.runner()
-    calls = conformance.calls()
-    first = run_calls(runner, calls, conformance.case.output_names, threading=StateThreading.of(conformance.case))
-    second = run_calls(runner, calls, conformance.case.output_names, threading=StateThreading.of(conformance.case))
-    conformance.verdict(check_determinism(conformance.case, first, second, what=conformance.target.name))
+    """Two runs of the same input from a reset state agree (a training-mode export does not):
+    the run every check shares, and one replay."""
+    case = conformance.case
+    replay = run_calls(conformance.runner(), conformance.calls(), case.output_names, threading=StateThreading.of(case))
+    conformance.verdict(check_determinism(case, conformance.outputs(), replay, what=conformance.target.name))
 
 
-@pytest.mark.conformance("batch-consistency", inputs="primary", requires="batch")
+@pytest.mark.conformance("batch-consistency")
 def test_batch_consistency(conformance):
     """Per-sample outputs are the same at batch 1 and at the case's batch size."""
     case = conformance.case
-    call = conformance.calls()[0]
     conformance.verdict(
         check_batch_consistency(
-            case,
-            conformance.target.name,
-            conformance.runner(),
-            call,
-            case.batch_consistency,
-            approximate=conformance.target.approximate,
+            case, conformance.target, conformance.runner(), conformance.calls()[0], case.batch_consistency
         )
     )

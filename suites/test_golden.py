@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.equivalence import run_calls
 from harness.golden import TensorSnapshot, snapshot_verdict, tensor_snapshot_extension
-from harness.sequence import StateThreading
 
 
 def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
@@ -20,7 +18,6 @@ def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
             conformance.not_applicable(problem)
     conformance.require_snapshot(snapshot)
     case, target = conformance.case, conformance.target.name
-    tolerances = {name: case.tolerance_for(name, target) for name in case.output_names}
     provenance = {
         "case": case.name,
         "target": target,
@@ -28,9 +25,9 @@ def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
         "inputs_from": "seeded synthesis in the case's fixtures module",
         **conformance.target.runtime_settings(),
     }
-    # int8 outputs are not bit-stable across runtime versions: the task metric is their contract
-    metric = case.approximate_metric if conformance.target.approximate else None
-    extension = tensor_snapshot_extension(tolerances, metric=metric)
+    # the cell's judge: int8 outputs are not bit-stable across runtime versions, so an approximate
+    # target's contract is the task metric
+    extension = tensor_snapshot_extension(conformance.judge(reference="snapshot"))
     # a mismatch is a verdict on the export (fail, localised), never a harness error
     conformance.verdict(snapshot_verdict(snapshot.use_extension(extension), TensorSnapshot(outputs, provenance)))
 
@@ -41,10 +38,7 @@ def test_golden_eager(conformance, snapshot):
     _assert_matches_snapshot(conformance, snapshot, conformance.reference())
 
 
-@pytest.mark.conformance("golden", inputs="primary", skip_targets=("eager",))
+@pytest.mark.conformance("golden", skip_targets=("eager",))
 def test_golden_target(conformance, snapshot):
     """Each target's outputs match their snapshot (catches runtime regressions)."""
-    runner = conformance.runner()
-    _assert_matches_snapshot(
-        conformance, snapshot, run_calls(runner, conformance.calls(), conformance.case.output_names, threading=StateThreading.of(conformance.case))
-    )
+    _assert_matches_snapshot(conformance, snapshot, conformance.outputs())

@@ -8,12 +8,12 @@ from hypothesis import strategies as st
 
 from harness.branches import BranchRecorder
 from harness.check import Check
+from harness.eager import run_module
 from harness.inputs import check_dynamic_shapes, check_generated_input
 from harness.profiles import run_property, statistics_for
-from harness.streaming import eager_stream
 
 
-@pytest.mark.conformance("hypothesis", inputs="generated", requires="strategy")
+@pytest.mark.conformance("hypothesis")
 def test_hypothesis(conformance, request):
     """Generated inputs agree between eager and the export; a failing input is shrunk and kept
     in golden/hypothesis, and replayed by every later run."""
@@ -27,12 +27,11 @@ def test_hypothesis(conformance, request):
     def body(calls):
         result = check_generated_input(
             conformance.case,
-            conformance.target.name,
+            conformance.target,
             runner,
             module,
             calls,
             branches,
-            approximate=conformance.target.approximate,
             input_label=(
                 f"the canonical input {conformance.case.main_input!r} (tried first)"
                 if calls is canonical
@@ -53,24 +52,17 @@ def test_hypothesis(conformance, request):
         )
 
 
-@pytest.mark.conformance("dynamic-shapes", inputs="primary", requires="dynamic")
+@pytest.mark.conformance("dynamic-shapes")
 def test_dynamic_shapes(conformance):
     """Sizes 1, the bounds and sizes unlike the example; a shape-specialised export is named."""
-    runner = conformance.runner()
-    call = conformance.calls()[0]
     conformance.verdict(
         check_dynamic_shapes(
-            conformance.case,
-            conformance.target.name,
-            runner,
-            conformance.eager_module(),
-            call,
-            approximate=conformance.target.approximate,
+            conformance.case, conformance.target, conformance.runner(), conformance.eager_module(), conformance.calls()[0]
         )
     )
 
 
-@pytest.mark.conformance("branch-coverage", inputs="generated", targets=("eager",), requires="strategy")
+@pytest.mark.conformance("branch-coverage", targets=("eager",))
 def test_branch_coverage(conformance, request):
     """Every side of every data-dependent branch is taken by some generated input."""
     module = conformance.eager_module()
@@ -84,7 +76,7 @@ def test_branch_coverage(conformance, request):
         calls = data.draw(strategy)
         seen_before = {b: dict(recorder.counts[b]) for b in branches}
         with recorder.watch():
-            eager_stream(module, calls)
+            run_module(module, calls)
         novelty = sum(
             1
             for b in branches

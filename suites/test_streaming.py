@@ -1,4 +1,12 @@
-"""Stateful streaming continuity, for every case with a streaming spec x every target."""
+"""The streaming suites, for every case with a streaming spec x every target (where each
+applies is said in ``harness.suite_registry``: a case with one chunk size has no stream-chunks
+cell).
+
+Each check judges the target's one run over the primary input (``conformance.target_run()``,
+shared with equivalence and golden) against the eager side computed once per worker
+(``conformance.eager()``); only reset, initial state, other chunkings and altered batch rows
+run the target again.
+"""
 
 from __future__ import annotations
 
@@ -14,82 +22,51 @@ from harness.streaming import (
 )
 
 
-@pytest.mark.conformance("stream-continuity", inputs="primary", requires="streaming")
+@pytest.mark.conformance("stream-continuity")
 def test_stream_continuity(conformance):
     """Fed chunk by chunk, the export matches eager fed the same chunks; names the first bad chunk."""
-    runner = conformance.runner()
+    conformance.state_names()  # recorded for the report's state audit
     conformance.verdict(
-        check_continuity(
-            conformance.case,
-            conformance.target.name,
-            runner,
-            conformance.eager_module(),
-            conformance.calls(),
-            conformance.state_names(),
-        )
+        check_continuity(conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run())
     )
 
 
-@pytest.mark.conformance("stream-offline", inputs="primary", requires="streaming")
+@pytest.mark.conformance("stream-offline")
 def test_stream_offline(conformance):
     """Streamed output matches whole-signal output after the warm-up frames."""
-    spec = conformance.case.streaming
-    if spec.offline is None and not spec.other_chunks:
-        conformance.not_applicable(
-            f"{conformance.case.name} declares one chunk size and no offline model: no whole-signal reference "
-            "(does not apply)"
-        )
-    runner = conformance.runner()
     conformance.verdict(
-        check_offline(
-            conformance.case, conformance.target.name, runner, conformance.case.build, conformance.calls()
-        )
+        check_offline(conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run())
     )
 
 
-@pytest.mark.conformance("stream-chunks", inputs="primary", requires="streaming")
-def test_stream_chunk_sizes(conformance):
+@pytest.mark.conformance("stream-chunks")
+def test_stream_chunks(conformance):
     """Every chunk size the case admits gives the same frames."""
-    if not conformance.case.streaming.other_chunks:
-        conformance.not_applicable(f"{conformance.case.name} admits one chunk size only")
-    runner = conformance.runner()
     conformance.verdict(
-        check_chunk_sizes(conformance.case, conformance.target.name, runner, conformance.calls())
+        check_chunk_sizes(conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run())
     )
 
 
-@pytest.mark.conformance("stream-reset", inputs="primary", requires="streaming")
+@pytest.mark.conformance("stream-reset")
 def test_stream_reset(conformance):
     """reset() returns to the initial state: a replay is identical to the first run."""
     with conformance.fresh_runner() as runner:
-        conformance.verdict(
-            check_reset(conformance.case, conformance.target.name, runner, conformance.calls())
-        )
+        conformance.verdict(check_reset(conformance.target, runner, conformance.eager()))
 
 
-@pytest.mark.conformance("stream-batch", inputs="primary", requires="streaming")
-def test_stream_batch_isolation(conformance):
+@pytest.mark.conformance("stream-batch")
+def test_stream_batch(conformance):
     """Batched streams are independent: one row's state never leaks into another's."""
-    if conformance.case.streaming.batch_rows < 2:
-        conformance.not_applicable(f"{conformance.case.name} streams one row per call")
-    runner = conformance.runner()
     conformance.verdict(
-        check_batch_isolation(conformance.case, conformance.target.name, runner, conformance.calls())
+        check_batch_isolation(
+            conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run()
+        )
     )
 
 
-@pytest.mark.conformance("stream-initial", inputs="primary", requires="streaming")
-def test_stream_initial_state(conformance):
+@pytest.mark.conformance("stream-initial")
+def test_stream_initial(conformance):
     """The artifact starts from the initial state: exporting consumed none of it."""
-    names = conformance.state_names()
+    conformance.state_names()  # recorded for the report's state audit
     with conformance.fresh_runner() as runner:
-        conformance.verdict(
-            check_initial_state(
-                conformance.case,
-                conformance.target.name,
-                runner,
-                conformance.eager_module(),
-                conformance.calls(),
-                names,
-            )
-        )
+        conformance.verdict(check_initial_state(conformance.target, runner, conformance.eager()))

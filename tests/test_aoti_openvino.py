@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import harness
+from harness.eager import eager_reference
 from harness.external import ArtifactOverride, external_artifact
 from harness.streaming import check_continuity, check_initial_state, check_reset
 from harness.targets import ArtifactError
@@ -49,13 +50,13 @@ def test_each_runtime_keeps_the_streaming_state(export_cache, f32, target_name, 
     assert not target.approximate
     artifact = export_cache.get(case, target)
     with target.load(artifact) as runner:
-        assert check_continuity(case, target_name, runner, module, calls, names)
-        assert check_initial_state(case, target_name, target.load(artifact), module, calls, names)
+        assert check_continuity(target_name, runner, eager_reference(case, calls, names, module=module))
+        assert check_initial_state(target_name, target.load(artifact), eager_reference(case, calls, names, module=module))
         if target_name == "openvino":  # OpenVINO's variables are readable, under the buffers' names
             runner.reset()
             assert set(runner.state()) == set(names)
     with target.load(artifact) as fresh:
-        assert check_reset(case, target_name, fresh, calls)
+        assert check_reset(target_name, fresh, eager_reference(case, calls))
 
 
 def test_two_loads_of_one_aoti_package_do_not_share_state(export_cache):
@@ -76,7 +77,7 @@ def test_a_weight_fault_is_not_called_a_state_fault(tmp_path, f32, target_name):
     target = harness.target(target_name)
     artifact = target.export(_scaled_conv_case("cached_conv"), tmp_path)
     with target.load(artifact) as runner:
-        result = check_continuity(case, target_name, runner, module, calls, names)
+        result = check_continuity(target_name, runner, eager_reference(case, calls, names, module=module))
     assert not result
     # wrong from the first chunk on, and no state hypothesis (dropped, advanced, swapped) fits
     assert result.diagnosis.startswith("outputs diverge from eager at chunk 0 (features: MISMATCH"), result.diagnosis
@@ -95,7 +96,7 @@ def test_an_ir_converted_from_the_plain_onnx_export_is_diagnosed_as_state_droppe
     artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", user_ir), tmp_path / "work")
     assert artifact.path.with_suffix(".bin").is_file()  # the weights travel with the IR
     with harness.target("openvino").load(artifact) as runner:
-        result = check_continuity(case, "openvino", runner, module, calls, names)
+        result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of"), result.diagnosis
 
@@ -113,7 +114,7 @@ def test_a_users_onnx_file_runs_on_openvino_its_lifted_state_made_internal(expor
         shutil.copyfile(original, mine)
         artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", mine), tmp_path / source / "work")
         with harness.target("openvino").load(artifact) as runner:
-            verdicts[source] = check_continuity(case, "openvino", runner, module, calls, names)
+            verdicts[source] = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
             if source == "onnx-stateful":
                 assert set(runner.state()) == set(names)
     assert verdicts["onnx"].diagnosis.startswith("state dropped"), verdicts["onnx"].diagnosis
@@ -227,7 +228,7 @@ def test_the_harness_own_openvino_export_is_accepted_as_a_users_file(export_cach
         shutil.copyfile(sibling, mine / sibling.name)
     artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", mine / original.name), tmp_path / "w")
     with harness.target("openvino").load(artifact) as runner:
-        assert check_continuity(case, "openvino", runner, module, calls, names)
+        assert check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
 
 
 def test_a_users_file_with_a_dynamic_chunk_needs_no_sidecar(export_cache, tmp_path, f32):
@@ -244,13 +245,13 @@ def test_a_users_file_with_a_dynamic_chunk_needs_no_sidecar(export_cache, tmp_pa
         artifact = external_artifact(ArtifactOverride("cached_conv", as_target, folder / name), folder / "w")
         assert artifact.meta["inputs"][0]["shape"][-1] == [32, 64, "chunk"], source
         with harness.target(as_target).load(artifact) as runner:
-            assert check_chunk_sizes(case, as_target, runner, calls), source
+            assert check_chunk_sizes(as_target, runner, eager_reference(case, calls)), source
     package = tmp_path / "aoti" / "mine.pt2"
     package.parent.mkdir()
     shutil.copyfile(export_cache.get(case, harness.target("aoti")).path, package)
     artifact = external_artifact(ArtifactOverride("cached_conv", "aoti", package), tmp_path / "aoti" / "w")
     with harness.target("aoti").load(artifact) as runner:
-        result = check_chunk_sizes(case, "aoti", runner, calls)
+        result = check_chunk_sizes("aoti", runner, eager_reference(case, calls))
     assert not result and "your file states no dynamic chunk" in result.diagnosis, result.diagnosis
 
 
@@ -275,7 +276,7 @@ def test_a_dropped_state_is_named_at_bf16_too(export_cache, tmp_path, monkeypatc
     ov.save_model(ov.convert_model(str(plain)), str(user_ir), compress_to_fp16=False)
     artifact = external_artifact(ArtifactOverride("pesto", "openvino", user_ir), tmp_path / "work")
     with harness.target("openvino").load(artifact) as runner:
-        result = check_continuity(case, "openvino", runner, module, calls, names)
+        result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of hcqt"), result.diagnosis
 
@@ -295,6 +296,6 @@ def test_a_weight_fault_judged_by_the_task_metric_is_not_called_a_state_fault(tm
     target = harness.target("openvino")
     artifact = target.export(dataclasses.replace(case, build=build), tmp_path)
     with target.load(artifact) as runner:
-        result = check_continuity(case, "openvino", runner, module, calls, names)
+        result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
     assert not result, result.diagnosis
     assert not result.diagnosis.startswith("state"), result.diagnosis

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import harness
+from harness.eager import eager_reference
 from harness.errors import HarnessError
 from harness.streaming import check_continuity, check_initial_state, check_offline
 
@@ -80,13 +81,13 @@ def _names(case_name: str) -> list[str]:
 def _continuity(case_name: str, runner):
     case = harness.case(case_name)
     calls = case.inputs[case.main_input]()
-    return check_continuity(case, "onnx", runner, case.build(), calls, _names(case_name))
+    return check_continuity("onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build()))
 
 
 def _initial(case_name: str, runner):
     case = harness.case(case_name)
     calls = case.inputs[case.main_input]()
-    return check_initial_state(case, "onnx", runner, case.build(), calls, _names(case_name))
+    return check_initial_state("onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build()))
 
 
 def test_every_streaming_check_passes_on_eager_with_explicit_state_and_a_sample_rate(export_cache):
@@ -94,9 +95,9 @@ def test_every_streaming_check_passes_on_eager_with_explicit_state_and_a_sample_
     calls = case.inputs["bursts"]()
     target = harness.target("eager")
     with target.load(export_cache.get(case, target)) as runner:
-        assert check_continuity(case, "eager", runner, case.build(), calls, [])
-        assert check_offline(case, "eager", runner, case.build, calls)
-        assert check_initial_state(case, "eager", runner, case.build(), calls, [])
+        assert check_continuity("eager", runner, eager_reference(case, calls, [], module=case.build()))
+        assert check_offline("eager", runner, eager_reference(case, calls, []))
+        assert check_initial_state("eager", runner, eager_reference(case, calls, [], module=case.build()))
 
 
 def test_an_export_that_ignores_its_explicit_state_is_diagnosed_as_state_dropped(tmp_path):
@@ -136,6 +137,6 @@ def test_a_streaming_input_on_which_eager_is_constant_is_refused(export_cache):
     target = harness.target("eager")
     with target.load(export_cache.get(case, target)) as runner:
         with pytest.raises(HarnessError, match="is constant over the frames of this input"):
-            check_offline(case, "eager", runner, case.build, calls)
+            check_offline("eager", runner, eager_reference(case, calls, []))
         with pytest.raises(HarnessError, match="is constant over the frames of this input"):
-            check_continuity(case, "eager", runner, case.build(), calls, ["cache"])
+            check_continuity("eager", runner, eager_reference(case, calls, ["cache"], module=case.build()))

@@ -202,10 +202,12 @@ def test_baseline_gate_fails_on_a_regression_an_improvement_and_a_removed_case(
 
 def test_approximate_snapshots_are_judged_by_the_task_metric():
     from harness.golden import TensorSnapshot, tensor_snapshot_extension
+    from harness.judge import Judge
     from harness.metrics import pitch_error_cents
 
     metric = pitch_error_cents(threshold=25.0, statistic="median")
-    extension = tensor_snapshot_extension({"default": harness.tol(1e-6)}, metric=metric)()
+    judge = Judge("snapshot", {}, harness.tol(1e-6), metric=metric, by_metric=True)
+    extension = tensor_snapshot_extension(judge)()
     snap = TensorSnapshot({"pitch": np.array([60.0, 62.0, 64.0]), "confidence": np.ones(3)})
     near = TensorSnapshot({"pitch": np.array([60.1, 62.1, 64.1]), "confidence": np.ones(3)})
     far = TensorSnapshot({"pitch": np.array([61.0, 63.0, 65.0]), "confidence": np.ones(3)})

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import harness
+from harness.eager import eager_reference
 from harness.state import LiftedState, audit_state
 from harness.streaming import (
     check_batch_isolation,
@@ -103,7 +104,7 @@ def test_plain_onnx_is_diagnosed_as_state_dropped(export_cache, case_name):
     case, module, calls, names = _setup(case_name)
     target = harness.target("onnx")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_continuity(case, "onnx", runner, module, calls, names)
+        result = check_continuity("onnx", runner, eager_reference(case, calls, names, module=module))
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of")
     assert all(name in result.diagnosis for name in names)
@@ -114,7 +115,7 @@ def test_lifted_onnx_carries_the_state(export_cache):
     case, module, calls, names = _setup("lstm_stream")
     target = harness.target("onnx-stateful")
     with target.load(export_cache.get(case, target)) as runner:
-        assert check_continuity(case, "onnx-stateful", runner, module, calls, names)
+        assert check_continuity("onnx-stateful", runner, eager_reference(case, calls, names, module=module))
         assert set(runner.state()) == set(names)
 
 
@@ -124,8 +125,8 @@ def test_tracing_without_a_state_reset_is_diagnosed_as_state_advanced(tmp_path):
     planted.reset_state_after_trace = False  # the fault: trace's forward call advanced the cache
     artifact = planted.export(case, tmp_path)
     with planted.load(artifact) as runner:
-        initial = check_initial_state(case, "torchscript", runner, module, calls, names)
-        continuity = check_continuity(case, "torchscript", runner, module, calls, names)
+        initial = check_initial_state("torchscript", runner, eager_reference(case, calls, names, module=module))
+        continuity = check_continuity("torchscript", runner, eager_reference(case, calls, names, module=module))
     assert not initial and initial.diagnosis.startswith("state advanced by export")
     assert "initial value of 'cache' differs" in initial.report()
     assert not continuity and continuity.diagnosis.startswith("state advanced by export")
@@ -135,7 +136,7 @@ def test_the_real_torchscript_target_starts_from_the_initial_state(export_cache)
     case, module, calls, names = _setup("cached_conv")
     target = harness.target("torchscript")
     with target.load(export_cache.get(case, target)) as runner:
-        assert check_initial_state(case, "torchscript", runner, module, calls, names)
+        assert check_initial_state("torchscript", runner, eager_reference(case, calls, names, module=module))
 
 
 class RowMixingLstm(torch.nn.Module):
@@ -159,7 +160,7 @@ def test_state_shared_across_batch_rows_is_reported(tmp_path):
     torch.jit.save(torch.jit.trace(leaky, case.example_inputs(), check_trace=False), str(path))
     artifact = Artifact(path, "torchscript", case.name, case.input_names, case.output_names)
     with harness.target("torchscript").load(artifact) as runner:
-        result = check_batch_isolation(case, "torchscript", runner, calls)
+        result = check_batch_isolation("torchscript", runner, eager_reference(case, calls))
     assert not result
     assert result.diagnosis.startswith(
         "batch rows share state: changing rows 1.. changed row 0's 'scores' from chunk 1"
@@ -170,7 +171,7 @@ def test_the_real_lstm_export_keeps_rows_independent(export_cache):
     case, _, calls, _ = _setup("lstm_stream")
     target = harness.target("executorch-xnnpack")
     with target.load(export_cache.get(case, target)) as runner:
-        assert check_batch_isolation(case, target.name, runner, calls)
+        assert check_batch_isolation(target.name, runner, eager_reference(case, calls))
 
 
 class MethodOnlyResetRunner(ExecuTorchRunner):
@@ -192,11 +193,11 @@ def test_a_reset_that_does_not_reset_is_reported(export_cache):
     case, _, calls, _ = _setup("cached_conv")
     artifact = export_cache.get(case, harness.target("executorch-portable"))
     with MethodOnlyResetRunner(artifact) as runner:
-        result = check_reset(case, "executorch-portable", runner, calls)
+        result = check_reset("executorch-portable", runner, eager_reference(case, calls))
     assert not result
     assert result.diagnosis.startswith("reset() did not return to the initial state")
     with harness.target("executorch-portable").load(artifact) as runner:
-        assert check_reset(case, "executorch-portable", runner, calls)
+        assert check_reset("executorch-portable", runner, eager_reference(case, calls))
 
 
 def test_lifted_state_fed_back_swapped_is_diagnosed(export_cache, tmp_path):
@@ -210,7 +211,7 @@ def test_lifted_state_fed_back_swapped_is_diagnosed(export_cache, tmp_path):
     sidecar.write_text(json.dumps(body))
     planted = Artifact.read_sidecar(tmp_path / good.path.name)
     with harness.target("onnx-stateful").load(planted) as runner:
-        result = check_continuity(case, "onnx-stateful", runner, module, calls, names)
+        result = check_continuity("onnx-stateful", runner, eager_reference(case, calls, names, module=module))
     assert not result
     assert result.diagnosis.startswith("state buffers swapped: 'h' and 'c'")
 
@@ -221,12 +222,12 @@ def test_streamed_output_that_drifts_from_offline_is_reported(export_cache):
     case, _, calls, _ = _setup("cached_conv")
     target = harness.target("onnx")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_offline(case, "onnx", runner, case.build, calls)
+        result = check_offline("onnx", runner, eager_reference(case, calls, []))
     assert not result and result.diagnosis.startswith("features: MISMATCH")
     with harness.target("onnx-stateful").load(
         export_cache.get(case, harness.target("onnx-stateful"))
     ) as runner:
-        assert check_offline(case, "onnx-stateful", runner, case.build, calls)
+        assert check_offline("onnx-stateful", runner, eager_reference(case, calls, []))
 
 
 def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
@@ -243,7 +244,7 @@ def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
     case, _, calls, _ = _setup("cached_conv")
     planted = StaticChunk()
     with planted.load(planted.export(case, tmp_path)) as runner:
-        result = check_chunk_sizes(case, "torch-export", runner, calls)
+        result = check_chunk_sizes("torch-export", runner, eager_reference(case, calls))
     assert not result
     assert result.diagnosis.startswith("artifact rejects chunk 64 (exported at chunk 32 with static shapes?)")
 
@@ -258,7 +259,7 @@ def test_streaming_exports_take_every_admitted_chunk_size(export_cache, target_n
     assert artifact.meta["chunk_dynamic"] is True
     assert artifact.meta["inputs"][0]["shape"][-1] == [32, 64, "chunk"]
     with target.load(artifact) as runner:
-        assert check_chunk_sizes(case, target_name, runner, calls)
+        assert check_chunk_sizes(target_name, runner, eager_reference(case, calls))
 
 
 def test_a_refused_dynamic_chunk_is_reported_with_the_exporters_reason(export_cache):
@@ -272,7 +273,7 @@ def test_a_refused_dynamic_chunk_is_reported_with_the_exporters_reason(export_ca
     assert artifact.meta["chunk_dynamic"] is False
     assert "specialized it to be a constant (4)" in artifact.meta["chunk_fixed_because"]
     with target.load(artifact) as runner:
-        result = check_chunk_sizes(case, "torch-export", runner, calls)
+        result = check_chunk_sizes("torch-export", runner, eager_reference(case, calls))
     assert not result
     assert result.diagnosis.startswith("artifact rejects chunk 2 (the exporter refused a dynamic chunk, so it is fixed at 4")
     assert "specialized it to be a constant (4)" in result.diagnosis

@@ -6,7 +6,7 @@ import importlib.util
 import re
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,13 @@ class Runner(ABC):
     """Runs one loaded artifact. Same interface for every runtime; a context manager.
 
     ``run`` and ``reset`` are final: they validate, then call ``_run_impl`` / ``_reset_impl``.
+    A runner is in its initial state when loaded; ``reset`` of a runner that has not run since
+    (loaded or reset) does nothing, so a reset that reloads a program (ExecuTorch, AOTInductor)
+    costs a load only where a state was advanced.
     """
+
+    #: no call has run since the runner was loaded or reset
+    _pristine: bool = True
 
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
@@ -160,6 +166,7 @@ class Runner(ABC):
         signature = self.artifact.meta.get("inputs")
         if signature:
             check_call_signature(signature, tensors, self.where)
+        self._pristine = False
         try:
             outputs = self._run_impl(tensors)
         except Exception as exc:
@@ -177,8 +184,12 @@ class Runner(ABC):
         return tuple(to_numpy(o) for o in outputs)
 
     def reset(self) -> None:
-        """Return a stateful model to its initial state (a no-op for stateless runtimes)."""
+        """Return a stateful model to its initial state (a no-op for stateless runtimes, and for a
+        runner that has not run since it was loaded or reset)."""
+        if self._pristine:
+            return
         self._reset_impl()
+        self._pristine = True
 
     def state(self) -> dict[str, np.ndarray] | None:
         """The current streaming state by buffer name, where the runtime lets it be read.
@@ -308,6 +319,13 @@ class Target(ABC):
 
     def recording_problem(self) -> str | None:
         """Why this run must not record the target's outputs as golden snapshots (None: it may)."""
+        return None
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Take this run's runtime options: the plugin's knobs by option name (``ort_threads``,
+        ``ort_optimization``, ``openvino_precision``, ... : None where not given) and ``threads``,
+        the compute threads each worker may use (None: the runtime's default). Called once per
+        process on every registered target; a target reads its own and ignores the rest."""
         return None
 
     def runtime_settings(self) -> dict[str, str]:

@@ -8,12 +8,12 @@ import torch
 
 from .base import Artifact, Runner, Target
 from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
-from .onnx_target import OnnxRunner, onnx_tapped_runner
+from .onnx_target import OnnxRunner, OnnxRuntimeSettings, onnx_tapped_runner
 
 __all__ = ["LegacyOnnxTarget"]
 
 
-class LegacyOnnxTarget(Target):
+class LegacyOnnxTarget(OnnxRuntimeSettings, Target):
     """``torch.onnx.export(..., dynamo=False, opset_version=17, do_constant_folding=True)`` with
     dynamic axes for the case's declared dynamic dimensions; run on onnxruntime like ``onnx``."""
 

@@ -24,7 +24,7 @@ from .onnx_files import (
     onnx_lifted_state_meta,
     onnx_weights,
 )
-from .onnx_target import OnnxRunner, dynamo_onnx_export, onnx_tapped_runner
+from .onnx_target import OnnxRunner, OnnxRuntimeSettings, dynamo_onnx_export, onnx_tapped_runner
 
 __all__ = ["LiftedOnnxRunner", "LiftedOnnxTarget"]
 
@@ -82,7 +82,7 @@ class LiftedOnnxRunner(OnnxRunner):
         return {k: v.copy() for k, v in self._state.items()}
 
 
-class LiftedOnnxTarget(Target):
+class LiftedOnnxTarget(OnnxRuntimeSettings, Target):
     """``torch.onnx.export(dynamo=True)`` of ``LiftedState(module)``: state as explicit I/O."""
 
     name = "onnx-stateful"

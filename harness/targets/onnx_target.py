@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -265,7 +265,26 @@ def onnx_tapped_runner(target: Target, artifact: Artifact) -> Runner:
     return OnnxTappedRunner(artifact, target._load_impl, folder)
 
 
-class OnnxTarget(Target):
+class OnnxRuntimeSettings:
+    """onnxruntime's knobs, for every target that runs on it: graph optimisation and intra-op
+    threads, carried in the environment (sessions read them when they open)."""
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        if options.get("ort_optimization"):
+            os.environ[ORT_OPTIMIZATION_ENV] = str(options["ort_optimization"])
+        if options.get("ort_threads") is not None:
+            os.environ[ORT_THREADS_ENV] = str(options["ort_threads"])
+        elif options.get("threads"):
+            os.environ.setdefault(ORT_THREADS_ENV, str(options["threads"]))
+
+    def runtime_settings(self) -> dict[str, str]:
+        return {
+            "ort_optimization": os.environ.get(ORT_OPTIMIZATION_ENV, "all"),
+            "ort_threads": os.environ.get(ORT_THREADS_ENV, "default"),
+        }
+
+
+class OnnxTarget(OnnxRuntimeSettings, Target):
     """``torch.onnx.export(..., dynamo=True)``, as a user would write it."""
 
     name = "onnx"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,10 @@ class OpenVinoTarget(Target):
             f"openvino computes in {precision} in this run; its golden snapshots are recorded at f32 so that "
             "they hold at any precision: rerun with --openvino-precision=f32 --snapshot-update"
         )
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        if options.get("openvino_precision"):
+            os.environ[OPENVINO_PRECISION_ENV] = str(options["openvino_precision"])
 
     def runtime_settings(self) -> dict[str, str]:
         if self.missing_runtime():
