@@ -14,27 +14,28 @@ from typing import Any
 
 #: public name -> the submodule that defines it
 _EXPORTS = {
-    "TORCH_EXPORT_TARGETS": "case",
-    "STREAM_SUITES": "case",
-    "SUITES": "case",
-    "ExpectedFailure": "case",
-    "Metric": "case",
-    "MetricResult": "case",
-    "ModelCase": "case",
-    "StreamingSpec": "case",
-    "expect_failures": "case",
-    "Comparison": "compare",
-    "Tolerance": "compare",
-    "compare": "compare",
-    "tol": "compare",
-    "CaseError": "registry",
-    "case": "registry",
-    "cases": "registry",
-    "register": "registry",
-    "InputSignatureError": "shapes",
-    "LiftedState": "state",
-    "StateBuffer": "state",
-    "audit_state": "state",
+    "TORCH_EXPORT_TARGETS": "core.case",
+    "QUICK_TARGETS": "core.case",
+    "STREAM_SUITES": "core.case",
+    "SUITES": "core.case",
+    "ExpectedFailure": "core.case",
+    "Metric": "core.case",
+    "MetricResult": "core.case",
+    "ModelCase": "core.case",
+    "StreamingSpec": "core.case",
+    "expect_failures": "core.case",
+    "Comparison": "core.compare",
+    "Tolerance": "core.compare",
+    "compare": "core.compare",
+    "tol": "core.compare",
+    "CaseError": "core.registry",
+    "case": "core.registry",
+    "cases": "core.registry",
+    "register": "core.registry",
+    "InputSignatureError": "core.shapes",
+    "LiftedState": "core.state",
+    "StateBuffer": "core.state",
+    "audit_state": "core.state",
     "Artifact": "targets",
     "ArtifactError": "targets",
     "ExportError": "targets",
@@ -44,9 +45,9 @@ _EXPORTS = {
     "register_target": "targets",
     "target": "targets",
     "targets": "targets",
-    "ConformanceFailure": "errors",
-    "HarnessError": "errors",
-    "TargetRunError": "errors",
+    "ConformanceFailure": "core.errors",
+    "HarnessError": "core.errors",
+    "TargetRunError": "core.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -66,9 +67,8 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """Keeps the public functions ``case``, ``compare`` and ``targets`` when their same-named
-    submodules are imported (importing ``harness.case`` would otherwise rebind ``harness.case``
-    to the module)."""
+    """Keeps the public function ``targets`` when the ``harness.targets`` subpackage is imported
+    (importing it would otherwise rebind ``harness.targets`` to the package)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, types.ModuleType) and name in _EXPORTS:

@@ -73,7 +73,7 @@ def _as_list(value: Any) -> list[str]:
 def _load_cases() -> None:
     """Import the case modules the current project's pytest configuration names
     (``conformance_case_modules``), with the project's folder and ``pythonpath`` on sys.path."""
-    from . import registry
+    from .core import registry
 
     path, options = project_config()
     if path is not None:
@@ -111,7 +111,7 @@ def _names(value: str) -> list[str]:
 
 
 def _case(name: str) -> Any:
-    from . import registry
+    from .core import registry
 
     _load_cases()
     return registry.case(_known("case", name, [c.name for c in registry.cases()]))
@@ -124,7 +124,7 @@ def _target(name: str) -> Any:
 
 
 def _list(_: argparse.Namespace) -> int:
-    from . import registry
+    from .core import registry
     from .targets import targets
 
     _load_cases()
@@ -140,7 +140,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .cli_progress import Steps, quiet_torch
+    from .cli.progress import Steps, quiet_torch
     from .targets import ExportError, RuntimeMissing
 
     case = _case(args.case)
@@ -207,10 +207,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _localize(args: argparse.Namespace) -> int:
     """Name the first eager module whose output the target's run stops reproducing."""
-    from .cache import ExportCache
-    from .cli_progress import Steps, quiet_torch
-    from .external import ArtifactOverride, external_artifact
-    from .localize import LocalizationUnsupported, localize
+    from .checks.localize import LocalizationUnsupported, localize
+    from .cli.progress import Steps, quiet_torch
+    from .run.cache import ExportCache
+    from .run.external import ArtifactOverride, external_artifact
     from .targets import ArtifactError, ExportError, RuntimeMissing
 
     case = _case(args.case)
@@ -275,7 +275,7 @@ def _readme(args: argparse.Namespace) -> int:
 
 
 def _report(path: str) -> dict[str, Any]:
-    from .summary import ReportError, load_report
+    from .reports.summary import ReportError, load_report
 
     try:
         return load_report(Path(path))
@@ -292,7 +292,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .summary import merge_reports
+    from .reports.summary import merge_reports
 
     for path in args.reports:
         _report(path)
@@ -322,7 +322,7 @@ def _plot(args: argparse.Namespace) -> int:
         traced = [t for t in traces[key] if t != EAGER]
         only = [_known("target", name, traced, f"traced for {key}") for name in _names(args.targets or "")]
         _known("output", args.output, sorted(traces[key].get(EAGER, {})), f"traced for {key}")
-        from .html_report import target_colours, trace_figure
+        from .reports.html import target_colours, trace_figure
         from .targets import targets
 
         order = [t.name for t in targets()]
@@ -343,13 +343,21 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overhead(args: argparse.Namespace) -> int:
+    """The harness's CPU time for one case's cells against the least work its verdicts need."""
+    from .cli.overhead import measure
+
+    _case(args.case)
+    return measure(args.case, tier=args.tier, examples=args.examples, json_path=args.json)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser, wired to this module's subcommands."""
-    from .cli_parser import build_parser as build
+    from .cli.parser import build_parser as build
 
     commands = {
         "list": _list, "export": _export, "check": _check, "localize": _localize,
-        "readme": _readme, "merge": _merge, "plot": _plot,
+        "readme": _readme, "merge": _merge, "plot": _plot, "overhead": _overhead,
     }
     return build(commands, prog)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .case import Metric, Outputs
+from .core.case import Metric, Outputs
 
 __all__ = ["log_spectral_distance", "pitch_error_cents", "token_disagreement"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.benchmarks import (
+from harness.reports.benchmarks import (
     XDIST_SKIP_REASON,
     artifact_size,
     benchmark_extra_info,

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness.equivalence import check_batch_consistency, check_determinism, check_equivalence, run_calls
-from harness.sequence import StateThreading
-from harness.weights import artifact_weights, audit_weights
+from harness.checks.equivalence import (
+    check_batch_consistency,
+    check_determinism,
+    check_equivalence,
+    run_calls,
+)
+from harness.checks.weights import artifact_weights, audit_weights
+from harness.core.sequence import StateThreading
 
 
 @pytest.mark.conformance("equivalence")

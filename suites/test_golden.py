@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.golden import TensorSnapshot, snapshot_verdict, tensor_snapshot_extension
+from harness.checks.golden import TensorSnapshot, snapshot_verdict, tensor_snapshot_extension
 
 
 def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:

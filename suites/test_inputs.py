@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
-from harness.branches import BranchRecorder
-from harness.check import Check
-from harness.eager import run_module
-from harness.inputs import check_dynamic_shapes, check_generated_input
-from harness.profiles import run_property, statistics_for
+from harness.checks.branches import BranchRecorder
+from harness.checks.input_space import check_dynamic_shapes, check_generated_input
+from harness.core.check import Check
+from harness.plugin.profiles import run_property, statistics_for
+from harness.run.eager import run_module
 
 
 @pytest.mark.conformance("hypothesis")

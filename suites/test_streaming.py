@@ -1,5 +1,5 @@
 """The streaming suites, for every case with a streaming spec x every target (where each
-applies is said in ``harness.suite_registry``: a case with one chunk size has no stream-chunks
+applies is said in ``harness.plugin.suites``: a case with one chunk size has no stream-chunks
 cell).
 
 Each check judges the target's one run over the primary input (``conformance.target_run()``,
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.streaming import (
+from harness.checks.streaming import (
     check_batch_isolation,
     check_chunk_sizes,
     check_continuity,

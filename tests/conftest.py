@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx  # noqa: F401  (see below)
 import pytest
 
-from harness.cache import ExportCache
+from harness.run.cache import ExportCache
 
 # pytester restores sys.modules after each test that uses it: a module first imported inside
 # such a test is dropped, and onnx's C extension aborts the process when imported a second time.

@@ -12,11 +12,11 @@ from pathlib import Path
 def main(case_name: str, target_name: str, path: str, work: str) -> None:
     import fixtures.toys  # noqa: F401  (registers the toy cases)
     import harness
-    from harness.equivalence import check_equivalence, eager_outputs, run_calls
-    from harness.errors import TargetRunError
-    from harness.external import ArtifactOverride, external_artifact
-    from harness.sequence import StateThreading
-    from harness.shapes import InputSignatureError
+    from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
+    from harness.core.errors import TargetRunError
+    from harness.core.sequence import StateThreading
+    from harness.core.shapes import InputSignatureError
+    from harness.run.external import ArtifactOverride, external_artifact
 
     case, target = harness.case(case_name), harness.target(target_name)
     try:

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import harness
-from harness.eager import eager_reference
-from harness.external import ArtifactOverride, external_artifact
-from harness.streaming import check_continuity, check_initial_state, check_reset
+from harness.checks.streaming import check_continuity, check_initial_state, check_reset
+from harness.run.eager import eager_reference
+from harness.run.external import ArtifactOverride, external_artifact
 from harness.targets import ArtifactError
 from harness.targets.openvino_target import OPENVINO_PRECISION_ENV, openvino_precision
 from tests.test_streaming_faults import _setup  # (case, module, calls, state names)
@@ -235,7 +235,7 @@ def test_a_users_file_with_a_dynamic_chunk_needs_no_sidecar(export_cache, tmp_pa
     """Found by a new-user trial: a file whose own input shapes leave the chunk dynamic was taken
     at the example chunk, and stream-chunks failed it. Files that state no shapes (AOTInductor)
     are still taken at the example chunk, and the cell says how to declare other sizes."""
-    from harness.streaming import check_chunk_sizes
+    from harness.checks.streaming import check_chunk_sizes
 
     case, _, calls, _ = _setup("cached_conv")
     for source, as_target, name in (("onnx-stateful", "openvino", "dyn.onnx"), ("torch-export", "torch-export", "dyn.pt2")):

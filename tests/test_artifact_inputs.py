@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.external import ArtifactOverride, external_artifact
+from harness.run.external import ArtifactOverride, external_artifact
 from harness.targets import ArtifactError
 
 pytestmark = pytest.mark.filterwarnings("ignore")

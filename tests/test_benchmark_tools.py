@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from harness.baseline import Baseline
-from harness.benchmarks import XDIST_SKIP_REASON, benchmark_extra_info
+from harness.reports.baseline import Baseline
+from harness.reports.benchmarks import XDIST_SKIP_REASON, benchmark_extra_info
 
 TOYS = ("fixtures.toys",)
 BRIEF = ("--benchmark-max-time=0.01", "--benchmark-min-rounds=1", "--benchmark-warmup=off")
@@ -143,7 +143,7 @@ def test_hypothesis_show_statistics_reports_the_suites_given(inner_pytest):
 def test_sizes_count_the_files_an_artifact_needs(tmp_path):
     """``Artifact.files``: the file, its format's companions (an IR's weights) and its initial
     state, never the sidecar; ``artifact_size`` counts them from the Artifact or its path."""
-    from harness.benchmarks import artifact_size
+    from harness.reports.benchmarks import artifact_size
     from harness.targets import Artifact
 
     path = tmp_path / "m.openvino.xml"

@@ -6,7 +6,7 @@ import multiprocessing
 from pathlib import Path
 
 import harness
-from harness.cache import ExportCache, cache_key
+from harness.run.cache import ExportCache, cache_key
 
 
 def _export_in_worker(root: str) -> tuple[int, str]:

@@ -71,7 +71,7 @@ def test_registry_rejects_a_second_case_with_the_same_name():
         with pytest.raises(harness.CaseError, match="already registered"):
             harness.register(_case(name="tiny_registry_test"))
     finally:
-        harness.registry.unregister("tiny_registry_test")
+        harness.core.registry.unregister("tiny_registry_test")
     with pytest.raises(harness.CaseError, match="no case named"):
         harness.case("tiny_registry_test")
 

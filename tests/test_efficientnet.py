@@ -7,7 +7,7 @@ import torch
 
 import harness
 from fixtures.efficientnet import EfficientNetB0, build
-from harness.equivalence import check_batch_consistency, check_determinism, run_calls
+from harness.checks.equivalence import check_batch_consistency, check_determinism, run_calls
 from harness.targets import Artifact
 
 

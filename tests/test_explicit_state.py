@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import harness
-from harness.eager import eager_reference
-from harness.errors import HarnessError
-from harness.streaming import check_continuity, check_initial_state, check_offline
+from harness.checks.streaming import check_continuity, check_initial_state, check_offline
+from harness.core.errors import HarnessError
+from harness.run.eager import eager_reference
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import harness
-from harness.external import ArtifactOverride, external_artifact
+from harness.run.external import ArtifactOverride, external_artifact
 from harness.targets import ArtifactError
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -72,7 +72,7 @@ def test_reordered_inputs_are_rejected(tmp_path):
         ):
             external_artifact(ArtifactOverride("planted_pair", "onnx", path), tmp_path / "work")
     finally:
-        harness.registry.unregister("planted_pair")
+        harness.core.registry.unregister("planted_pair")
 
 
 def test_wrong_fixed_dimension_is_named(tmp_path):
@@ -201,8 +201,8 @@ def test_baseline_gate_fails_on_a_regression_an_improvement_and_a_removed_case(
 
 
 def test_approximate_snapshots_are_judged_by_the_task_metric():
-    from harness.golden import TensorSnapshot, tensor_snapshot_extension
-    from harness.judge import Judge
+    from harness.checks.golden import TensorSnapshot, tensor_snapshot_extension
+    from harness.core.judge import Judge
     from harness.metrics import pitch_error_cents
 
     metric = pitch_error_cents(threshold=25.0, statistic="median")

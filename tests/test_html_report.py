@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from harness.html_report import NOISE_FLOOR, render_html, target_colours, trace_figure
+from harness.reports.html import NOISE_FLOOR, render_html, target_colours, trace_figure
 
 TOYS = ("fixtures.toys",)
 BENCH = [

@@ -10,9 +10,9 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 import harness
 from harness import ModelCase, tol
-from harness.branches import BranchRecorder, discover_branches
-from harness.inputs import check_dynamic_shapes, check_generated_input
-from harness.profiles import run_property
+from harness.checks.branches import BranchRecorder, discover_branches
+from harness.checks.input_space import check_dynamic_shapes, check_generated_input
+from harness.plugin.profiles import run_property
 from harness.strategies import audio, audio_stream, images, tokens
 from harness.targets import Artifact
 

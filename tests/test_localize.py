@@ -18,7 +18,7 @@ from torch import nn
 
 import harness
 from harness import ModelCase, tol
-from harness.localize import localize
+from harness.checks.localize import localize
 from harness.targets import target
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -148,7 +148,7 @@ def test_pesto_pt2e_int8_names_the_layers_where_the_error_jumps(export_cache):
     node the converted (reference-quantized) module computes inside it, in eager's order."""
     import numpy as np
 
-    from harness.localize import eager_module_outputs
+    from harness.checks.localize import eager_module_outputs
 
     case = harness.case("pesto")
     int8 = target("executorch-xnnpack-int8")
@@ -220,7 +220,7 @@ def test_an_approximate_target_is_localised_where_its_task_metric_fails():
     frame is within 50 cents (nothing fails: the largest output error is shown, not failing)."""
     import numpy as np
 
-    from harness.localize import pick_call
+    from harness.checks.localize import pick_call
 
     case, int8 = harness.case("pesto"), target("executorch-xnnpack-int8")
 

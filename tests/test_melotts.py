@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import fixtures.vits as vits
+import fixtures.models.vits as vits
 import harness
 from fixtures.melotts import CONFIG
-from harness.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
 from harness.metrics import log_spectral_distance
 from harness.targets import Artifact
 

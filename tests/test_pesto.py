@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import harness
+from fixtures.pesto_support import ExportablePesto, load_streaming_pesto
 from harness.metrics import pitch_error_cents
-from harness.pesto_support import ExportablePesto, load_streaming_pesto
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -44,7 +44,7 @@ def test_pesto_imports_without_a_working_torchaudio():
     script = (
         "import sys\n"
         "sys.modules['torchaudio'] = None  # planted: torchaudio cannot be imported\n"
-        "from harness.pesto_support import import_pesto\n"
+        "from fixtures.pesto_support import import_pesto\n"
         "print(import_pesto().__name__)\n"
         "try:\n    import torchaudio\nexcept Exception:\n    print('placeholder removed')\n"
     )

@@ -12,7 +12,7 @@ from torch import nn
 
 import harness
 from harness import ArtifactError, ModelCase, tol
-from harness.equivalence import check_determinism, check_equivalence, eager_outputs, run_calls
+from harness.checks.equivalence import check_determinism, check_equivalence, eager_outputs, run_calls
 from harness.targets import Artifact
 
 
@@ -52,7 +52,7 @@ def dropout_case():
         )
     )
     yield case
-    harness.registry.unregister("planted_dropout")
+    harness.core.registry.unregister("planted_dropout")
 
 
 def test_perturbed_onnx_weights_fail_equivalence_with_a_readable_report(export_cache, tmp_path):

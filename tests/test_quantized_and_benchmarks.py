@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import harness
-from harness.benchmarks import benchmark_table, flops_per_call
-from harness.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.reports.benchmarks import benchmark_table, flops_per_call
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -41,7 +41,7 @@ def test_an_approximate_target_that_drops_state_fails_its_metric(export_cache):
 def test_cases_without_an_approximate_metric_are_refused():
     case = harness.case("conv_mlp")
     outputs = {"logits": case.build()(*case.example_inputs()).detach().numpy()}
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     with pytest.raises(HarnessError, match="no approximate_metric"):  # the case's error, never a verdict
         check_equivalence(case, "onnx-int8", outputs, outputs, approximate=True)
@@ -102,7 +102,7 @@ def test_dynamic_int8_that_depends_on_the_batch_is_named(export_cache):
     import dataclasses
 
     from harness import Metric
-    from harness.equivalence import check_batch_consistency
+    from harness.checks.equivalence import check_batch_consistency
 
     case = harness.case("efficientnet_b0")
     strict = dataclasses.replace(

@@ -96,7 +96,7 @@ def test_the_publishers_onnx_with_one_layer_scaled_fails_without_a_state_diagnos
 def test_the_publishers_half_precision_file_is_one_clear_error(tmp_path):
     """silero_vad_half.onnx has no sample-rate input: gating it against the case says so."""
     from fixtures import silero_vad as sv
-    from harness.external import ArtifactOverride, external_artifact
+    from harness.run.external import ArtifactOverride, external_artifact
 
     with pytest.raises(harness.ArtifactError, match=r"inputs differ: .*missing \['sr'\]"):
         external_artifact(ArtifactOverride("silero_vad", "onnx", sv.package_file("silero_vad_half.onnx")), tmp_path)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.html_report import render_html
-from harness.summary import merge_reports
+from harness.reports.html import render_html
+from harness.reports.summary import merge_reports
 
 REPO = Path(__file__).resolve().parents[1]
 

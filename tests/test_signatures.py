@@ -7,7 +7,7 @@ import torch
 
 import harness
 from harness import ModelCase, tol
-from harness.shapes import InputSignatureError, check_call_signature, input_signature
+from harness.core.shapes import InputSignatureError, check_call_signature, input_signature
 
 WHERE = "exports/model.onnx"
 
@@ -77,7 +77,7 @@ def test_a_shared_dimension_declared_with_two_ranges_is_rejected():
 
 
 def test_shared_dimensions_are_one_torch_export_dim():
-    from harness.shapes import torch_dynamic_shapes
+    from harness.core.shapes import torch_dynamic_shapes
 
     features, ids = torch_dynamic_shapes(_case())
     assert features[2] is ids[1]

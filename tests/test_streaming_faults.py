@@ -9,9 +9,7 @@ import pytest
 import torch
 
 import harness
-from harness.eager import eager_reference
-from harness.state import LiftedState, audit_state
-from harness.streaming import (
+from harness.checks.streaming import (
     check_batch_isolation,
     check_continuity,
     check_initial_state,
@@ -19,6 +17,8 @@ from harness.streaming import (
     rechunk,
     whole_signal,
 )
+from harness.core.state import LiftedState, audit_state
+from harness.run.eager import eager_reference
 from harness.targets import Artifact
 from harness.targets.executorch_target import ExecuTorchRunner
 from harness.targets.torch_targets import TorchScriptTarget
@@ -217,7 +217,7 @@ def test_lifted_state_fed_back_swapped_is_diagnosed(export_cache, tmp_path):
 
 
 def test_streamed_output_that_drifts_from_offline_is_reported(export_cache):
-    from harness.streaming import check_offline
+    from harness.checks.streaming import check_offline
 
     case, _, calls, _ = _setup("cached_conv")
     target = harness.target("onnx")
@@ -231,7 +231,7 @@ def test_streamed_output_that_drifts_from_offline_is_reported(export_cache):
 
 
 def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
-    from harness.streaming import check_chunk_sizes
+    from harness.checks.streaming import check_chunk_sizes
     from harness.targets.torch_targets import TorchExportTarget
 
     class StaticChunk(TorchExportTarget):
@@ -251,7 +251,7 @@ def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
 
 @pytest.mark.parametrize("target_name", ["torch-export", "onnx-stateful", "executorch-portable", "executorch-xnnpack"])
 def test_streaming_exports_take_every_admitted_chunk_size(export_cache, target_name):
-    from harness.streaming import check_chunk_sizes
+    from harness.checks.streaming import check_chunk_sizes
 
     case, _, calls, _ = _setup("cached_conv")
     target = harness.target(target_name)
@@ -265,7 +265,7 @@ def test_streaming_exports_take_every_admitted_chunk_size(export_cache, target_n
 def test_a_refused_dynamic_chunk_is_reported_with_the_exporters_reason(export_cache):
     """lstm_stream loops over the chunk's frames in Python: torch.export specialises the chunk,
     the export falls back to the fixed chunk and the cell says why (not 'static shapes?')."""
-    from harness.streaming import check_chunk_sizes
+    from harness.checks.streaming import check_chunk_sizes
 
     case, _, calls, _ = _setup("lstm_stream")
     target = harness.target("torch-export")

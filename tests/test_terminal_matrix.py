@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.case import SUITES
-from harness.report import ConformanceReport
-from harness.terminal_matrix import SUITE_ABBREVIATIONS, render_benchmarks, terminal_width
+from harness.core.case import SUITES
+from harness.reports.matrix import ConformanceReport
+from harness.reports.terminal import SUITE_ABBREVIATIONS, render_benchmarks, terminal_width
 
 TARGETS = ("eager", "torchscript", "torch-export", "onnx", "onnx-stateful", "executorch-xnnpack")
 CASES = ("cached_conv_with_a_long_name", "pesto_like")

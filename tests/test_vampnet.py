@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 import harness
-from fixtures.dac import MaskedSampler
+from fixtures.models.dac import MaskedSampler
 from fixtures.vampnet import CODEC, TRANSFORMER, build_decoder, build_encoder, build_sampler
-from harness.equivalence import check_equivalence, eager_outputs, run_calls
-from harness.inputs import check_dynamic_shapes
+from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.checks.input_space import check_dynamic_shapes
+from harness.checks.weights import artifact_weights, audit_weights
 from harness.targets import Artifact
-from harness.weights import artifact_weights, audit_weights
 
 
 def test_codec_interfaces_match_vampnet():

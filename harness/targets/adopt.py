@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..case import ModelCase
-from ..shapes import chunk_axes, input_signature
+from ..core.case import ModelCase
+from ..core.shapes import chunk_axes, input_signature
 from .artifact import Artifact, ArtifactError
 from .base import Target, TensorDecl
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
-import re
-import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..case import ModelCase
-from ..errors import HarnessError, TargetRunError
-from ..shapes import check_call_signature, chunk_axes, input_signature, torch_dynamic_shapes
+from ..core.case import ModelCase
+from ..core.errors import HarnessError, TargetRunError, describe_exception, first_meaningful_line
+from ..core.shapes import check_call_signature, input_signature
 from .artifact import Artifact, ArtifactError
+from .dynamic_chunk import export_with_dynamic_chunk
 
 __all__ = [
     "EAGER",
@@ -53,80 +52,6 @@ TensorDecl = tuple[str, str, list[int | None]]
 
 class RuntimeMissing(RuntimeError):
     """The runtime a target needs is not installed; the cell is skipped with this reason."""
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost ``__cause__`` (the ONNX exporter wraps torch.export's error in its own)."""
-    seen = {id(exc)}
-    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
-        exc = exc.__cause__
-        seen.add(id(exc))
-    return exc
-
-
-def describe_exception(exc: BaseException) -> tuple[str, str]:
-    """(exception class, first meaningful line), naming the root cause where one is chained."""
-    cause = root_cause(exc)
-    if cause is exc:
-        return type(exc).__name__, first_meaningful_line(exc)
-    return f"{type(exc).__name__} <- {type(cause).__name__}", first_meaningful_line(cause)
-
-
-def first_meaningful_line(exc: BaseException) -> str:
-    """The first line of an exception message that says something (exporters print banners)."""
-    skip_prefixes = (
-        "traceback",
-        "the above exception",
-        "===",
-        "---",
-        "for more information",
-        "from user code",
-    )
-    for line in _ANSI.sub("", str(exc)).splitlines():
-        text = line.strip()
-        if text and not text.lower().startswith(skip_prefixes):
-            return text[:300]
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"raised at {frames[-1].filename}:{frames[-1].lineno}" if frames else "(no message)"
-
-
-def _constraint_line(exc: BaseException) -> str:
-    """torch.export's constraint violations put the useful sentence in a ``- `` bullet."""
-    for line in _ANSI.sub("", str(root_cause(exc))).splitlines():
-        text = line.strip()
-        if text.startswith("- "):
-            return text[2:][:300]
-    return describe_exception(exc)[1]
-
-
-def export_with_dynamic_chunk(
-    case: ModelCase, example: tuple[torch.Tensor, ...], export: Callable[[Any], Any]
-) -> tuple[Any, dict[str, Any]]:
-    """Run ``export(dynamic_shapes)`` with a streaming case's chunk dynamic over the sizes it admits;
-    where the exporter refuses that, export the fixed chunk and say why in the metadata.
-
-    Returns ``(what export returned, meta)``: ``meta["chunk_dynamic"]`` (absent for a case with
-    one chunk size) and, when the chunk stayed fixed, ``meta["chunk_fixed_because"]``.
-    """
-    if not chunk_axes(case, example):
-        return export(torch_dynamic_shapes(case)), {}
-    reason = _CHUNK_REFUSALS.get(case.name)
-    if reason is None:
-        try:
-            return export(torch_dynamic_shapes(case, example, chunk=True)), {"chunk_dynamic": True}
-        except Exception as exc:  # any refusal of the dynamic chunk; the fixed export still has its say
-            reason = f"{describe_exception(exc)[0]}: {_constraint_line(exc)}"
-            if type(root_cause(exc)).__name__ == "UserError":  # torch.export's own refusal
-                _CHUNK_REFUSALS[case.name] = reason
-    return export(torch_dynamic_shapes(case)), {"chunk_dynamic": False, "chunk_fixed_because": reason}
-
-
-#: Cases whose dynamic chunk torch.export refused in this process (every torch.export-based
-#: target traces the same module: one refusal is not retraced by each of them)
-_CHUNK_REFUSALS: dict[str, str] = {}
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -343,7 +268,7 @@ class Target(ABC):
         return self.lifted_state
 
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner | None:
-        """A runner that also shows the runtime's intermediate values (a ``harness.taps.TappedRunner``),
+        """A runner that also shows the runtime's intermediate values (a ``harness.checks.taps.TappedRunner``),
         used only to localise a failure; None where this runtime shows none."""
         return None
 

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..shapes import torch_dynamic_shapes
-from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk, first_meaningful_line
+from ..core.errors import first_meaningful_line
+from ..core.shapes import torch_dynamic_shapes
+from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format, pte_header_problem
 
 __all__ = ["ExecuTorchRunner", "ExecuTorchTarget"]
@@ -212,7 +213,7 @@ class EtdumpTappedRunner(Runner):
 
         from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
 
-        from ..taps import Tap, Taps
+        from ..checks.taps import Tap, Taps
 
         with tempfile.TemporaryDirectory() as folder:
             etdump, debug = Path(folder) / "run.etdp", Path(folder) / "debug.bin"

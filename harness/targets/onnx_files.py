@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..case import ModelCase
+from ..core.case import ModelCase
 from .artifact import Artifact, ArtifactError
 from .base import TensorDecl
 from .formats import describe_format

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..state import LiftedState, mutated_buffer_names
+from ..core.state import LiftedState, mutated_buffer_names
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import (
     onnx_companion_files,

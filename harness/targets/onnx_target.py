@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..case import ModelCase
+from ..core.case import ModelCase
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
 
@@ -113,7 +113,7 @@ def dynamo_onnx_export(
 
 
 def _chunk_requested(dynamic_shapes: Any) -> bool:
-    from ..shapes import CHUNK_DIM
+    from ..core.shapes import CHUNK_DIM
 
     def dims(spec: Any) -> list[Any]:
         if isinstance(spec, dict):
@@ -127,7 +127,7 @@ def _chunk_requested(dynamic_shapes: Any) -> bool:
 
 def _fixed_chunk_axes(path: Path, input_names: Sequence[str], dynamic_shapes: Any) -> str:
     """The inputs whose dynamic chunk axis the written graph holds at a fixed size ('' if none)."""
-    from ..shapes import CHUNK_DIM
+    from ..core.shapes import CHUNK_DIM
 
     if not dynamic_shapes:
         return ""
@@ -242,7 +242,7 @@ class OnnxTappedRunner(Runner):
         self.inner.reset()
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..taps import Tap, Taps
+        from ..checks.taps import Tap, Taps
 
         known = {r.module_path for r in eager}
         taps = []

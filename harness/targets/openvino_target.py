@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..case import ModelCase
+from ..core.case import ModelCase
 from .base import Artifact, ArtifactError, Runner, Target, TensorDecl
 from .formats import describe_format
 from .onnx_files import onnx_format_problem, onnx_input_shapes, onnx_io, onnx_lifted_state_meta, onnx_weights

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..buffers import buffer_snapshot, restore_buffers
-from ..shapes import torch_dynamic_shapes
+from ..core.buffers import buffer_snapshot, restore_buffers
+from ..core.shapes import torch_dynamic_shapes
 from .base import Runner, to_numpy
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
@@ -54,7 +54,7 @@ class ConvertedTappedRunner(NodeTappedRunner):
         self.program.close()
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..taps import Taps
+        from ..checks.taps import Taps
 
         found = super().taps(eager)
         return Taps(

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..buffers import buffer_snapshot, restore_buffers
-from ..case import ModelCase
+from ..core.buffers import buffer_snapshot, restore_buffers
+from ..core.case import ModelCase
 from .base import EAGER, Artifact, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format
 
@@ -69,7 +69,7 @@ class ReplayTappedRunner(ModuleRunner):
         return super()._run_impl(inputs)
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..taps import Tap, Taps, first_tensor
+        from ..checks.taps import Tap, Taps, first_tensor
 
         after = buffer_snapshot(self.module)
         submodules = dict(self.module.named_modules())
@@ -116,7 +116,7 @@ class NodeTappedRunner(ModuleRunner):
         self._taps: list[Any] = []
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
-        from ..taps import Tap
+        from ..checks.taps import Tap
 
         values: list[Any] = []
 
@@ -137,7 +137,7 @@ class NodeTappedRunner(ModuleRunner):
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..taps import Taps
+        from ..checks.taps import Taps
 
         return Taps(list(self._taps), "torch.export graph run node by node, modules from nn_module_stack")
 
@@ -156,7 +156,7 @@ class EagerTarget(Target):
         return None
 
     def _load_impl(self, artifact: Artifact) -> Runner:
-        from ..registry import case as find_case
+        from ..core.registry import case as find_case
 
         module = find_case(artifact.case).build()
         state = torch.load(artifact.path, map_location="cpu", weights_only=True)

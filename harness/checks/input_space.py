@@ -1,0 +1,123 @@
+"""Checks over the input space: generated inputs, dynamic sizes, branch coverage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..core.case import Calls, ModelCase
+from ..core.check import Check
+from ..core.errors import describe_exception
+from ..core.judge import Judge
+from ..core.sequence import StateThreading
+from ..core.shapes import resize_call, sizes_to_try
+from ..run.eager import run_module
+from ..targets import Runner
+from .branches import Branch, BranchRecorder
+from .equivalence import eager_outputs, run_calls
+
+__all__ = ["baked_branch", "check_dynamic_shapes", "check_generated_input"]
+
+
+def baked_branch(
+    module: torch.nn.Module, branches: Sequence[Branch], example: Calls, failing: Calls
+) -> str | None:
+    """The branch the failing input takes the other way from the example, if any."""
+    if not branches:
+        return None
+    recorder = BranchRecorder(branches)
+    with recorder.watch() as example_sides:
+        run_module(module, example)  # the outputs are not needed, only the sides taken
+    with recorder.watch() as failing_sides:
+        run_module(module, failing)
+    for branch in branches:
+        if (
+            branch in example_sides
+            and branch in failing_sides
+            and example_sides[branch] != failing_sides[branch]
+        ):
+            return (
+                f"branch baked: the export always takes the {str(example_sides[branch]).lower()} side of "
+                f"{branch.describe()}, as the example input did; this input takes the "
+                f"{str(failing_sides[branch]).lower()} side"
+            )
+    return None
+
+
+def check_generated_input(
+    case: ModelCase,
+    target: object,
+    runner: Runner,
+    module: torch.nn.Module,
+    calls: Calls,
+    branches: Sequence[Branch],
+    *,
+    approximate: bool | None = None,
+    input_label: str = "a generated input",
+) -> Check:
+    """One generated input through eager and the export, by the cell's judge; a mismatch is
+    diagnosed (baked branch). ``input_label`` names the input in the verdict (the canonical
+    input hypothesis tries first)."""
+    judge = Judge.for_cell(case, target, approximate=approximate)
+    what = f"{_name(target)} on {input_label}"
+    expected = eager_outputs(module, calls, case.output_names, case=case)
+    try:
+        actual = run_calls(runner, calls, case.output_names, threading=StateThreading.of(case))
+    except Exception as exc:
+        kind, line = describe_exception(exc)
+        return Check(what, False, f"the export rejects this input: {kind}: {line}")
+    result = judge.judge(expected, actual, what=what, passed="ok")
+    if result:
+        return result
+    baked = baked_branch(module, branches, [tuple(case.example_inputs())], calls[:1])
+    return result.caused_by(baked) if baked else result
+
+
+def check_dynamic_shapes(
+    case: ModelCase,
+    target: object,
+    runner: Runner,
+    module: torch.nn.Module,
+    call: tuple[torch.Tensor, ...],
+    *,
+    approximate: bool | None = None,
+) -> Check:
+    """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example,
+    each judged by the cell's judge."""
+    judge = Judge.for_cell(case, target, approximate=approximate)
+    what = f"{_name(target)} dynamic sizes"
+    tried = []
+    groups: dict[str, list] = {}
+    for d in case.dynamic_axes():
+        groups.setdefault(d.dim, []).append(d)
+    for members in groups.values():
+        first = members[0]
+        name, axis, low, high = first.input, first.axis, first.low, first.high
+        example_size = call[first.index].shape[axis]
+        for size in sizes_to_try(low, high, example_size):
+            resized = call
+            for member in members:  # a shared dimension changes on every input that has it
+                resized = resize_call(resized, member.index, member.axis, size, seed=size)
+            tried.append(f"{name}[{axis}]={size}")
+            expected = eager_outputs(module, [resized], case.output_names)
+            try:
+                actual = run_calls(runner, [resized], case.output_names)
+            except Exception as exc:
+                kind, line = describe_exception(exc)
+                return Check(
+                    what,
+                    False,
+                    f"shape specialised: the export rejects {name} dimension {axis} = {size} "
+                    f"(the example has {example_size}): {kind}: {line}",
+                )
+            judged = judge.judge(expected, actual, what=what)
+            if not judged:
+                return judged.retitled(
+                    what, f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {judged.diagnosis}"
+                )
+    return Check(what, True, f"ok at {', '.join(tried)}")
+
+
+def _name(target: object) -> str:
+    return target if isinstance(target, str) else str(getattr(target, "name", target))

@@ -1,0 +1,1 @@
+"""The command line's parser, progress output and the overhead measurement."""

@@ -1,0 +1,180 @@
+"""The one answer to "do these outputs match?": a :class:`Judge` per cell.
+
+A cell's judge is decided once, here, from the case and the target: an exact target is held to
+the case's tolerances *and* its task metric (where the case declares one); an approximate target
+(int8, OpenVINO below f32) to the case's ``approximate_metric`` alone, the tensor comparisons
+reported beside it. Determinism and reset use :meth:`Judge.identical`: two runs of one export
+may differ by float reordering noise only. Every check (equivalence, input space, streaming,
+golden) asks its judge; none compares outputs itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .case import Metric, ModelCase, Outputs
+from .check import Check
+from .compare import Comparison, Tolerance, compare
+from .errors import HarnessError
+
+__all__ = ["DETERMINISM_TOLERANCE", "Judge"]
+
+#: Two runs of the same export on the same input may differ only by float reordering noise.
+DETERMINISM_TOLERANCE = Tolerance(atol=1e-6, rtol=1e-6)
+
+PerCall = Sequence[Sequence[np.ndarray]]
+
+
+def _is_approximate(target: object) -> bool:
+    if isinstance(target, str):
+        from ..targets import target as find_target
+
+        try:
+            return bool(find_target(target).approximate)
+        except KeyError:
+            return False
+    return bool(getattr(target, "approximate", False))
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Tolerances per output plus a task metric, or the metric alone (``by_metric``)."""
+
+    #: what the judged outputs are compared with, in verdicts: "eager", "snapshot", "the first run"
+    reference: str
+    tolerances: Mapping[str, Tolerance]
+    default_tolerance: Tolerance
+    metric: Metric | None = None
+    by_metric: bool = False
+    output_names: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def for_cell(
+        cls, case: ModelCase, target: object, *, approximate: bool | None = None, reference: str = "eager"
+    ) -> Judge:
+        """The judge of ``case`` on ``target`` (a :class:`~harness.targets.Target` or its name).
+
+        ``approximate`` overrides the target's own answer (a user's int8 file given as a float
+        target is still judged as the target it was given for)."""
+        name = target if isinstance(target, str) else getattr(target, "name", str(target))
+        approx = _is_approximate(target) if approximate is None else approximate
+        tolerances = {out: case.tolerance_for(out, name) for out in case.output_names}
+        default = case.tolerance_for("default", name)
+        if approx:
+            if case.approximate_metric is None:
+                raise HarnessError(
+                    f"case {case.name!r} declares no approximate_metric, so approximate target {name!r} "
+                    "cannot be judged: declare ModelCase(approximate_metric=...)"
+                )
+            return cls(reference, tolerances, default, case.approximate_metric, True, tuple(case.output_names))
+        return cls(reference, tolerances, default, case.metric, False, tuple(case.output_names))
+
+    @classmethod
+    def for_offline(cls, case: ModelCase, target: object) -> Judge:
+        """Streamed frames against the whole signal's: the stream's ``offline_metric`` where the
+        case declares one (streaming and offline differ by design at the edges), else the cell's."""
+        spec = case.streaming
+        if spec is not None and spec.offline_metric is not None:
+            base = cls.for_cell(case, target, approximate=False, reference="offline")
+            return cls("offline", base.tolerances, base.default_tolerance, spec.offline_metric, True, base.output_names)
+        return cls.for_cell(case, target, reference="offline")
+
+    @classmethod
+    def identical(cls, case: ModelCase, *, reference: str = "the first run") -> Judge:
+        """Two runs of one export: equal up to float reordering noise, no task metric."""
+        return cls(reference, {}, DETERMINISM_TOLERANCE, None, False, tuple(case.output_names))
+
+    @classmethod
+    def tensors_only(cls, tolerances: Mapping[str, Tolerance], default: Tolerance, *, reference: str) -> Judge:
+        """A judge of tensors alone (a stored snapshot without a case at hand)."""
+        return cls(reference, dict(tolerances), default)
+
+    def tolerance(self, name: str) -> Tolerance:
+        return self.tolerances.get(name, self.default_tolerance)
+
+    def compare_one(self, name: str, expected: np.ndarray, actual: np.ndarray) -> Comparison:
+        return compare(expected, actual, self.tolerance(name), name=name, reference=self.reference)
+
+    def comparisons(
+        self, expected: Outputs, actual: Outputs, names: Sequence[str] | None = None
+    ) -> tuple[Comparison, ...]:
+        names = list(names if names is not None else (self.output_names or expected))
+        return tuple(self.compare_one(name, expected[name], actual[name]) for name in names)
+
+    def judge(
+        self,
+        expected: Outputs,
+        actual: Outputs,
+        *,
+        what: str,
+        names: Sequence[str] | None = None,
+        passed: str | None = None,
+        notes: Sequence[str] = (),
+        footnote: str | None = None,
+    ) -> Check:
+        """The verdict on ``actual`` against ``expected`` (outputs by name, same shapes).
+
+        ``passed`` replaces the default "ok (largest error ...)" wording of a pass; ``notes`` are
+        added to the details, ``footnote`` ends them (e.g. what index 0 of every output is)."""
+        comparisons = self.comparisons(expected, actual, names)
+        metric = self.metric(expected, actual) if self.metric is not None else None
+        if self.by_metric:
+            ok = metric is not None and bool(metric)
+        else:
+            ok = all(comparisons) and (metric is None or bool(metric))
+        details = [c.summary() for c in comparisons]
+        if metric is not None:
+            details.append(metric.summary())
+        details += [f"note: {n}" for n in notes]
+        if footnote:
+            details.append(footnote)
+        if ok:
+            diagnosis = passed or self._passed_text(comparisons, metric)
+        else:
+            diagnosis = self._failed_text(comparisons, metric)
+        return Check(what, ok, diagnosis, tuple(details), metric, comparisons, self.by_metric)
+
+    @staticmethod
+    def _passed_text(comparisons: Sequence[Comparison], metric) -> str:
+        text = "ok"
+        if comparisons:
+            worst = max(comparisons, key=lambda c: c.max_abs)
+            text += f" (largest error {worst.name} {worst.max_abs:.3g})"
+        if metric is not None:
+            text += f"; {metric.name} {metric.value:.3g} {metric.unit}"
+        return text
+
+    def _failed_text(self, comparisons: Sequence[Comparison], metric) -> str:
+        failing = [] if self.by_metric else [c for c in comparisons if not c]
+        parts = [failing[0].summary()] if failing else []
+        if len(failing) > 1:
+            parts.append(f"{len(failing) - 1} more outputs differ ({', '.join(c.name for c in failing[1:])})")
+        if metric is not None and not metric:
+            parts.append(metric.summary())
+        elif metric is None and self.by_metric:
+            parts.append("no task metric to judge by")
+        return " | ".join(parts)
+
+    def first_divergence(
+        self, expected: PerCall, actual: PerCall, names: Sequence[str] | None = None
+    ) -> tuple[int, Comparison] | None:
+        """The first call whose outputs differ beyond tolerance, with its worst comparison (the
+        tensors, call by call: where a stream leaves its reference; the metric is not asked)."""
+        names = list(names if names is not None else self.output_names)
+        for index, (e, a) in enumerate(zip(expected, actual)):
+            failing = [c for c in (self.compare_one(n, ev, av) for n, ev, av in zip(names, e, a)) if not c]
+            if failing:
+                return index, max(failing, key=lambda c: (c.nonfinite_mismatches, c.max_abs))
+        if len(expected) != len(actual):
+            raise ValueError(f"{len(actual)} calls ran, {len(expected)} expected")
+        return None
+
+    def metric_fits_both_ways(self, a: Outputs, b: Outputs) -> bool:
+        """The metric passes with either side as the reference (a metric that judges only the
+        frames its reference selects, as PESTO's voiced frames, passes vacuously on a reference
+        that selects none)."""
+        assert self.metric is not None
+        return bool(self.metric(a, b)) and bool(self.metric(b, a))

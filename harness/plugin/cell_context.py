@@ -1,0 +1,235 @@
+"""What a suite function gets as its ``conformance`` fixture: the cell's runner, its eager side,
+its judge, and the one place its verdict and its record are written."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import pytest
+
+from ..checks.golden import TensorSnapshotExtension
+from ..core.case import MetricResult
+from ..core.errors import ConformanceFailure, HarnessError
+from ..core.judge import Judge
+from ..run.eager import EagerReference, StreamRun, stack_outputs
+from ..run.session import Cell, ConformanceSession
+from ..targets import EAGER, Artifact, ExportError, Runner, RuntimeMissing
+from .cell_record import CellRecord
+from .suites import SUITE_REGISTRY
+
+__all__ = ["LOCALIZED_SUITES", "CellContext", "Verdict", "record_of"]
+
+
+RECORD_KEY = pytest.StashKey[CellRecord]()
+
+
+def record_of(item: pytest.Item, cell: Cell) -> CellRecord:
+    """The cell's record, made on first use and kept on the item for every phase's report."""
+    record = item.stash.get(RECORD_KEY, None)
+    if record is None:
+        record = CellRecord(cell.case_name, cell.target_name, cell.input_name, cell.suite)
+        item.stash[RECORD_KEY] = record
+    return record
+
+
+
+#: Suites whose failures are localised: they compare a target's outputs with eager's.
+LOCALIZED_SUITES = frozenset(s.name for s in SUITE_REGISTRY.values() if s.localized)
+
+
+class Verdict(Protocol):
+    """What a suite hands to ``verdict``: truthy on pass, a one-line summary, a full report."""
+
+    def __bool__(self) -> bool: ...
+    def summary(self) -> str: ...
+    def report(self) -> str: ...
+
+
+class CellContext:
+    """What a suite needs for its cell: the runner, inputs, the eager reference, and a verdict."""
+
+    def __init__(self, cell: Cell, session: ConformanceSession, item: pytest.Item) -> None:
+        self.cell = cell
+        self.case = cell.case
+        self.target = cell.target
+        self._session = session
+        self._item = item
+        #: what this cell tells the controller (one typed record, see harness.plugin.cell_record)
+        self.record = record_of(item, cell)
+
+    def runner(self) -> Runner:
+        """The target's loaded runner for this case (whoever feeds it a sequence resets it);
+        skips when the runtime is missing."""
+        try:
+            return self._session.runner(self.case, self.target)
+        except RuntimeMissing as exc:
+            pytest.skip(str(exc))
+        except ExportError as exc:
+            self.record.summary = str(exc)
+            raise
+
+    def fresh_runner(self) -> Runner:
+        """A newly loaded runner, not reset: what a user gets by loading the artifact."""
+        self.runner()  # export (or report the export error) and skip a missing runtime first
+        return self._session.fresh_runner(self.case, self.target)
+
+    def eager_module(self) -> Any:
+        return self._session.eager_module(self.case)
+
+    def state_names(self) -> list[str]:
+        """Names of the buffers forward mutates, recorded for the report's state audit."""
+        audit = self._session.state_audit(self.case)
+        found = [b.describe() for b in audit]
+        spec = self.case.streaming
+        if spec is not None and spec.state:
+            found += [f"{name} -> {output} (explicit state in the signature)" for name, output in spec.state.items()]
+        self.record.state = found
+        return [b.name for b in audit]
+
+    def record_traces(self, expected: Any, actual: Any, *, max_points: int = 2000) -> None:
+        """Keep outputs with one value per call (a pitch curve) for the report's plots."""
+
+        def series(values: Any) -> list[float | None]:
+            flat = values.reshape(values.shape[0], -1)[:max_points, 0].astype(float)
+            return [float(v) if math.isfinite(v) else None for v in flat]
+
+        per_call = [n for n in self.case.output_names if expected[n][0].size == 1]
+        if per_call and len(expected[per_call[0]]) > 1:
+            trace = {
+                "eager": {n: series(expected[n]) for n in per_call},
+                "target": {n: series(actual[n]) for n in per_call if actual[n].shape == expected[n].shape},
+            }
+            self.record.trace = trace
+
+    def record_branches(self, summary: str) -> None:
+        """Branch coverage for the report, per case."""
+        self.record.branches = summary
+
+    def branches(self) -> Any:
+        """The case's data-dependent branches (cached per process)."""
+        return self._session.branches(self.case)
+
+    def not_applicable(self, reason: str) -> None:
+        """Skip a check that does not apply to this case (as opposed to a file that went
+        unjudged, e.g. for a missing runtime): a user's file is not failed for it."""
+        self.record.not_applicable = True
+        pytest.skip(reason)
+
+    def updating_snapshots(self) -> bool:
+        """Whether this run records golden snapshots (``--snapshot-update``)."""
+        return bool(self._item.config.option.update_snapshots)
+
+    def require_snapshot(self, snapshot: Any) -> None:
+        """A golden cell without a stored snapshot is not a verdict on the export: say so plainly
+        (syrupy alone prints ``assert [- snapshot] == [+ received]``)."""
+        if self._item.config.option.update_snapshots:
+            return
+        path = TensorSnapshotExtension.stored_path(self._item.name)
+        if path is not None and not path.is_file():
+            older = sorted(path.parent.parent.glob(f"test_*/{glob.escape(path.name)}"))
+            if older:
+                raise HarnessError(
+                    f"the golden snapshot of {self.cell.id} is stored where an older version kept it: "
+                    f"move {older[0]} (and its .json) to {path.parent}/"
+                )
+            raise HarnessError(
+                f"no golden snapshot yet for {self.cell.id}: record it with --snapshot-update "
+                f"(it is written to {path})"
+            )
+
+    def artifact(self) -> Artifact:
+        """The artifact this cell judges: the harness's export, or the user's file (``--artifact``)."""
+        return self._session.artifact(self.case, self.target)
+
+    def record_benchmark(self, **fields: Any) -> None:
+        """Benchmark figures for the report's table (ratios against eager are taken there)."""
+        figures = {"case": self.case.name, "target": self.target.name, **fields}
+        # thread counts decide step times on small models: recorded with every figure
+        import torch
+
+        figures.setdefault("torch_threads", torch.get_num_threads())
+        for key, value in self.target.runtime_settings().items():  # e.g. onnxruntime's threads
+            figures.setdefault(key, value)
+        if fields.get("kind") == "cold":
+            figures["cold_s"] = fields["median_s"]
+        else:
+            figures["step_s"] = fields["median_s"]
+        self.record.benchmark = figures
+
+    def calls(self, input_name: str | None = None) -> Any:
+        return self._session.calls(self.case, input_name or self.cell.input_name)
+
+    def reference(self, input_name: str | None = None) -> Any:
+        """Eager's outputs on the cell's input (or another), stacked over calls."""
+        return self._session.reference(self.case, input_name or self.cell.input_name)
+
+    def eager(self, input_name: str | None = None) -> EagerReference:
+        """The eager side of the cell's input: runs, state replays and offline output, computed
+        once per process and shared by every target."""
+        return self._session.eager_reference(self.case, input_name or self.cell.input_name)
+
+    def judge(self, *, reference: str = "eager") -> Judge:
+        """The cell's judge: the case's tolerances and task metric, or the metric alone for an
+        approximate target."""
+        return Judge.for_cell(self.case, self.target, reference=reference)
+
+    def target_run(self) -> StreamRun:
+        """The target fed the cell's input from a reset state, once per process: every check
+        that judges that run (equivalence, golden, the streaming checks) shares it."""
+        self.runner()  # export (or report the export error) and skip a missing runtime first
+        return self._session.target_run(self.case, self.target, self.cell.input_name)
+
+    def outputs(self) -> dict[str, Any]:
+        """The target's outputs on the cell's input, stacked over calls (from :meth:`target_run`)."""
+        return stack_outputs(self.target_run().outputs, self.case.output_names, self.target.name)
+
+    def verdict(self, result: Verdict, *, localize: bool = True) -> None:
+        """Record the result for the matrix, and fail the test with its report unless it passed
+        (with the first diverging module, for suites that compare outputs, unless ``localize``
+        is False: a check run once per generated example localises its final one instead)."""
+        self.record.summary = result.summary()
+        metric = getattr(result, "metric", None)
+        if isinstance(metric, MetricResult):
+            self.record.metric = {
+                "name": metric.name,
+                "value": metric.value,
+                "unit": metric.unit,
+                "figures": dict(metric.figures),
+            }
+        if not result:
+            located = self._localize() if localize else None
+            if located is not None:
+                self.record.localization = located
+            text = result.report()
+            if located is not None:
+                text += "\n" + located["text"]
+            raise ConformanceFailure(text)
+
+    @contextlib.contextmanager
+    def localized_on(self, failed: list[Any]) -> Iterator[None]:
+        """Localise the last of ``failed`` (call sequences) if the block fails with a verdict:
+        the shrunk example of a property check, localised once instead of per example."""
+        try:
+            yield
+        except ConformanceFailure as exc:
+            located = self._localize(calls=failed[-1]) if failed else None
+            if located is None:
+                raise
+            self.record.localization = located
+            raise ConformanceFailure(f"{exc}\n{located['text']}") from None
+
+    def _localize(self, calls: Any = None) -> dict[str, Any] | None:
+        """Where the export leaves eager, for a failing cell of a suite that compares outputs:
+        once per (case, target, input) per process; expected failures only with
+        ``--conformance-localize=all``. Never changes the verdict: a localisation that cannot
+        be made says why."""
+        mode = self._item.config.getoption("conformance_localize", "failures")
+        if mode == "none" or self.cell.suite not in LOCALIZED_SUITES or self.target.name == EAGER:
+            return None
+        if mode == "failures" and self._item.get_closest_marker("xfail") is not None:
+            return None
+        return self._session.localization(self.case, self.target, self.cell.input_name, calls)

@@ -1,0 +1,382 @@
+"""A self-contained HTML report: a contents list, the matrix with expandable reasons, and charts.
+
+For every case whose outputs give one value per call (PESTO's pitch, a VAD's probability), eager
+and each target over time, with each target's error below; the benchmark speed-ups as bars.
+Charts are drawn with matplotlib (no pyplot, so no global backend is touched) and embedded as
+inline SVG; the page comes from the Jinja2 template ``templates/report.html.j2`` with
+autoescaping on. No script, no download: the file opens anywhere.
+
+``python -m harness.reports.html DIR`` renders ``DIR/conformance.html`` again from
+``DIR/conformance.json``, picking up ``DIR/benchmarks/benchmarks.json`` when the main run
+timed nothing (under xdist nothing is timed; ``.ci/run`` times benchmarks in a second pass).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..targets import EAGER
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "ERROR_FLOOR",
+    "NOISE_FLOOR",
+    "Chart",
+    "bars_figure",
+    "load_benchmarks",
+    "render_html",
+    "rerender",
+    "target_colours",
+    "trace_figure",
+]
+
+#: eager's values all below this in magnitude: the input is silent, the axis is not autoscaled
+NOISE_FLOOR = 1e-6
+#: errors below this (or 1e-5 of eager's magnitude, whichever is larger) are float noise
+ERROR_FLOOR = 1e-6
+ERROR_FLOOR_RELATIVE = 1e-5
+EAGER_COLOUR = "#000000"
+#: tab10 then tab20's light shades; eager is black, so never in here
+PALETTE = (
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#ffbb78", "#c5b0d5",
+)  # fmt: skip
+STATUS_CLASSES = {"pass": "pass", "xfail": "xfail", "skip": "skip"}  # everything else is "bad"
+BENCHMARK_HELP = "pytest -p no:xdist -k benchmark --conformance-report=<report dir>/benchmarks"
+
+
+@dataclass
+class Chart:
+    """One figure on the page: its anchor, caption and inline SVG."""
+
+    anchor: str
+    caption: str
+    svg: str
+    notes: list[str] = field(default_factory=list)
+
+
+def target_colours(target_order: Sequence[str], extra: Sequence[str] = ()) -> dict[str, str]:
+    """One colour per target, fixed by the registration order (eager always black)."""
+    names = [t for t in target_order if t != EAGER]
+    names += sorted({t for t in extra if t != EAGER and t not in names})
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    colours[EAGER] = EAGER_COLOUR
+    return colours
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+
+
+def _array(values: Sequence[float | None]) -> list[float]:
+    """Missing or non-finite points become NaN: matplotlib leaves a gap, never a zero."""
+    return [float(v) if v is not None and math.isfinite(v) else math.nan for v in values]
+
+
+def _svg(fig: Figure) -> str:
+    """The figure as an inline <svg> element (text kept as text, no XML prolog)."""
+    import matplotlib as mpl
+
+    buffer = io.StringIO()
+    with mpl.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _new_figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Any]]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    for ax in axes:
+        ax.grid(True, color="#e5e5e5", linewidth=0.7)
+        ax.set_axisbelow(True)
+    return fig, list(axes)
+
+
+def trace_figure(
+    series: Mapping[str, Sequence[float | None]], colours: Mapping[str, str], *, output: str, title: str = ""
+) -> tuple[Figure, list[str]]:
+    """Eager against each target over calls (top) and |target - eager| on a log axis (bottom);
+    notes say where a noise floor was applied."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (top, bottom) = _new_figure(10.5, 5.4, rows=2)
+    eager = _array(series.get(EAGER, []))
+    finite = [abs(v) for s in series.values() for v in _array(s) if not math.isnan(v)]
+    scale = max((abs(v) for v in eager if not math.isnan(v)), default=0.0)
+    notes: list[str] = []
+    for name, values in series.items():
+        reference = name == EAGER
+        top.plot(
+            _array(values), label=name, color=colours.get(name, "#777777"),
+            linewidth=3.2 if reference else 1.3, alpha=0.9, zorder=2 if reference else 3,
+            linestyle="-" if reference else (0, (5, 2)), marker="." if len(values) <= 300 else None,
+            markersize=4,
+        )  # fmt: skip
+    if max(finite, default=0.0) < NOISE_FLOOR:
+        top.set_ylim(-NOISE_FLOOR, NOISE_FLOOR)
+        notes.append(f"{output}: every value below noise floor (|value| < {NOISE_FLOOR:g}); axis clamped")
+    top.set_ylabel(output)
+    top.set_title(title or f"{output}: eager against each target", loc="left", fontsize=11)
+    floor = max(ERROR_FLOOR, ERROR_FLOOR_RELATIVE * scale)
+    highest = 0.0
+    for name, values in series.items():
+        if name == EAGER:
+            continue
+        errors = [abs(a - e) for a, e in zip(_array(values), eager)]
+        highest = max([highest, *(e for e in errors if not math.isnan(e))])
+        bottom.plot(
+            [max(e, floor) if not math.isnan(e) else math.nan for e in errors],
+            color=colours.get(name, "#777777"), linewidth=1.3, marker=".", markersize=3,
+        )  # fmt: skip
+    bottom.set_yscale("log")
+    bottom.axhspan(floor / 10, floor, color="#dddddd", zorder=0, label=f"below noise floor (< {floor:.0e})")
+    bottom.set_ylim(floor / 10, max(highest, floor) * 10)
+    if highest < floor:
+        notes.append(f"|{output} - eager|: every error below noise floor (< {floor:.0e})")
+    bottom.set_ylabel(f"|{output} - eager|")
+    bottom.set_xlabel("call (chunk index)")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+    handles, labels = top.get_legend_handles_labels()
+    shade, shade_label = bottom.get_legend_handles_labels()
+    fig.legend(handles + shade, labels + shade_label, loc="outside right upper", fontsize=9, frameon=False)
+    return fig, notes
+
+
+def bars_figure(
+    ratios: Mapping[str, float],
+    steps: Mapping[str, float],
+    colours: Mapping[str, str],
+    *,
+    title: str = "",
+) -> Figure:
+    """Horizontal bars from eager's line at 1 to each target's speed-up of one step, on a log axis
+    (right: faster than eager, left: slower)."""
+    from matplotlib.ticker import FuncFormatter
+
+    names = list(ratios)
+    fig, (ax,) = _new_figure(10.5, 0.9 + 0.38 * len(names))
+    positions = list(range(len(names)))
+    ax.barh(
+        positions, [ratios[n] - 1.0 for n in names], left=1.0, height=0.65,
+        color=[colours.get(n, "#777777") for n in names],
+    )  # fmt: skip
+    for y, name in zip(positions, names):
+        slower = ratios[name] < 1.0
+        ax.text(
+            ratios[name], y, f" {ratios[name]:.2f}x ({steps[name] * 1e3:.3g} ms) " if slower else
+            f" {ratios[name]:.2f}x ({steps[name] * 1e3:.3g} ms)", va="center", fontsize=9,
+            ha="right" if slower else "left",
+        )  # fmt: skip
+    ax.axvline(1.0, color=EAGER_COLOUR, linewidth=1.5)
+    ax.set_xscale("log")
+    ax.set_title(title, loc="left", fontsize=11)
+    low, high = min([*ratios.values(), 1.0]), max([*ratios.values(), 1.0])
+    ax.set_xlim(low / 4, high * 4)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()
+    ax.set_xlabel(
+        "speed-up of one step against eager (log scale; right of the line at 1 is faster than eager)"
+    )
+    return fig
+
+
+def metric_text(row: Mapping[str, Any]) -> str:
+    """A matrix row's "equivalence metric (worst)" text, for every rendering ("-": no metric)."""
+    metric = row.get("metric")
+    if not metric:
+        return "-"
+    statistic = " (median)" if metric["name"].startswith("median") else ""
+    return f"{metric['value']:.3g} {metric['unit']}{statistic}"
+
+
+def _matrix(body: Mapping[str, Any]) -> dict[str, Any]:
+    from ..core.case import SUITES  # declaration order: a re-read JSON file has its keys sorted
+
+    suites: list[str] = []
+    for row in body["rows"]:
+        suites += [s for s in row["suites"] if s not in suites]
+    suites.sort(key=lambda s: (SUITES.index(s) if s in SUITES else len(SUITES), s))
+    rows = []
+    for row in body["rows"]:
+        cells = []
+        for suite in suites:
+            cell = row["suites"].get(suite)
+            if cell is None:
+                cells.append(None)
+                continue
+            bad = [(name, v) for name, v in cell["inputs"].items() if v["status"] != "pass"]
+            status = cell["status"]
+            cells.append({"status": status, "css": STATUS_CLASSES.get(status, "bad"), "bad": bad})
+        rows.append(
+            {
+                "case": row["case"],
+                "target": row["target"],
+                "cells": cells,
+                "metric": metric_text(row),
+                "artifact": row.get("artifact"),
+            }
+        )
+    return {"suites": suites, "rows": rows}
+
+
+def _trace_charts(
+    traces: Mapping[str, Any], colours: Mapping[str, str], rank: Mapping[str, int]
+) -> dict[str, list[Chart]]:
+    """case -> one chart per (input, per-call output)."""
+    charts: dict[str, list[Chart]] = {}
+    for key, by_target in sorted(traces.items()):
+        case_name, input_name = key.split("/", 1)
+        eager = by_target.get(EAGER, {})
+        others = sorted((t for t in by_target if t != EAGER), key=lambda t: (rank.get(t, len(rank)), t))
+        for output in sorted(eager):
+            series = {EAGER: eager[output]}
+            series.update({t: by_target[t][output] for t in others if output in by_target[t]})
+            title = f"{case_name} / {input_name}: {output}, eager against each target"
+            fig, notes = trace_figure(series, colours, output=output, title=title)
+            caption = (
+                f"{case_name} / {input_name}: {output}, eager against each target, and the error per call"
+            )
+            anchor = f"chart-{_slug(case_name)}-{_slug(input_name)}-{_slug(output)}"
+            charts.setdefault(case_name, []).append(Chart(anchor, caption, _svg(fig), notes))
+    return charts
+
+
+def load_benchmarks(report_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """Records from ``report_dir/benchmarks/benchmarks.json`` (the separate, non-xdist benchmark
+    pass) and a sentence saying where they came from; ([], "") when there is none."""
+    path = Path(report_dir) / "benchmarks" / "benchmarks.json"
+    if not path.is_file():
+        return [], ""
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [], ""
+    if not isinstance(records, list):
+        return [], ""
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return records, (
+        f"This run timed nothing (no benchmark cell ran, or they ran under xdist, where "
+        f"pytest-benchmark times nothing); these figures come from "
+        f"{path} (the separate benchmark pass, written {stamp})."
+    )
+
+
+def _benchmark_charts(
+    benchmarks: Sequence[Mapping[str, Any]], colours: Mapping[str, str], rank: Mapping[str, int]
+) -> list[Chart]:
+    steps: dict[str, dict[str, float]] = {}
+    for record in benchmarks:
+        if record.get("step_s"):
+            steps.setdefault(record["case"], {})[record["target"]] = float(record["step_s"])
+    charts = []
+    for case_name, by_target in sorted(steps.items()):
+        if EAGER not in by_target:
+            continue
+        names = sorted(by_target, key=lambda t: (rank.get(t, len(rank)), t))
+        ratios = {t: by_target[EAGER] / by_target[t] for t in names}
+        svg = _svg(bars_figure(ratios, {t: by_target[t] for t in names}, colours, title=case_name))
+        caption = f"{case_name}: speed-up of one step against eager (step time in brackets)"
+        charts.append(Chart(f"bench-{_slug(case_name)}", caption, svg))
+    return charts
+
+
+def _localizations(located: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, loc in sorted(located.items()):
+        rows = []
+        for row in loc.get("rows") or []:
+            numbers = [
+                f"{v:.3g}" if isinstance(v, (int, float)) else str(v)
+                for v in (row.get("max_abs"), row.get("relative"), row.get("jump"))
+            ]
+            rows.append(
+                {"cells": [row.get("module") or "(model)", row.get("class", ""), *numbers],
+                 "diverges": bool(row.get("diverges"))}
+            )  # fmt: skip
+        out.append({"name": name, "headline": loc.get("headline", ""), "how": loc.get("how", ""),
+                    "call": loc.get("call", "?"), "rows": rows})  # fmt: skip
+    return out
+
+
+def render_html(
+    body: Mapping[str, Any],
+    traces: Mapping[str, Any],
+    benchmarks: Sequence[Mapping[str, Any]],
+    *,
+    target_order: Sequence[str] = (),
+    report_dir: Path | None = None,
+) -> str:
+    """The whole report as one HTML document.
+
+    With no benchmark records of its own and a ``report_dir``, the records of a sibling
+    ``report_dir/benchmarks/benchmarks.json`` are shown instead, saying where they came from.
+    """
+    import jinja2
+
+    benchmark_source = "Measured in this run." if benchmarks else ""
+    if not benchmarks and report_dir is not None:
+        benchmarks, benchmark_source = load_benchmarks(report_dir)
+    seen = {t for by_target in traces.values() for t in by_target} | {r["target"] for r in benchmarks}
+    seen |= {row["target"] for row in body.get("rows", [])}
+    colours = target_colours(target_order, sorted(seen))
+    order = [t for t in colours if t == EAGER] + [t for t in colours if t != EAGER]
+    rank = {name: i for i, name in enumerate(order)}
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    trace_charts = _trace_charts(traces, colours, rank)
+    page = environment.get_template("report.html.j2").render(
+        versions=sorted(body.get("versions", {}).items()),
+        matrix=_matrix(body),
+        state_audit=sorted((body.get("state_audit") or {}).items()),
+        branch_coverage=sorted((body.get("branch_coverage") or {}).items()),
+        localizations=_localizations(body.get("localizations") or {}),
+        trace_charts=[(name, _slug(name), charts) for name, charts in trace_charts.items()],
+        benchmark_charts=_benchmark_charts(benchmarks, colours, rank),
+        benchmark_source=benchmark_source,
+        benchmark_help=BENCHMARK_HELP,
+        legend=[(t, colours[t]) for t in order if t in seen],
+        noise_floor=NOISE_FLOOR,
+        error_floor=ERROR_FLOOR,
+        error_floor_relative=ERROR_FLOOR_RELATIVE,
+    )
+    return page
+
+
+def rerender(report_dir: Path) -> Path:
+    """Write ``report_dir/conformance.html`` again from ``conformance.json`` (and benchmarks)."""
+    from ..targets import targets
+
+    report_dir = Path(report_dir)
+    body = json.loads((report_dir / "conformance.json").read_text())
+    own = report_dir / "benchmarks.json"
+    records = json.loads(own.read_text()) if own.is_file() else []
+    page = report_dir / "conformance.html"
+    order = [t.name for t in targets()]
+    page.write_text(
+        render_html(body, body.get("traces", {}), records, target_order=order, report_dir=report_dir)
+    )
+    return page
+
+
+if __name__ == "__main__":  # python -m harness.reports.html [REPORT_DIR]
+    print(rerender(Path(sys.argv[1] if len(sys.argv) > 1 else "reports")))

@@ -1,0 +1,222 @@
+"""The eager side: the one way an eager module is run over a call sequence, under a state
+hypothesis where a diagnosis needs one. The session caches what it computes
+(:class:`~harness.session.ConformanceSession`): modules, canonical runs, offline references."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..core.buffers import preserved_buffers
+from ..core.case import Call, Calls, ModelCase
+from ..core.errors import HarnessError, describe_exception
+from ..core.sequence import StateThreading, run_sequence
+
+__all__ = ["PerCall", "StreamRun", "module_step", "run_module", "stack_outputs"]
+
+#: One tuple of outputs per call, in the case's output order.
+PerCall = list[tuple[np.ndarray, ...]]
+
+
+@dataclass(frozen=True)
+class StreamRun:
+    """A call sequence's outputs, and the state after each call where it can be read."""
+
+    outputs: PerCall
+    states: list[dict[str, np.ndarray]] | None
+
+
+def stack_outputs(per_call: Sequence[Sequence[np.ndarray]], names: Sequence[str], where: str) -> dict[str, np.ndarray]:
+    """Outputs by name, stacked over calls on a new leading axis."""
+    for index, outputs in enumerate(per_call):
+        if len(outputs) != len(names):
+            raise ValueError(
+                f"{where}: call {index} returned {len(outputs)} outputs, the case declares {len(names)} {tuple(names)}"
+            )
+    return {name: np.stack([np.asarray(o[i]) for o in per_call]) for i, name in enumerate(names)}
+
+
+def module_step(module: torch.nn.Module) -> Callable[[Call], tuple[np.ndarray, ...]]:
+    """One call of an eager module, outputs as numpy arrays (the module's own errors are the
+    case's: :class:`HarnessError`)."""
+
+    def step(call: Call) -> tuple[np.ndarray, ...]:
+        try:
+            with torch.no_grad():
+                out = module(*call)
+        except Exception as exc:
+            kind, line = describe_exception(exc)
+            raise HarnessError(f"the case's eager module raised on its own inputs: {kind}: {line}") from exc
+        out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        return tuple(o.detach().cpu().numpy().copy() for o in out)
+
+    return step
+
+
+def run_module(
+    module: torch.nn.Module,
+    calls: Calls,
+    *,
+    case: ModelCase | None = None,
+    state_names: Sequence[str] = (),
+    reset_each_call: Sequence[str] = (),
+    swap_after_each_call: tuple[str, str] | None = None,
+    preroll: Call | None = None,
+) -> StreamRun:
+    """Eager fed ``calls`` from its current state, under a hypothesis; the module's buffers are
+    put back afterwards.
+
+    State names are buffer names, or, for a case with explicit state, its state inputs.
+
+    Args:
+        case: the case, for its explicit state (threaded as every target's is).
+        state_names: buffers whose value after each call is recorded in ``states``.
+        reset_each_call: state put back to its initial value before every call (state dropped).
+        swap_after_each_call: two states exchanged between calls (state fed back crosswise).
+        preroll: one call made before the stream and not recorded (state advanced by export).
+    """
+    threading = StateThreading.of(case) if case is not None else None
+    explicit = set(threading.names) if threading else set()
+    buffers = dict(module.named_buffers())
+    step = module_step(module)
+    states: list[dict[str, np.ndarray]] = []
+    buffer_resets = [n for n in reset_each_call if n not in explicit]
+    buffer_swap = swap_after_each_call if swap_after_each_call and swap_after_each_call[0] not in explicit else None
+    state_swap = swap_after_each_call if swap_after_each_call and swap_after_each_call[0] in explicit else None
+
+    with preserved_buffers(module) as initial:
+
+        def recorded(call: Call) -> tuple[np.ndarray, ...]:
+            with torch.no_grad():
+                for name in buffer_resets:
+                    buffers[name].copy_(initial[name])
+            out = step(call)
+            states.append({n: buffers[n].detach().cpu().numpy().copy() for n in state_names if n in buffers})
+            if buffer_swap is not None:
+                a, b = buffer_swap
+                with torch.no_grad():
+                    held = buffers[a].clone()
+                    buffers[a].copy_(buffers[b])
+                    buffers[b].copy_(held)
+            return out
+
+        advanced = None
+        if preroll is not None:
+            out = step(tuple(preroll))
+            if threading is not None:
+                advanced = {name: out[o] for name, (_, o) in threading.pairs.items()}
+        outputs = run_sequence(
+            recorded,
+            calls,
+            threading,
+            reset_each_call=[n for n in reset_each_call if n in explicit],
+            swap_after_each_call=state_swap,
+            initial_state={k: torch.as_tensor(v) for k, v in advanced.items()} if advanced else None,
+        )
+    return StreamRun(list(outputs), states)
+
+
+class EagerReference:
+    """The eager side of one case on one canonical input set, computed once per worker and
+    shared by every check and target that needs it (the session caches one per case and input).
+
+    ``stream()`` is eager fed the calls from the initial state (with the state after each call);
+    ``replay(...)`` the same under a state hypothesis; ``offline()`` the whole signal in one call.
+    """
+
+    def __init__(
+        self,
+        case: ModelCase,
+        module: torch.nn.Module,
+        calls: Calls,
+        state_names: Callable[[], list[str]],
+        offline_module: Callable[[], torch.nn.Module],
+    ) -> None:
+        self.case = case
+        self.module = module
+        self.calls: list[Call] = list(calls)
+        self._state_names = state_names
+        self._offline_module = offline_module
+        self._runs: dict[tuple, StreamRun] = {}
+        self._offline: PerCall | None = None
+
+    def state_names(self) -> list[str]:
+        """The state a stream carries: buffers forward mutates, and explicit state inputs."""
+        spec = self.case.streaming
+        return [*self._state_names(), *(spec.state if spec is not None else ())]
+
+    def stream(self, *, head: bool = False) -> StreamRun:
+        """Eager over the calls (``head``: the first call only) from the initial state, with the
+        stream's state after each call recorded (for a streaming case)."""
+        return self.replay(head=head)
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """Outputs stacked on a leading call axis: what every target is judged against."""
+        return stack_outputs(self.stream().outputs, self.case.output_names, "eager")
+
+    def replay(
+        self,
+        *,
+        head: bool = False,
+        reset_each_call: Sequence[str] = (),
+        swap_after_each_call: tuple[str, str] | None = None,
+        preroll: bool = False,
+    ) -> StreamRun:
+        """Eager under a state hypothesis, cached (every target a diagnosis asks about shares it).
+
+        Args:
+            head: the first call only (what a freshly loaded artifact's first output depends on).
+            reset_each_call: state put back to its initial value before every call.
+            swap_after_each_call: two states exchanged between calls.
+            preroll: one forward call with the case's example input first (state advanced by export).
+        """
+        key = (head, tuple(reset_each_call), swap_after_each_call, preroll)
+        if key not in self._runs:
+            self._runs[key] = run_module(
+                self.module,
+                self.calls[:1] if head else self.calls,
+                case=self.case,
+                state_names=self.state_names() if self.case.streaming is not None else (),
+                reset_each_call=reset_each_call,
+                swap_after_each_call=swap_after_each_call,
+                preroll=tuple(self.case.example_inputs()) if preroll else None,
+            )
+        return self._runs[key]
+
+    def offline(self) -> PerCall:
+        """The whole signal in one call, through the case's offline model (or its module)."""
+        if self._offline is None:
+            from ..checks.framing import whole_signal
+
+            self._offline = run_module(self._offline_module(), [whole_signal(self.case, self.calls)]).outputs
+        return self._offline
+
+
+def eager_reference(
+    case: ModelCase,
+    calls: Calls | None = None,
+    buffer_names: Sequence[str] | None = None,
+    *,
+    module: torch.nn.Module | None = None,
+) -> EagerReference:
+    """An :class:`EagerReference` outside a session (self-tests, scripts): the case's module
+    (built once here unless given), its primary input unless ``calls`` are given, and the
+    buffers forward mutates (audited unless ``buffer_names`` are given)."""
+    module = module if module is not None else case.build().eval()
+    chosen = list(calls) if calls is not None else list(case.inputs[case.main_input]())
+
+    def names() -> list[str]:
+        if buffer_names is not None:
+            return list(buffer_names)
+        from ..core.state import audit_state
+
+        return [b.name for b in audit_state(module, case.example_inputs())]
+
+    def offline() -> torch.nn.Module:
+        spec = case.streaming
+        return spec.offline().eval() if spec is not None and spec.offline is not None else module
+
+    return EagerReference(case, module, chosen, names, offline)

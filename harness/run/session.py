@@ -1,0 +1,171 @@
+"""Per-process state of a conformance run: export cache, loaded runners, eager references."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ..checks.branches import Branch, discover_branches
+from ..core.case import Calls, ModelCase
+from ..core.registry import case as find_case
+from ..core.state import StateBuffer, audit_state
+from ..targets import Artifact, Runner, Target
+from ..targets import target as find_target
+from .cache import ExportCache
+from .eager import EagerReference, StreamRun
+from .target_runs import target_stream
+
+__all__ = ["Cell", "ConformanceSession"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One generated test: a case on a target with one canonical input set, for one suite."""
+
+    case_name: str
+    target_name: str
+    input_name: str
+    suite: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.case_name}-{self.target_name}-{self.input_name}"
+
+    @property
+    def case(self) -> ModelCase:
+        return find_case(self.case_name)
+
+    @property
+    def target(self) -> Target:
+        return find_target(self.target_name)
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class ConformanceSession:
+    """Caches what is expensive within one process: artifacts, runners, eager modules, references."""
+
+    def __init__(self, cache: ExportCache, overrides: dict[tuple[str, str], Artifact] | None = None) -> None:
+        self.cache = cache
+        #: (case, target) -> an artifact made elsewhere (``--artifact``), used instead of exporting
+        self.overrides = dict(overrides or {})
+        self._runners: dict[tuple[str, str], Runner] = {}
+        self._eager: dict[str, torch.nn.Module] = {}
+        self._calls: dict[tuple[str, str], Calls] = {}
+        self._references: dict[tuple[str, str], EagerReference] = {}
+        self._offline: dict[str, torch.nn.Module] = {}
+        self._target_runs: dict[tuple[str, str, str], StreamRun] = {}
+        self._state_audits: dict[str, list[StateBuffer]] = {}
+        self._branches: dict[str, list[Branch]] = {}
+        self._localizations: dict[tuple[str, str, str], dict[str, object]] = {}
+
+    def artifact(self, case: ModelCase, target: Target) -> Artifact:
+        override = self.overrides.get((case.name, target.name))
+        return override if override is not None else self.cache.get(case, target)
+
+    def runner(self, case: ModelCase, target: Target) -> Runner:
+        """The loaded runner for (case, target), one per process. Whoever feeds it a sequence
+        resets it first (``run_calls``, ``target_stream``: the one owner of reset)."""
+        key = (case.name, target.name)
+        if key not in self._runners:
+            target.require_runtime()
+            self._runners[key] = target.load(self.artifact(case, target))
+        return self._runners[key]
+
+    def fresh_runner(self, case: ModelCase, target: Target) -> Runner:
+        """A newly loaded runner, never reset: what a user gets from the artifact file."""
+        target.require_runtime()
+        return target.load(self.artifact(case, target))
+
+    def target_run(self, case: ModelCase, target: Target, input_name: str) -> StreamRun:
+        """The target fed one canonical input from a reset state, once per process: equivalence,
+        golden and the streaming checks on that input judge this one run."""
+        key = (case.name, target.name, input_name)
+        if key not in self._target_runs:
+            self._target_runs[key] = target_stream(
+                self.runner(case, target), self.calls(case, input_name), case=case
+            )
+        return self._target_runs[key]
+
+    def state_audit(self, case: ModelCase) -> list[StateBuffer]:
+        """The buffers the case's forward mutates (cached per case)."""
+        if case.name not in self._state_audits:
+            self._state_audits[case.name] = audit_state(self.eager_module(case), case.example_inputs())
+        return self._state_audits[case.name]
+
+    def branches(self, case: ModelCase) -> list[Branch]:
+        """Data-dependent branches of the case's forward (cached per case)."""
+        if case.name not in self._branches:
+            self._branches[case.name] = discover_branches(self.eager_module(case), case.example_inputs())
+        return self._branches[case.name]
+
+    def eager_module(self, case: ModelCase) -> torch.nn.Module:
+        """The case's module, built once per process (every eager run restores its buffers)."""
+        if case.name not in self._eager:
+            self._eager[case.name] = case.build().eval()
+        return self._eager[case.name]
+
+    def offline_module(self, case: ModelCase) -> torch.nn.Module:
+        """The whole-signal model of a streaming case: its declared offline model, else its module."""
+        spec = case.streaming
+        if spec is None or spec.offline is None:
+            return self.eager_module(case)
+        if case.name not in self._offline:
+            self._offline[case.name] = spec.offline().eval()
+        return self._offline[case.name]
+
+    def eager_reference(self, case: ModelCase, input_name: str) -> EagerReference:
+        """The eager side of one canonical input (its runs, replays and offline output), once per
+        process, shared by every target and check."""
+        key = (case.name, input_name)
+        if key not in self._references:
+            self._references[key] = EagerReference(
+                case,
+                self.eager_module(case),
+                self.calls(case, input_name),
+                lambda: [b.name for b in self.state_audit(case)],
+                lambda: self.offline_module(case),
+            )
+        return self._references[key]
+
+    def calls(self, case: ModelCase, input_name: str) -> Calls:
+        key = (case.name, input_name)
+        if key not in self._calls:
+            self._calls[key] = list(case.inputs[input_name]())
+        return self._calls[key]
+
+    def reference(self, case: ModelCase, input_name: str) -> dict[str, np.ndarray]:
+        """Eager outputs for one canonical input set, from the initial state."""
+        return self.eager_reference(case, input_name).outputs()
+
+    def localization(
+        self, case: ModelCase, target: Target, input_name: str, calls: Calls | None = None
+    ) -> dict[str, object]:
+        """The failure localisation of ``target`` on one canonical input, once per process, as
+        a JSON-ready dict with its rendered ``text``; a localisation that cannot be made is a
+        dict whose headline says why (it never fails the cell by itself)."""
+        key = (case.name, target.name, input_name)
+        if key not in self._localizations:
+            from ..checks.localize import localize, localize_calls
+
+            try:
+                artifact = self.artifact(case, target)
+                module = self.eager_module(case)
+                if calls is not None:
+                    result = localize_calls(case, target, artifact, list(calls), input_name=input_name, module=module)
+                else:
+                    result = localize(case, target, artifact, input_name, module=module)
+                found = {**result.as_dict(), "text": result.render()}
+            except Exception as exc:  # any failure to localise is reported, never raised
+                headline = f"first divergence: not localised ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                found = {"case": case.name, "target": target.name, "input": input_name, "headline": headline, "text": headline, "rows": []}
+            self._localizations[key] = found
+        return self._localizations[key]
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.close()
+        self._runners.clear()
