@@ -27,7 +27,7 @@ def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
     }
     # the cell's judge: int8 outputs are not bit-stable across runtime versions, so an approximate
     # target's contract is the task metric
-    extension = tensor_snapshot_extension(conformance.judge(reference="snapshot"))
+    extension = tensor_snapshot_extension(conformance.judge(reference="snapshot"), conformance.golden_root())
     # a mismatch is a verdict on the export (fail, localised), never a harness error
     conformance.verdict(snapshot_verdict(snapshot.use_extension(extension), TensorSnapshot(outputs, provenance)))
 

@@ -18,25 +18,22 @@ def test_hypothesis(conformance, request):
     """Generated inputs agree between eager and the export; a failing input is shrunk and kept
     in golden/hypothesis, and replayed by every later run."""
     runner = conformance.runner()
-    module, branches = conformance.eager_module(), conformance.branches()
+    main = conformance.case.main_input
+    eager = conformance.eager(main)  # eager's runs of every example are shared by every target
     # the primary canonical input is the simplest example, so hypothesis tries it first
-    canonical = conformance.calls(conformance.case.main_input)
+    canonical = conformance.calls(main)
     seed = st.just(canonical)
     failed = []
 
     def body(calls):
+        first = calls is canonical
         result = check_generated_input(
-            conformance.case,
             conformance.target,
             runner,
-            module,
+            eager,
             calls,
-            branches,
-            input_label=(
-                f"the canonical input {conformance.case.main_input!r} (tried first)"
-                if calls is canonical
-                else "a generated input"
-            ),
+            input_label=f"the canonical input {main!r} (tried first)" if first else "a generated input",
+            actual=conformance.outputs(main) if first else None,  # the run every check on it shares
         )
         if not result:
             failed.append(calls)  # hypothesis replays the shrunk example last
@@ -47,6 +44,7 @@ def test_hypothesis(conformance, request):
             st.one_of(seed, conformance.case.strategy()),
             body,
             database_key=request.node.nodeid,
+            database_path=conformance.hypothesis_database(),  # under the rootdir, wherever pytest runs
             generation_key=f"{conformance.case.name}/generated",  # every target sees the same inputs
             item=request.node,  # its statistics, for --hypothesis-show-statistics
         )
@@ -55,11 +53,7 @@ def test_hypothesis(conformance, request):
 @pytest.mark.conformance("dynamic-shapes")
 def test_dynamic_shapes(conformance):
     """Sizes 1, the bounds and sizes unlike the example; a shape-specialised export is named."""
-    conformance.verdict(
-        check_dynamic_shapes(
-            conformance.case, conformance.target, conformance.runner(), conformance.eager_module(), conformance.calls()[0]
-        )
-    )
+    conformance.verdict(check_dynamic_shapes(conformance.target, conformance.runner(), conformance.eager()))
 
 
 @pytest.mark.conformance("branch-coverage", targets=("eager",))

@@ -50,8 +50,9 @@ def test_stream_chunks(conformance):
 @pytest.mark.conformance("stream-reset")
 def test_stream_reset(conformance):
     """reset() returns to the initial state: a replay is identical to the first run."""
-    with conformance.fresh_runner() as runner:
-        conformance.verdict(check_reset(conformance.target, runner, conformance.eager()))
+    fresh = conformance.fresh_run()  # the run every check on this input shares, and its replay
+    replay, _ = fresh.replay()
+    conformance.verdict(check_reset(conformance.target, None, conformance.eager(), first=fresh.first, replay=replay))
 
 
 @pytest.mark.conformance("stream-batch")
@@ -68,5 +69,8 @@ def test_stream_batch(conformance):
 def test_stream_initial(conformance):
     """The artifact starts from the initial state: exporting consumed none of it."""
     conformance.state_names()  # recorded for the report's state audit
-    with conformance.fresh_runner() as runner:
-        conformance.verdict(check_initial_state(conformance.target, runner, conformance.eager()))
+    fresh = conformance.fresh_run()
+    start = fresh.replay()[1] if fresh.first.states else None  # the state reset() returns to, where readable
+    conformance.verdict(
+        check_initial_state(conformance.target, None, conformance.eager(), first=fresh.first, start_state=start)
+    )

@@ -8,6 +8,7 @@ import torch
 import harness
 from fixtures.efficientnet import EfficientNetB0, build
 from harness.checks.equivalence import check_batch_consistency, check_determinism, run_calls
+from harness.run.eager import eager_reference
 from harness.targets import Artifact
 
 
@@ -56,7 +57,7 @@ def test_training_mode_export_is_caught_by_batch_consistency(tmp_path, target_na
     case, artifact = _train_mode_export(tmp_path, target_name)
     call = case.inputs["gradient"]()[0]
     with harness.target(target_name).load(artifact) as runner:
-        result = check_batch_consistency(case, target_name, runner, call, 8)
+        result = check_batch_consistency(target_name, runner, eager_reference(case, [call]), 8)
     assert not result
     assert "differs between batch 8 and batch 1" in result.diagnosis
     assert "BatchNorm using batch statistics: exported in training mode?" in result.diagnosis
@@ -78,5 +79,5 @@ def test_the_eval_mode_export_passes_batch_consistency(export_cache):
     case = harness.case("efficientnet_b0")
     target = harness.target("torch-export")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_batch_consistency(case, "torch-export", runner, case.inputs["gradient"]()[0], 8)
+        result = check_batch_consistency("torch-export", runner, eager_reference(case, case.inputs["gradient"]()), 8)
     assert result, result.summary()

@@ -13,6 +13,7 @@ from harness import ModelCase, tol
 from harness.checks.branches import BranchRecorder, discover_branches
 from harness.checks.input_space import check_dynamic_shapes, check_generated_input
 from harness.plugin.profiles import run_property
+from harness.run.eager import eager_reference
 from harness.strategies import audio, audio_stream, images, tokens
 from harness.targets import Artifact
 
@@ -27,7 +28,7 @@ def test_traced_branch_is_reported_as_baked_with_its_source_line(export_cache, t
     loud = [(torch.randn(4, 16, generator=torch.Generator().manual_seed(5)) * 3.0,)]
     target = harness.target(target_name)
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_generated_input(case, target_name, runner, module, loud, branches)
+        result = check_generated_input(target_name, runner, eager_reference(case, module=module, branches=branches), loud)
     assert not result
     assert result.diagnosis.startswith(
         "branch baked: the export always takes the false side of `if x.abs().mean() > 0.5:`"
@@ -49,7 +50,7 @@ def test_shape_specialised_export_is_reported(tmp_path):
     torch.export.save(torch.export.export(module, case.example_inputs(), strict=False), str(path))
     artifact = Artifact(path, "torch-export", case.name, case.input_names, case.output_names)
     with harness.target("torch-export").load(artifact) as runner:
-        result = check_dynamic_shapes(case, "torch-export", runner, module, case.example_inputs())
+        result = check_dynamic_shapes("torch-export", runner, eager_reference(case, module=module), case.example_inputs())
     assert not result
     assert result.diagnosis.startswith(
         "shape specialised: the export rejects signal dimension 0 = 1 (the example has 2)"
@@ -60,7 +61,7 @@ def test_the_real_dynamic_export_accepts_every_size(export_cache):
     case = harness.case("conv_mlp")
     target = harness.target("torch-export")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_dynamic_shapes(case, target.name, runner, case.build(), case.example_inputs())
+        result = check_dynamic_shapes(target.name, runner, eager_reference(case), case.example_inputs())
     assert result, result.report()
     assert "signal[0]=1" in result.diagnosis and "signal[0]=16" in result.diagnosis
 

@@ -13,7 +13,7 @@ from ..core.check import Check
 from ..core.judge import DETERMINISM_TOLERANCE, Judge
 from ..core.sequence import StateThreading, run_sequence
 from ..core.shapes import resize_call
-from ..run.eager import module_step, run_module, stack_outputs
+from ..run.eager import EagerReference, module_step, run_module, stack_outputs
 from ..run.target_runs import run_calls
 from ..targets import Runner
 
@@ -67,19 +67,16 @@ def check_determinism(case: ModelCase, first: Outputs, second: Outputs, *, what:
 
 
 def check_batch_consistency(
-    case: ModelCase,
-    target: object,
-    runner: Runner,
-    call: tuple[torch.Tensor, ...],
-    batch: int,
-    *,
-    approximate: bool | None = None,
+    target: object, runner: Runner, eager: EagerReference, batch: int | None = None
 ) -> Check:
-    """Each sample of a batch of ``batch`` must come out as it does alone, by the cell's judge:
-    a model whose output for one image depends on the others in the batch (BatchNorm using
-    batch statistics, as in a training-mode export; activation scales computed over the batch,
-    as dynamic quantization does) fails."""
-    judge = Judge.for_cell(case, target, approximate=approximate)
+    """Each sample of a batch of ``batch`` (default: the case's ``batch_consistency``) must come
+    out as it does alone, by the cell's judge, on the first call of the eager side's input: a
+    model whose output for one image depends on the others in the batch (BatchNorm using batch
+    statistics, as in a training-mode export; activation scales computed over the batch, as
+    dynamic quantization does) fails."""
+    case, call = eager.case, eager.calls[0]
+    batch = batch if batch is not None else case.batch_consistency
+    judge = Judge.for_cell(case, target)
     name = target if isinstance(target, str) else target.name  # type: ignore[attr-defined]
     what = f"{name} batch {batch} vs batch 1"
     batched = call

@@ -79,7 +79,8 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
     """
 
     file_extension = "npz"
-    #: Where snapshots live; the plugin points this at ``<rootdir>/golden/snapshots``.
+    #: Where snapshots live: bound per run by :func:`tensor_snapshot_extension` (the session's
+    #: ``<rootdir>/golden/snapshots``); None: beside the test file, as syrupy keeps them.
     golden_root: ClassVar[Path | None] = None
     #: The cell's judge (bound by :func:`tensor_snapshot_extension`); None: default tolerances.
     judge: ClassVar[Judge | None] = None
@@ -104,9 +105,11 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
         return str(cls.golden_root / cls.FOLDER)
 
     @classmethod
-    def stored_path(cls, test_name: str) -> Path | None:
-        """Where the snapshot of the test named ``test_name`` is stored (None: no golden root)."""
-        return cls.golden_root / cls.FOLDER / f"{test_name}.npz" if cls.golden_root else None
+    def stored_path(cls, test_name: str, golden_root: Path | None = None) -> Path | None:
+        """Where the snapshot of the test named ``test_name`` is stored under ``golden_root``
+        (default: the class's own; None: no golden root)."""
+        root = golden_root or cls.golden_root
+        return root / cls.FOLDER / f"{test_name}.npz" if root else None
 
     @classmethod
     def discovery_dirname(cls, *, test_location: PyTestLocation) -> str:
@@ -165,17 +168,21 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
 _BOUND: dict[tuple, type[TensorSnapshotExtension]] = {}
 
 
-def tensor_snapshot_extension(judge: Judge) -> type[TensorSnapshotExtension]:
+def tensor_snapshot_extension(judge: Judge, golden_root: Path | None = None) -> type[TensorSnapshotExtension]:
     """A TensorSnapshotExtension subclass whose snapshots are judged by ``judge`` (the cell's:
-    tolerances and task metric, or the metric alone for an approximate target)."""
+    tolerances and task metric, or the metric alone for an approximate target) and stored under
+    ``golden_root`` (the run's ``<rootdir>/golden/snapshots``; None: beside the test file)."""
     key = (
+        golden_root,
         tuple(sorted((k, v.atol, v.rtol) for k, v in judge.tolerances.items())),
         judge.default_tolerance,
         id(judge.metric),
         judge.by_metric,
     )
     if key not in _BOUND:
-        _BOUND[key] = type("BoundTensorSnapshotExtension", (TensorSnapshotExtension,), {"judge": judge})
+        _BOUND[key] = type(
+            "BoundTensorSnapshotExtension", (TensorSnapshotExtension,), {"judge": judge, "golden_root": golden_root}
+        )
     return _BOUND[key]
 
 

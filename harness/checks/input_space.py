@@ -6,16 +6,16 @@ from collections.abc import Sequence
 
 import torch
 
-from ..core.case import Calls, ModelCase
+from ..core.case import Calls, Outputs
 from ..core.check import Check
 from ..core.errors import describe_exception
 from ..core.judge import Judge
 from ..core.sequence import StateThreading
 from ..core.shapes import resize_call, sizes_to_try
-from ..run.eager import run_module
+from ..run.eager import EagerReference, run_module
 from ..targets import Runner
 from .branches import Branch, BranchRecorder
-from .equivalence import eager_outputs, run_calls
+from .equivalence import run_calls
 
 __all__ = ["baked_branch", "check_dynamic_shapes", "check_generated_input"]
 
@@ -46,46 +46,43 @@ def baked_branch(
 
 
 def check_generated_input(
-    case: ModelCase,
     target: object,
     runner: Runner,
-    module: torch.nn.Module,
+    eager: EagerReference,
     calls: Calls,
-    branches: Sequence[Branch],
     *,
-    approximate: bool | None = None,
     input_label: str = "a generated input",
+    actual: Outputs | None = None,
 ) -> Check:
     """One generated input through eager and the export, by the cell's judge; a mismatch is
     diagnosed (baked branch). ``input_label`` names the input in the verdict (the canonical
-    input hypothesis tries first)."""
-    judge = Judge.for_cell(case, target, approximate=approximate)
+    input hypothesis tries first); ``actual``, the target's outputs where they were computed
+    already (the canonical input's shared run)."""
+    case = eager.case
+    judge = Judge.for_cell(case, target)
     what = f"{_name(target)} on {input_label}"
-    expected = eager_outputs(module, calls, case.output_names, case=case)
-    try:
-        actual = run_calls(runner, calls, case.output_names, threading=StateThreading.of(case))
-    except Exception as exc:
-        kind, line = describe_exception(exc)
-        return Check(what, False, f"the export rejects this input: {kind}: {line}")
+    expected = eager.outputs_for(calls)
+    if actual is None:
+        try:
+            actual = run_calls(runner, calls, case.output_names, threading=StateThreading.of(case))
+        except Exception as exc:
+            kind, line = describe_exception(exc)
+            return Check(what, False, f"the export rejects this input: {kind}: {line}")
     result = judge.judge(expected, actual, what=what, passed="ok")
     if result:
         return result
-    baked = baked_branch(module, branches, [tuple(case.example_inputs())], calls[:1])
+    baked = baked_branch(eager.module, eager.branches(), [tuple(case.example_inputs())], calls[:1])
     return result.caused_by(baked) if baked else result
 
 
 def check_dynamic_shapes(
-    case: ModelCase,
-    target: object,
-    runner: Runner,
-    module: torch.nn.Module,
-    call: tuple[torch.Tensor, ...],
-    *,
-    approximate: bool | None = None,
+    target: object, runner: Runner, eager: EagerReference, call: tuple[torch.Tensor, ...] | None = None
 ) -> Check:
-    """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example,
-    each judged by the cell's judge."""
-    judge = Judge.for_cell(case, target, approximate=approximate)
+    """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example
+    (``call``, default: the first call of the eager side's input), each judged by the cell's judge."""
+    case = eager.case
+    call = tuple(call) if call is not None else eager.calls[0]
+    judge = Judge.for_cell(case, target)
     what = f"{_name(target)} dynamic sizes"
     tried = []
     groups: dict[str, list] = {}
@@ -100,7 +97,7 @@ def check_dynamic_shapes(
             for member in members:  # a shared dimension changes on every input that has it
                 resized = resize_call(resized, member.index, member.axis, size, seed=size)
             tried.append(f"{name}[{axis}]={size}")
-            expected = eager_outputs(module, [resized], case.output_names)
+            expected = eager.outputs_for([resized])
             try:
                 actual = run_calls(runner, [resized], case.output_names)
             except Exception as exc:

@@ -97,26 +97,41 @@ def check_continuity(
     return Check(what, False, diagnosis, tuple(details))
 
 
-def check_initial_state(target: object, fresh_runner: Runner, eager: EagerReference) -> Check:
+def check_initial_state(
+    target: object,
+    fresh_runner: Runner | None,
+    eager: EagerReference,
+    *,
+    first: StreamRun | None = None,
+    start_state: dict[str, np.ndarray] | None = None,
+) -> Check:
     """A freshly loaded artifact starts from the module's initial state (export consumed none).
 
     Only evidence about the state counts: a readable initial state that differs from the
     module's, or a first chunk that eager reproduces from the advanced state. A first chunk
     that differs for any other reason (other weights, swapped or constant outputs) is reported
-    as such, never as a start-state problem.
+    as such, never as a start-state problem. ``first`` (a freshly loaded runner's run, of which
+    the first call is judged) and ``start_state`` (its state after ``reset()``) may be given.
     """
     case = eager.case
     judge = Judge.for_cell(case, target)
     state_names = eager.state_names()
     what = f"{_name(target)} freshly loaded"
-    actual = target_stream(fresh_runner, eager.calls[:1], reset=False, case=case)
+    if first is not None:
+        actual = StreamRun(first.outputs[:1], first.states[:1] if first.states is not None else None)
+    else:
+        assert fresh_runner is not None
+        actual = target_stream(fresh_runner, eager.calls[:1], reset=False, case=case)
     expected = eager.stream(head=True)
     details = []
     state = actual.states[0] if actual.states else None
     if state is not None:
         initial = {n: b.detach().cpu().numpy() for n, b in eager.module.named_buffers() if n in state_names}
-        fresh_runner.reset()
-        start = fresh_runner.state() or {}
+        if start_state is None:
+            assert fresh_runner is not None
+            fresh_runner.reset()
+            start_state = fresh_runner.state()
+        start = start_state or {}
         same = Judge.identical(case, reference="the module's initial state")
         for name in state_names:
             if name in start and name in initial and not same.compare_one(name, initial[name], start[name]):
@@ -147,13 +162,23 @@ def check_initial_state(target: object, fresh_runner: Runner, eager: EagerRefere
     )
 
 
-def check_reset(target: object, fresh_runner: Runner, eager: EagerReference) -> Check:
-    """After ``reset()``, replaying a stream gives what the freshly loaded artifact gave."""
+def check_reset(
+    target: object,
+    fresh_runner: Runner | None,
+    eager: EagerReference,
+    *,
+    first: StreamRun | None = None,
+    replay: StreamRun | None = None,
+) -> Check:
+    """After ``reset()``, replaying a stream gives what the freshly loaded artifact gave (the two
+    runs may be given: a freshly loaded runner's first run, and its run after ``reset()``)."""
     case, calls = eager.case, eager.calls
     what = f"{_name(target)} reset"
-    first = target_stream(fresh_runner, calls, reset=False, case=case)
-    fresh_runner.reset()
-    replay = target_stream(fresh_runner, calls, reset=False, case=case)
+    if first is None or replay is None:
+        assert fresh_runner is not None
+        first = target_stream(fresh_runner, calls, reset=False, case=case)
+        fresh_runner.reset()
+        replay = target_stream(fresh_runner, calls, reset=False, case=case)
     divergence = Judge.identical(case).first_divergence(first.outputs, replay.outputs)
     if divergence is None:
         return Check(what, True, f"ok: replay after reset identical over {len(calls)} chunks")

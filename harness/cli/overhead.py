@@ -56,13 +56,14 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     from ..run.cache import ExportCache
     from ..run.eager import run_module
     from ..run.target_runs import target_stream
-    from ..targets import EAGER, RuntimeMissing, targets
+    from ..targets import EAGER, ExportError, RuntimeMissing, targets
 
     torch.set_num_threads(1)
     _load_cases()
     case = registry.case(case_name)
-    root, ini = project_config()
-    cache = ExportCache(Path(root or ".") / ini.get("conformance_export_cache", ".export-cache"))
+    config_file, ini = project_config()
+    rootdir = Path(config_file).parent if config_file else Path.cwd()
+    cache = ExportCache(rootdir / (ini.get("conformance_export_cache") or ".export-cache"))
     primary = list(case.inputs[case.main_input]())
     inputs = {name: list(make()) for name, make in case.inputs.items()}
     generated: list[Any] = []
@@ -90,7 +91,7 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
             try:
                 target.require_runtime()
                 runner = target.load(cache.get(case, target))
-            except (RuntimeMissing, Exception):  # an export error or a missing runtime: no run needed
+            except (RuntimeMissing, ExportError):  # a missing runtime or an export error: no run needed
                 continue
 
             def feed(calls: list, runner: Any = runner) -> None:

@@ -31,6 +31,7 @@ from ..targets import EAGER, ArtifactError, ExportError, targets
 from .cell_context import CellContext, record_of
 from .cell_record import RECORD_PROPERTY, Outcome
 from .collector import MatrixCollector
+from .profiles import EXAMPLE_DATABASE
 from .suites import MARKER_KWARGS, SUITE_REGISTRY, Suite, pair_runs
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
@@ -54,7 +55,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if problems:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
-    TensorSnapshotExtension.golden_root = Path(config.rootpath) / "golden" / "snapshots"
     tier_leaves_out = _tier(config) == "ci" and (
         any(c.ci_targets is not None for c in registry.cases()) or any(t.ci_cases is not None for t in targets())
     )
@@ -84,7 +84,12 @@ def pytest_configure(config: pytest.Config) -> None:
             overrides[(override.case, override.target)] = external_artifact(override, cache_root / "external")
         except (ValueError, ArtifactError) as exc:
             raise pytest.UsageError(str(exc)) from exc
-    config.stash[SESSION_KEY] = ConformanceSession(cache, overrides)
+    config.stash[SESSION_KEY] = ConformanceSession(
+        cache,
+        overrides,
+        golden_root=golden_root(config),
+        hypothesis_database=Path(config.rootpath) / EXAMPLE_DATABASE,
+    )
     if workerinput is None:  # the controller (or a run without xdist) collects the matrix
         report_dir = config.getoption("conformance_report") or "reports"
         baseline_path = config.getoption("conformance_baseline") or config.getini("conformance_baseline")
@@ -126,6 +131,11 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["conformance_session_id"] = node.config.stash[SESSION_ID_KEY]
 
 
+def golden_root(config: pytest.Config) -> Path:
+    """Where golden snapshots live: ``<rootdir>/golden/snapshots``."""
+    return Path(config.rootpath) / "golden" / "snapshots"
+
+
 def orphan_snapshots(golden_root: Path) -> list[Path]:
     """Golden snapshot files whose cell (case-target-input) no registered case and target has,
     or that lie outside the one folder golden cells use."""
@@ -149,7 +159,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if not config.stash.get(ORPHANS_KEY, False) or hasattr(config, "workerinput"):
         return
-    root = TensorSnapshotExtension.golden_root
+    root = golden_root(config)
     orphans = orphan_snapshots(root) if root is not None and root.is_dir() else []
     if orphans:
         config.stash[ORPHAN_LIST_KEY] = orphans

@@ -7,6 +7,7 @@ import contextlib
 import glob
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -16,9 +17,10 @@ from ..core.case import MetricResult
 from ..core.errors import ConformanceFailure, HarnessError
 from ..core.judge import Judge
 from ..run.eager import EagerReference, StreamRun, stack_outputs
-from ..run.session import Cell, ConformanceSession
+from ..run.session import Cell, ConformanceSession, FreshRun
 from ..targets import EAGER, Artifact, ExportError, Runner, RuntimeMissing
 from .cell_record import CellRecord
+from .profiles import EXAMPLE_DATABASE
 from .suites import SUITE_REGISTRY
 
 __all__ = ["LOCALIZED_SUITES", "CellContext", "Verdict", "record_of"]
@@ -128,7 +130,7 @@ class CellContext:
         (syrupy alone prints ``assert [- snapshot] == [+ received]``)."""
         if self._item.config.option.update_snapshots:
             return
-        path = TensorSnapshotExtension.stored_path(self._item.name)
+        path = TensorSnapshotExtension.stored_path(self._item.name, self._session.golden_root)
         if path is not None and not path.is_file():
             older = sorted(path.parent.parent.glob(f"test_*/{glob.escape(path.name)}"))
             if older:
@@ -140,6 +142,14 @@ class CellContext:
                 f"no golden snapshot yet for {self.cell.id}: record it with --snapshot-update "
                 f"(it is written to {path})"
             )
+
+    def golden_root(self) -> Path | None:
+        """Where this run's golden snapshots live (``<rootdir>/golden/snapshots``)."""
+        return self._session.golden_root
+
+    def hypothesis_database(self) -> str:
+        """The example database generated-input suites replay (``<rootdir>/golden/hypothesis``)."""
+        return str(self._session.hypothesis_database or EXAMPLE_DATABASE)
 
     def artifact(self) -> Artifact:
         """The artifact this cell judges: the harness's export, or the user's file (``--artifact``)."""
@@ -177,15 +187,23 @@ class CellContext:
         approximate target."""
         return Judge.for_cell(self.case, self.target, reference=reference)
 
-    def target_run(self) -> StreamRun:
-        """The target fed the cell's input from a reset state, once per process: every check
-        that judges that run (equivalence, golden, the streaming checks) shares it."""
+    def target_run(self, input_name: str | None = None) -> StreamRun:
+        """The target fed the cell's input (or another canonical one) from its initial state, once
+        per process: every check that judges that run (equivalence, golden, the streaming checks)
+        shares it."""
         self.runner()  # export (or report the export error) and skip a missing runtime first
-        return self._session.target_run(self.case, self.target, self.cell.input_name)
+        return self._session.target_run(self.case, self.target, input_name or self.cell.input_name)
 
-    def outputs(self) -> dict[str, Any]:
-        """The target's outputs on the cell's input, stacked over calls (from :meth:`target_run`)."""
-        return stack_outputs(self.target_run().outputs, self.case.output_names, self.target.name)
+    def fresh_run(self) -> FreshRun:
+        """The cell's input fed to a freshly loaded runner, and its replay after reset."""
+        self.runner()  # export (or report the export error) and skip a missing runtime first
+        return self._session.fresh_run(self.case, self.target, self.cell.input_name)
+
+    def outputs(self, input_name: str | None = None) -> dict[str, Any]:
+        """The target's outputs on the cell's input (or another canonical one), stacked over calls
+        (from :meth:`target_run`)."""
+        run = self.target_run(input_name)
+        return stack_outputs(run.outputs, self.case.output_names, self.target.name)
 
     def verdict(self, result: Verdict, *, localize: bool = True) -> None:
         """Record the result for the matrix, and fail the test with its report unless it passed

@@ -85,7 +85,9 @@ def run_property(
     """
     active = settings.get_current_profile_name()
     current = settings() if active.startswith("conformance-") else settings.get_profile("conformance-ci")
-    runs = [current]
+    # the cell's database (under the rootdir, wherever pytest was started) replaces the profile's;
+    # a derandomized profile uses none while generating (its replay pass reads it, below)
+    runs = [current if current.derandomize else settings(current, database=DirectoryBasedExampleDatabase(database_path))]
     if current.derandomize:
         replay = settings(
             current,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,24 +125,54 @@ class EagerReference:
     shared by every check and target that needs it (the session caches one per case and input).
 
     ``stream()`` is eager fed the calls from the initial state (with the state after each call);
-    ``replay(...)`` the same under a state hypothesis; ``offline()`` the whole signal in one call.
+    ``replay(...)`` the same under a state hypothesis; ``offline()`` the whole signal in one call;
+    ``outputs_for(calls)`` eager's outputs for any other calls (a generated example, a resized
+    input), shared with every target through the session; ``branches()`` the module's
+    data-dependent branches. It is the one context object a check gets for the eager side.
     """
 
     def __init__(
         self,
         case: ModelCase,
-        module: torch.nn.Module,
+        module: torch.nn.Module | Callable[[], torch.nn.Module],
         calls: Calls,
         state_names: Callable[[], list[str]],
         offline_module: Callable[[], torch.nn.Module],
+        *,
+        outputs_for: Callable[[Calls], dict[str, np.ndarray]] | None = None,
+        branches: Callable[[], list[Any]] | None = None,
     ) -> None:
         self.case = case
-        self.module = module
+        self._module = module
         self.calls: list[Call] = list(calls)
         self._state_names = state_names
         self._offline_module = offline_module
+        self._outputs_for = outputs_for
+        self._branches = branches
         self._runs: dict[tuple, StreamRun] = {}
         self._offline: PerCall | None = None
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The case's eager module (built on first use where a factory was given)."""
+        if not isinstance(self._module, torch.nn.Module):
+            self._module = self._module()
+        return self._module
+
+    def outputs_for(self, calls: Calls) -> dict[str, np.ndarray]:
+        """Eager's stacked outputs for any call sequence, from the initial state."""
+        if self._outputs_for is not None:
+            return self._outputs_for(calls)
+        return stack_outputs(run_module(self.module, calls, case=self.case).outputs, self.case.output_names, "eager")
+
+    def branches(self) -> list[Any]:
+        """The module's data-dependent branches (``harness.checks.branches``)."""
+        if self._branches is None:
+            from ..checks.branches import discover_branches
+
+            found = discover_branches(self.module, self.case.example_inputs())
+            self._branches = lambda: found
+        return self._branches()
 
     def state_names(self) -> list[str]:
         """The state a stream carries: buffers forward mutates, and explicit state inputs."""
@@ -201,11 +232,12 @@ def eager_reference(
     buffer_names: Sequence[str] | None = None,
     *,
     module: torch.nn.Module | None = None,
+    branches: Sequence[Any] | None = None,
 ) -> EagerReference:
     """An :class:`EagerReference` outside a session (self-tests, scripts): the case's module
-    (built once here unless given), its primary input unless ``calls`` are given, and the
-    buffers forward mutates (audited unless ``buffer_names`` are given)."""
-    module = module if module is not None else case.build().eval()
+    (built once here unless given), its primary input unless ``calls`` are given, the buffers
+    forward mutates (audited unless ``buffer_names`` are given) and its branches (discovered
+    unless given)."""
     chosen = list(calls) if calls is not None else list(case.inputs[case.main_input]())
 
     def names() -> list[str]:
@@ -213,10 +245,19 @@ def eager_reference(
             return list(buffer_names)
         from ..core.state import audit_state
 
-        return [b.name for b in audit_state(module, case.example_inputs())]
+        return [b.name for b in audit_state(reference.module, case.example_inputs())]
 
     def offline() -> torch.nn.Module:
         spec = case.streaming
-        return spec.offline().eval() if spec is not None and spec.offline is not None else module
+        return spec.offline().eval() if spec is not None and spec.offline is not None else reference.module
 
-    return EagerReference(case, module, chosen, names, offline)
+    found = list(branches) if branches is not None else None
+    reference = EagerReference(
+        case,
+        module if module is not None else (lambda: case.build().eval()),
+        chosen,
+        names,
+        offline,
+        branches=(lambda: found) if found is not None else None,
+    )
+    return reference

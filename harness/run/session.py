@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,10 +16,43 @@ from ..core.state import StateBuffer, audit_state
 from ..targets import Artifact, Runner, Target
 from ..targets import target as find_target
 from .cache import ExportCache
-from .eager import EagerReference, StreamRun
+from .eager import EagerReference, StreamRun, run_module, stack_outputs
 from .target_runs import target_stream
 
-__all__ = ["Cell", "ConformanceSession"]
+__all__ = ["Cell", "ConformanceSession", "FreshRun", "calls_digest"]
+
+#: Eager outputs of generated or resized inputs kept per process (each target asks for the same).
+_EAGER_OUTPUTS_KEPT = 256
+
+
+def calls_digest(calls: Calls) -> str:
+    """A call sequence's content, as a key (generated examples are new tensors every time)."""
+    digest = hashlib.sha1()
+    for call in calls:
+        for tensor in call:
+            t = torch.as_tensor(tensor)
+            digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FreshRun:
+    """A freshly loaded runner's run over one input (``first``), and on demand its ``replay()``
+    after ``reset()``, with the state reset returned to (where the runtime lets it be read)."""
+
+    def __init__(self, runner: Runner, calls: Calls, case: ModelCase) -> None:
+        self.runner = runner
+        self._calls, self._case = calls, case
+        self.first = target_stream(runner, calls, reset=False, case=case)
+        self._replay: tuple[StreamRun, dict[str, np.ndarray] | None] | None = None
+
+    def replay(self) -> tuple[StreamRun, dict[str, np.ndarray] | None]:
+        """(the run after ``reset()``, the state ``reset()`` left before it ran)."""
+        if self._replay is None:
+            self.runner.reset()
+            start = self.runner.state()
+            self._replay = (target_stream(self.runner, self._calls, reset=False, case=self._case), start)
+        return self._replay
 
 
 @dataclass(frozen=True)
@@ -48,8 +83,18 @@ class Cell:
 class ConformanceSession:
     """Caches what is expensive within one process: artifacts, runners, eager modules, references."""
 
-    def __init__(self, cache: ExportCache, overrides: dict[tuple[str, str], Artifact] | None = None) -> None:
+    def __init__(
+        self,
+        cache: ExportCache,
+        overrides: dict[tuple[str, str], Artifact] | None = None,
+        *,
+        golden_root: Path | None = None,
+        hypothesis_database: Path | None = None,
+    ) -> None:
         self.cache = cache
+        #: where golden snapshots and the hypothesis example database live (``<rootdir>/golden/...``)
+        self.golden_root = golden_root
+        self.hypothesis_database = hypothesis_database
         #: (case, target) -> an artifact made elsewhere (``--artifact``), used instead of exporting
         self.overrides = dict(overrides or {})
         self._runners: dict[tuple[str, str], Runner] = {}
@@ -58,6 +103,8 @@ class ConformanceSession:
         self._references: dict[tuple[str, str], EagerReference] = {}
         self._offline: dict[str, torch.nn.Module] = {}
         self._target_runs: dict[tuple[str, str, str], StreamRun] = {}
+        self._fresh_runs: dict[tuple[str, str, str], FreshRun] = {}
+        self._eager_outputs: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._state_audits: dict[str, list[StateBuffer]] = {}
         self._branches: dict[str, list[Branch]] = {}
         self._localizations: dict[tuple[str, str, str], dict[str, object]] = {}
@@ -81,14 +128,39 @@ class ConformanceSession:
         return target.load(self.artifact(case, target))
 
     def target_run(self, case: ModelCase, target: Target, input_name: str) -> StreamRun:
-        """The target fed one canonical input from a reset state, once per process: equivalence,
-        golden and the streaming checks on that input judge this one run."""
+        """The target fed one canonical input from its initial state, once per process:
+        equivalence, golden and the streaming checks on that input judge this one run. The
+        primary input's run is the first run of a freshly loaded runner (``fresh_run``), which
+        stream-initial, stream-reset and determinism judge too."""
+        if input_name == case.main_input:
+            return self.fresh_run(case, target, input_name).first
         key = (case.name, target.name, input_name)
         if key not in self._target_runs:
             self._target_runs[key] = target_stream(
                 self.runner(case, target), self.calls(case, input_name), case=case
             )
         return self._target_runs[key]
+
+    def fresh_run(self, case: ModelCase, target: Target, input_name: str) -> FreshRun:
+        """A newly loaded runner fed one canonical input as loaded (``first``); its ``replay()``
+        resets it and feeds the input again. One load and at most two runs serve equivalence,
+        golden, the streaming checks, stream-initial, stream-reset and determinism."""
+        key = (case.name, target.name, input_name)
+        if key not in self._fresh_runs:
+            runner = self.fresh_runner(case, target)
+            self._fresh_runs[key] = FreshRun(runner, self.calls(case, input_name), case)
+        return self._fresh_runs[key]
+
+    def eager_outputs(self, case: ModelCase, calls: Calls) -> dict[str, np.ndarray]:
+        """Eager's stacked outputs for any call sequence (a generated example, a resized input),
+        cached by content: every target judged on the same example shares one eager run."""
+        key = (case.name, calls_digest(calls))
+        if key not in self._eager_outputs:
+            if len(self._eager_outputs) >= _EAGER_OUTPUTS_KEPT:
+                self._eager_outputs.pop(next(iter(self._eager_outputs)))
+            run = run_module(self.eager_module(case), calls, case=case)
+            self._eager_outputs[key] = stack_outputs(run.outputs, case.output_names, "eager")
+        return self._eager_outputs[key]
 
     def state_audit(self, case: ModelCase) -> list[StateBuffer]:
         """The buffers the case's forward mutates (cached per case)."""
@@ -128,6 +200,8 @@ class ConformanceSession:
                 self.calls(case, input_name),
                 lambda: [b.name for b in self.state_audit(case)],
                 lambda: self.offline_module(case),
+                outputs_for=lambda calls: self.eager_outputs(case, calls),
+                branches=lambda: self.branches(case),
             )
         return self._references[key]
 
@@ -166,6 +240,7 @@ class ConformanceSession:
         return self._localizations[key]
 
     def close(self) -> None:
-        for runner in self._runners.values():
+        for runner in [*self._runners.values(), *(f.runner for f in self._fresh_runs.values())]:
             runner.close()
         self._runners.clear()
+        self._fresh_runs.clear()
