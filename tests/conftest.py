@@ -35,7 +35,8 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
         conftest: str = "",
         cases: str = "",
         modules: tuple[str, ...] = (),
-        suites: tuple[str, ...] = ("test_equivalence",),
+        suites: tuple[str, ...] = ("test_outputs",),
+        user_suites: str = "",
     ) -> pytest.RunResult:
         ini_modules = list(modules) + (["planted_cases"] if cases else [])
         pytester.makeini(
@@ -47,6 +48,8 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
             pytester.makepyfile(planted_cases=cases)
         if conftest:
             pytester.makeconftest(conftest)
+        if user_suites:  # a project's own suite functions, beside the package's
+            pytester.makepyfile(test_user_suites=user_suites)
         pytester.makepyfile(
             test_suites="".join(f"from suites.{name} import *  # noqa: F403\n" for name in suites)
         )

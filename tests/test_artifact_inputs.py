@@ -148,6 +148,15 @@ def test_a_plain_export_given_as_lifted_state_is_named(exports, tmp_path):
     )
 
 
+def test_a_lifted_state_export_given_for_a_target_keeping_state_inside_is_named(exports, tmp_path):
+    """The reverse: a lifted-state file (with its sidecar) given as plain onnx is refused at once,
+    naming the file and the targets that take it, instead of an error in every cell."""
+    lifted = _copy_lifted(exports, tmp_path / "mine")
+    message = _error("onnx", lifted, tmp_path / "w")
+    assert "carries the streaming state as inputs ['state.cache']" in message, message
+    assert "onnx-stateful" in message, message
+
+
 def test_two_files_with_one_name_never_share_an_entry(exports, tmp_path):
     """The seen failure: a second file with the same name was judged by the first one's copy."""
     import onnx
@@ -225,7 +234,7 @@ def test_a_sidecar_maps_a_publishers_state_names_to_the_case(exports, tmp_path, 
         "-k",
         "cached_conv and (equivalence or continuity)",
         modules=TOYS,
-        suites=("test_equivalence", "test_streaming"),
+        suites=("test_outputs", "test_streaming"),
     )
     assert result.ret == 0, result.stdout.str()[-3000:]
 
@@ -270,7 +279,7 @@ def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, t
         "cached_conv and (equivalence or continuity or hypothesis)",
         f"--conformance-report={tmp_path / 'report'}",
         modules=TOYS,
-        suites=("test_equivalence", "test_streaming", "test_inputs"),
+        suites=("test_outputs", "test_streaming", "test_inputs"),
     )
     text = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text

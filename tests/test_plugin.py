@@ -173,7 +173,7 @@ def test_shards_split_a_run_by_case_and_cover_it_once(inner_pytest):
     """--conformance-shard=K/N: every cell of a case in one shard, the shards disjoint and together
     the whole run; a malformed shard is a usage error."""
     modules = ("fixtures.toys",)
-    suites = ("test_equivalence", "test_streaming")
+    suites = ("test_outputs", "test_streaming")
     every = _collected(inner_pytest("--collect-only", "-q", modules=modules, suites=suites))
     shards = [
         _collected(inner_pytest("--collect-only", "-q", f"--conformance-shard={k}/2", modules=modules, suites=suites))
@@ -201,3 +201,35 @@ def test_a_suite_no_case_can_use_says_which_declaration_is_missing(inner_pytest)
     assert "got empty parameter set" not in out
     assert "stream-continuity: no registered case declares a StreamingSpec (streaming=...)" in out
     result.assert_outcomes(skipped=6)  # the six streaming suites, one skip each
+
+
+def test_a_suite_marker_that_names_no_suite_or_says_where_it_runs_is_one_usage_error(inner_pytest):
+    """Where a suite runs is the registry's (harness.plugin.suites): a marker with an unknown suite
+    or an old-style kwarg is a usage error (exit 4) naming the function, never a traceback."""
+    user = """
+import pytest
+
+@pytest.mark.conformance("equivalence", inputs="all")
+def test_mine(conformance):
+    pass
+
+@pytest.mark.conformance("no-such-suite")
+def test_other(conformance):
+    pass
+"""
+    result = inner_pytest("-q", modules=("fixtures.toys",), suites=("test_outputs",), user_suites=user)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:]
+    err = result.stderr.str()
+    assert "test_user_suites.py::test_mine: @pytest.mark.conformance('equivalence') takes only" in err, err
+    assert "got ['inputs']" in err and "unknown conformance suite 'no-such-suite'" in err, err
+    assert "Traceback" not in err + result.stdout.str()
+
+
+def test_every_cell_carries_its_suite_as_a_keyword(inner_pytest):
+    """-k SUITE selects that column: the cells of stream-chunks and nothing else."""
+    result = inner_pytest(
+        "--collect-only", "-q", "-k", "stream-chunks", modules=("fixtures.toys",), suites=("test_outputs", "test_streaming")
+    )
+    ids = [line for line in result.stdout.lines if "::" in line]
+    assert ids and all("::test_stream_chunks[" in line for line in ids), ids
+

@@ -140,7 +140,7 @@ def test_a_users_target_runs_every_suite_and_passes(project):
 
 
 def test_a_fault_in_a_users_runtime_is_a_mismatch_in_the_equivalence_cell(project):
-    result = _run(project, "eager,my-script-scaled", "--pyargs", "suites.test_equivalence")
+    result = _run(project, "eager,my-script-scaled", "--pyargs", "suites.test_outputs")
     outcomes = result.parseoutcomes()
     out = result.stdout.str()
     assert outcomes.get("failed") == 1 and not outcomes.get("errors"), out[-3000:]
@@ -159,10 +159,10 @@ def test_a_users_file_is_adopted_by_the_users_target(project):
     assert exported.ret == 0, exported.stderr.str()
     path = project.path / exported.stdout.lines[-1].strip()
     assert path.is_file(), exported.stdout.str()
-    good = _run(project, "eager,my-script", "--pyargs", "suites.test_equivalence", f"--artifact=user_scorer:my-script={path}")
+    good = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", f"--artifact=user_scorer:my-script={path}")
     assert good.ret == 0, good.stdout.str()[-3000:]
     wrong = project.path / "wrong.script.pt"
     wrong.write_text("not a model\n")
-    bad = _run(project, "eager,my-script", "--pyargs", "suites.test_equivalence", f"--artifact=user_scorer:my-script={wrong}")
+    bad = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", f"--artifact=user_scorer:my-script={wrong}")
     said = bad.stdout.str() + bad.stderr.str()
     assert bad.ret != 0 and f"{wrong}: not a loadable my-script artifact" in said, said[-3000:]

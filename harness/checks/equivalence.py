@@ -63,7 +63,10 @@ def check_determinism(case: ModelCase, first: Outputs, second: Outputs, *, what:
     result = Judge.identical(case).judge(first, second, what=f"{what} run twice", footnote=CALL_AXIS_NOTE)
     if result:
         return result
-    return result.caused_by("outputs change between identical runs: dropout or batch statistics live?")
+    hint = "dropout or batch statistics live?"
+    if case.streaming is not None:
+        hint += " or reset() does not return to the initial state (see stream-reset)"
+    return result.caused_by(f"outputs change between identical runs: {hint}")
 
 
 def check_batch_consistency(

@@ -39,6 +39,7 @@ SESSION_ID_KEY = pytest.StashKey[str]()
 GENERATED_KEY = pytest.StashKey[set]()
 ORPHANS_KEY = pytest.StashKey[bool]()
 ORPHAN_LIST_KEY = pytest.StashKey[list]()
+MARKER_PROBLEMS_KEY = pytest.StashKey[list]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -224,7 +225,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("conformance")
     if marker is None:
         return
-    suite, only_targets, skip_targets = _suite_of_marker(metafunc, marker)
+    try:
+        suite, only_targets, skip_targets = _suite_of_marker(metafunc, marker)
+    except pytest.UsageError as exc:
+        # raised here, pytest would wrap it in a collection traceback: said once, after collection
+        metafunc.config.stash.setdefault(MARKER_PROBLEMS_KEY, []).append(str(exc))
+        metafunc.parametrize("cell", [pytest.param(None, marks=pytest.mark.skip(reason=str(exc)))], ids=["invalid"])
+        return
     selected = _selected_targets(metafunc.config)
     quick = _tier(metafunc.config) == "ci"
     cells = []
@@ -261,6 +268,9 @@ def pytest_collection_modifyitems(
     Staleness is judged against every cell generated for the collected suite functions (before
     ``-k`` or node-id selection), so selecting a subset never makes a declaration look stale.
     """
+    marker_problems = config.stash.get(MARKER_PROBLEMS_KEY, [])
+    if marker_problems:
+        raise pytest.UsageError("conformance markers:\n  " + "\n  ".join(marker_problems))
     generated: set[Cell] = config.stash.get(GENERATED_KEY, set())
     suites_generated = {cell.suite for cell in generated}
     external = set(config.stash[SESSION_KEY].overrides)

@@ -13,7 +13,7 @@ import torch
 
 from ..core.buffers import preserved_buffers
 from ..core.case import Call, Calls, ModelCase
-from ..core.errors import HarnessError, describe_exception
+from ..core.errors import HarnessError, TargetRunError, describe_exception
 from ..core.sequence import StateThreading, run_sequence
 
 __all__ = ["PerCall", "StreamRun", "module_step", "run_module", "stack_outputs"]
@@ -36,6 +36,18 @@ def stack_outputs(per_call: Sequence[Sequence[np.ndarray]], names: Sequence[str]
         if len(outputs) != len(names):
             raise ValueError(
                 f"{where}: call {index} returned {len(outputs)} outputs, the case declares {len(names)} {tuple(names)}"
+            )
+    for i, name in enumerate(names):
+        shapes = [tuple(np.shape(o[i])) for o in per_call]
+        if len(set(shapes)) > 1:
+            other = next(k for k, s in enumerate(shapes) if s != shapes[0])
+            # eager's own outputs varying is the case's input set; a target's (where eager's did
+            # not vary, as eager runs first) is the export's
+            error = HarnessError if where == "eager" else TargetRunError
+            raise error(
+                f"{where}: output {name!r} is {shapes[other]} at call {other} and {shapes[0]} at call 0: outputs "
+                "are stacked over the calls of an input set, so every call of one input set must give "
+                "outputs of one shape (give calls of different sizes as separate input sets)"
             )
     return {name: np.stack([np.asarray(o[i]) for o in per_call]) for i, name in enumerate(names)}
 

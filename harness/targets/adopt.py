@@ -248,6 +248,12 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     buffers = dict(case.build().named_buffers())  # the case's initial state, built once
     if target.takes_lifted_state(path):  # (a file keeping its state inside has none to name)
         meta.update(target.lifted_state_meta(path, case, meta))
+    elif meta.get("state_inputs"):
+        raise ArtifactError(
+            f"{given}: its sidecar says it carries the streaming state as inputs {list(meta['state_inputs'])} "
+            f"(a lifted-state export), and {target.name} runs a file that keeps its state inside: give it "
+            "for a target that takes lifted state (onnx-stateful, openvino)"
+        )
     files = [path, *target.companion_files(path)]
     extra: dict[str, bytes] = {}
     if meta.get("state_inputs"):

@@ -1,0 +1,55 @@
+"""The one judge: how a cell's outputs are judged is decided once, and every check agrees."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import harness
+from harness import Metric
+from harness.core.errors import HarnessError, TargetRunError
+from harness.core.judge import Judge
+from harness.run.eager import stack_outputs
+
+
+def _outputs(logits: np.ndarray) -> dict[str, np.ndarray]:
+    return {"logits": logits[None]}
+
+
+def test_an_exact_target_is_held_to_the_tolerances_and_the_task_metric():
+    case = harness.case("conv_mlp")
+    never = Metric("always over", "x", lambda e, a: 1.0, threshold=0.0)
+    strict = dataclasses.replace(case, metric=never)
+    same = _outputs(np.ones((2, 4), dtype=np.float32))
+    assert Judge.for_cell(case, "onnx").judge(same, same, what="w")  # tolerances alone: equal passes
+    verdict = Judge.for_cell(strict, "onnx").judge(same, same, what="w")
+    assert not verdict and "always over: OVER THRESHOLD" in verdict.diagnosis  # the metric has its say too
+    assert not verdict.judged_by_metric and all(verdict.comparisons)
+
+
+def test_an_approximate_target_is_judged_by_its_metric_alone_or_refused_without_one():
+    case = harness.case("conv_mlp")
+    loose = Metric("largest change", "logit", lambda e, a: float(abs(e["logits"] - a["logits"]).max()), 0.5)
+    approx = dataclasses.replace(case, approximate_metric=loose)
+    expected, actual = _outputs(np.zeros((2, 4), np.float32)), _outputs(np.full((2, 4), 0.1, np.float32))
+    verdict = Judge.for_cell(approx, "onnx-int8").judge(expected, actual, what="w")
+    assert verdict and verdict.judged_by_metric and not all(verdict.comparisons)  # tensors informative
+    with pytest.raises(HarnessError, match="declares no approximate_metric"):
+        Judge.for_cell(dataclasses.replace(case, approximate_metric=None), "onnx-int8")
+
+
+def test_two_runs_of_one_export_are_judged_as_identical_up_to_reordering_noise():
+    case = harness.case("conv_mlp")
+    a = _outputs(np.ones((2, 4), np.float32))
+    assert Judge.identical(case).judge(a, {"logits": a["logits"] + 5e-7}, what="w")
+    assert not Judge.identical(case).judge(a, {"logits": a["logits"] + 1e-3}, what="w")
+
+
+def test_calls_whose_outputs_change_shape_are_the_cases_error_on_eager_and_the_exports_on_a_target():
+    per_call = [(np.zeros((3, 10)),), (np.zeros((1, 10)),)]
+    with pytest.raises(HarnessError, match="every call of one input set must give outputs of one shape"):
+        stack_outputs(per_call, ["logits"], "eager")
+    with pytest.raises(TargetRunError, match="'logits' is \\(1, 10\\) at call 1"):
+        stack_outputs(per_call, ["logits"], "model.onnx")
