@@ -132,8 +132,9 @@ class ConformanceSession:
         equivalence, golden and the streaming checks on that input judge this one run. The
         primary input's run is the first run of a freshly loaded runner (``fresh_run``), which
         stream-initial, stream-reset and determinism judge too."""
+        fresh = self.fresh_run(case, target, case.main_input)  # the runner's first run: the primary input
         if input_name == case.main_input:
-            return self.fresh_run(case, target, input_name).first
+            return fresh.first
         key = (case.name, target.name, input_name)
         if key not in self._target_runs:
             self._target_runs[key] = target_stream(
@@ -144,10 +145,12 @@ class ConformanceSession:
     def fresh_run(self, case: ModelCase, target: Target, input_name: str) -> FreshRun:
         """A newly loaded runner fed one canonical input as loaded (``first``); its ``replay()``
         resets it and feeds the input again. One load and at most two runs serve equivalence,
-        golden, the streaming checks, stream-initial, stream-reset and determinism."""
+        golden, the streaming checks, stream-initial, stream-reset and determinism. The session's
+        runner is that runner where nothing has run on it yet (one load per target)."""
         key = (case.name, target.name, input_name)
         if key not in self._fresh_runs:
-            runner = self.fresh_runner(case, target)
+            shared = self.runner(case, target)
+            runner = shared if not shared.has_run else self.fresh_runner(case, target)
             self._fresh_runs[key] = FreshRun(runner, self.calls(case, input_name), case)
         return self._fresh_runs[key]
 
@@ -240,7 +243,8 @@ class ConformanceSession:
         return self._localizations[key]
 
     def close(self) -> None:
-        for runner in [*self._runners.values(), *(f.runner for f in self._fresh_runs.values())]:
+        runners = {id(r): r for r in [*self._runners.values(), *(f.runner for f in self._fresh_runs.values())]}
+        for runner in runners.values():
             runner.close()
         self._runners.clear()
         self._fresh_runs.clear()

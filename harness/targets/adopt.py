@@ -42,6 +42,13 @@ def _names_problem(kind: str, graph: list[str], declared: list[str]) -> str | No
     return f"{kind} differ: the graph has {graph}, the case declares {declared} (missing {missing}, unexpected {extra})"
 
 
+def _declares_inputs(target: Target, path: Path, names: Sequence[str]) -> bool:
+    """Whether the file's graph takes any of ``names`` as inputs (an IR converted from a lifted
+    export keeps its state inside, though its sidecar still names the inputs it came from)."""
+    declared = target.io_signature(path)
+    return declared is not None and any(name in {i[0] for i in declared[0]} for name in names)
+
+
 def _eager_signature(case: ModelCase) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     module = case.build()
     example = list(case.example_inputs())
@@ -248,7 +255,7 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     buffers = dict(case.build().named_buffers())  # the case's initial state, built once
     if target.takes_lifted_state(path):  # (a file keeping its state inside has none to name)
         meta.update(target.lifted_state_meta(path, case, meta))
-    elif meta.get("state_inputs"):
+    elif meta.get("state_inputs") and _declares_inputs(target, path, meta["state_inputs"]):
         raise ArtifactError(
             f"{given}: its sidecar says it carries the streaming state as inputs {list(meta['state_inputs'])} "
             f"(a lifted-state export), and {target.name} runs a file that keeps its state inside: give it "

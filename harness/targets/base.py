@@ -71,6 +71,14 @@ class Runner(ABC):
 
     #: no call has run since the runner was loaded or reset
     _pristine: bool = True
+    #: some call has run since the runner was loaded
+    _has_run: bool = False
+
+    @property
+    def has_run(self) -> bool:
+        """Whether any call has run since the runner was loaded (its next run is then not the
+        freshly loaded artifact's)."""
+        return self._has_run
 
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
@@ -92,6 +100,7 @@ class Runner(ABC):
         if signature:
             check_call_signature(signature, tensors, self.where)
         self._pristine = False
+        self._has_run = True
         try:
             outputs = self._run_impl(tensors)
         except Exception as exc:
