@@ -58,6 +58,21 @@ class ScriptedTarget(Target):
         return ScriptedRunner(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
 
 
+class ReloadingRunner(ScriptedRunner):
+    """A stateful runtime done right: reset loads the file again (its buffers as exported)."""
+
+    def _reset_impl(self) -> None:
+        self.module = torch.jit.load(str(self.artifact.path), map_location="cpu")
+
+
+class ReloadingScriptTarget(ScriptedTarget):
+    name = "my-script-reloading"
+    suffix = ".reloading.pt"
+
+    def _load_impl(self, artifact: Artifact) -> Runner:
+        return ReloadingRunner(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
+
+
 class ScaledScriptTarget(ScriptedTarget):
     """A planted fault: the runtime scales every output by 1.5."""
 
@@ -74,10 +89,36 @@ from torch import nn
 
 from harness import ModelCase, register, register_target, tol
 
-from userproj.targets import ScaledScriptTarget, ScriptedTarget
+from userproj.targets import ReloadingScriptTarget, ScaledScriptTarget, ScriptedTarget
+from harness import StreamingSpec
 
 register_target(ScriptedTarget())
 register_target(ScaledScriptTarget())
+register_target(ReloadingScriptTarget())
+
+
+class Counter(nn.Module):
+    """A streaming model: each chunk's output adds the running total of every earlier chunk."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("total", torch.zeros(1))
+
+    def forward(self, x):
+        y = x + self.total
+        self.total.copy_(self.total + x.sum())
+        return y
+
+
+register(ModelCase(
+    name="user_counter",
+    build=lambda: Counter().eval(),
+    example_inputs=lambda: (torch.zeros(1, 4),),
+    input_names=("x",), output_names=("y",),
+    inputs={"ramp": lambda: [((torch.arange(4.0) + 4 * i).reshape(1, 4) / 10,) for i in range(5)]},
+    streaming=StreamingSpec(chunk=4, input_time_axis=1, output_time_axis=1),
+    tolerance={"default": tol(1e-5, 1e-5)},
+))
 
 
 class Scorer(nn.Module):
@@ -123,13 +164,13 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
 def _run(project: pytest.Pytester, targets: str, *args: str) -> pytest.RunResult:
     return project.runpytest_subprocess(
         "-p", "export_conformance", "-p", "no:cacheprovider",
-        "--export-cache-dir", str(project.path / "cache"),
+        f"--conformance-export-cache-dir={project.path / 'cache'}",
         f"--conformance-targets={targets}", *args, timeout=600,
     )
 
 
 def test_a_users_target_runs_every_suite_and_passes(project):
-    result = _run(project, "eager,my-script", "--pyargs", "suites", "-k", "not benchmark and not golden")
+    result = _run(project, "eager,my-script", "--pyargs", "suites", "-k", "user_scorer and not benchmark and not golden")
     outcomes = result.parseoutcomes()
     assert result.ret == 0, result.stdout.str()[-3000:]
     matrix = result.stdout.str().split("conformance matrix")[1]
@@ -140,7 +181,7 @@ def test_a_users_target_runs_every_suite_and_passes(project):
 
 
 def test_a_fault_in_a_users_runtime_is_a_mismatch_in_the_equivalence_cell(project):
-    result = _run(project, "eager,my-script-scaled", "--pyargs", "suites.test_outputs")
+    result = _run(project, "eager,my-script-scaled", "--pyargs", "suites.test_outputs", "-k", "user_scorer")
     outcomes = result.parseoutcomes()
     out = result.stdout.str()
     assert outcomes.get("failed") == 1 and not outcomes.get("errors"), out[-3000:]
@@ -159,10 +200,29 @@ def test_a_users_file_is_adopted_by_the_users_target(project):
     assert exported.ret == 0, exported.stderr.str()
     path = project.path / exported.stdout.lines[-1].strip()
     assert path.is_file(), exported.stdout.str()
-    good = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", f"--artifact=user_scorer:my-script={path}")
+    good = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={path}")
     assert good.ret == 0, good.stdout.str()[-3000:]
     wrong = project.path / "wrong.script.pt"
     wrong.write_text("not a model\n")
-    bad = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", f"--artifact=user_scorer:my-script={wrong}")
+    bad = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={wrong}")
     said = bad.stdout.str() + bad.stderr.str()
     assert bad.ret != 0 and f"{wrong}: not a loadable my-script artifact" in said, said[-3000:]
+
+
+def test_a_users_runtime_whose_reset_does_not_reset_is_caught_where_the_suites_share_one_run(project):
+    """The suites judge one freshly loaded run and its replay after reset(): a runtime whose reset
+    keeps the state fails stream-reset and determinism (naming reset), while its first run, as
+    loaded, still matches eager; a runtime that reloads on reset passes every streaming cell."""
+    result = _run(
+        project, "eager,my-script,my-script-reloading", "--pyargs", "suites.test_streaming", "suites.test_outputs",
+        "-k", "user_counter",
+    )
+    out = result.stdout.str()
+    matrix = out.split("conformance matrix")[1]
+    rows = {line.split()[1]: line for line in matrix.splitlines() if line.startswith("user_counter")}
+    assert "reset() did not return to the initial state" in out, out[-3000:]
+    assert "or reset() does not return to the initial state" in out, out[-3000:]  # determinism's hint
+    failed = {line.split("::")[1].split("[")[0] for line in out.splitlines() if line.startswith("FAILED")}
+    assert failed == {"test_stream_reset", "test_determinism"}, (failed, out[-3000:])
+    assert "FAIL" not in rows["my-script-reloading"] and "ERR" not in rows["my-script-reloading"], rows
+

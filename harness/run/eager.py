@@ -216,11 +216,14 @@ class EagerReference:
             swap_after_each_call: two states exchanged between calls.
             preroll: one forward call with the case's example input first (state advanced by export).
         """
-        key = (head, tuple(reset_each_call), swap_after_each_call, preroll)
+        if head:  # the first call of the whole run under the same hypothesis: never run apart
+            full = self.replay(reset_each_call=reset_each_call, swap_after_each_call=swap_after_each_call, preroll=preroll)
+            return StreamRun(full.outputs[:1], full.states[:1] if full.states is not None else None)
+        key = (tuple(reset_each_call), swap_after_each_call, preroll)
         if key not in self._runs:
             self._runs[key] = run_module(
                 self.module,
-                self.calls[:1] if head else self.calls,
+                self.calls,
                 case=self.case,
                 state_names=self.state_names() if self.case.streaming is not None else (),
                 reset_each_call=reset_each_call,
