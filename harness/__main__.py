@@ -336,7 +336,7 @@ def _plot(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, format="svg", metadata={"Date": None})
+        out.write_text(figure.svg() + "\n")
     except OSError as exc:
         raise _Fail(f"{out}: cannot write it ({exc.strerror or exc})") from None
     print(args.out)

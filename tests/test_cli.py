@@ -30,7 +30,9 @@ def _script() -> list[str]:
     return [str(found)]
 
 
-def _run(command: list[str], *args: str, cwd: Path = REPO_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+def _run(
+    command: list[str], *args: str, cwd: Path = REPO_ROOT, timeout: int = 300
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "100"}
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
@@ -156,10 +158,23 @@ def _traced_report(folder: Path) -> Path:
     return path
 
 
+def test_plot_writes_one_svg_file_of_the_traced_output(tmp_path):
+    out = tmp_path / "charts" / "pitch.svg"
+    done = _run(_module(), "plot", f"--report={_traced_report(tmp_path)}", "--case", "pesto", "--input", "c4_sine",
+                "--output", "pitch", f"--out={out}", timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    svg = out.read_text()
+    assert svg.startswith("<svg xmlns=") and "onnx" in svg and "|pitch - eager|" in svg
+
+
 @pytest.mark.parametrize(
     ("option", "value", "known"),
     [
-        ("--targets", "onnx,onnx-statefull", "no target named 'onnx-statefull' (traced for pesto/c4_sine: onnx)"),
+        (
+            "--targets",
+            "onnx,onnx-statefull",
+            "no target named 'onnx-statefull' (traced for pesto/c4_sine: onnx)",
+        ),
         ("--case", "pestoo", "no per-call traces of case 'pestoo' (traces are recorded for streaming cases"),
         ("--input", "c5_sine", "no input of pesto named 'c5_sine'"),
         ("--output", "pitches", "no output named 'pitches' (traced for pesto/c4_sine: pitch)"),
@@ -169,7 +184,9 @@ def test_plot_rejects_an_unknown_name_with_the_known_ones(tmp_path, option, valu
     args = {"--case": "pesto", "--input": "c4_sine", "--output": "pitch", "--targets": "onnx", option: value}
     report = _traced_report(tmp_path)
     flat = [part for pair in args.items() for part in pair]
-    done = _run(_script(), "plot", "--report", str(report), *flat, "--out", str(tmp_path / "x.svg"), timeout=60)
+    done = _run(
+        _script(), "plot", "--report", str(report), *flat, "--out", str(tmp_path / "x.svg"), timeout=60
+    )
     _one_clear_line(done, "export-conformance plot: ", known)
     assert not (tmp_path / "x.svg").exists()
 

@@ -8,10 +8,12 @@ import math
 import re
 import shutil
 import subprocess
+import xml.dom.minidom
 
 import pytest
 
-from harness.reports.html import NOISE_FLOOR, render_html, target_colours, trace_figure
+from harness.reports.html import NOISE_FLOOR, bars_figure, render_html, target_colours, trace_figure
+from harness.reports.svg_chart import linear_ticks, log_ticks
 
 TOYS = ("fixtures.toys",)
 BENCH = [
@@ -34,15 +36,41 @@ def test_one_colour_per_target_fixed_by_the_target_order():
 
 def test_trace_figure_leaves_gaps_for_missing_points():
     fig, _ = trace_figure({"eager": [1.0, None, 3.0]}, {"eager": "#000000"}, output="y")
-    ydata = list(fig.axes[0].lines[0].get_ydata())
+    ydata = list(fig.panels[0].lines[0].values)
     assert math.isnan(ydata[1]) and 0.0 not in ydata  # skipped, not drawn at zero
+
+
+def test_charts_are_valid_svg_with_gaps_round_ticks_and_no_ids():
+    fig, _ = trace_figure(
+        {"eager": [1.0, None, 3.0], "onnx": [1.0, 2.0, 3.5]}, target_colours(["eager", "onnx"]), output="y"
+    )
+    svg = fig.svg()
+    root = xml.dom.minidom.parseString(svg).documentElement
+    assert root.tagName == "svg" and ' id="' not in svg  # inline many times on one page: no id clashes
+    eager_path = next(p for p in root.getElementsByTagName("path") if p.getAttribute("stroke") == "#000000")
+    assert eager_path.getAttribute("d").count("M") == 2  # the missing call breaks the line
+    assert (
+        svg
+        == trace_figure(
+            {"eager": [1.0, None, 3.0], "onnx": [1.0, 2.0, 3.5]},
+            target_colours(["eager", "onnx"]),
+            output="y",
+        )[0].svg()
+    )
+    assert linear_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert linear_ticks(-0.3, 183.3, 12, integer=True)[:3] == [0.0, 20.0, 40.0]
+    assert log_ticks(1e-6, 20.0) == [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    bars = bars_figure(
+        {"eager": 1.0, "onnx": 3.0, "slow": 0.01}, {"eager": 2e-3, "onnx": 6.7e-4, "slow": 0.2}, {}
+    )
+    assert "3.00x (0.67 ms)" in bars.svg() and xml.dom.minidom.parseString(bars.svg())
 
 
 def test_silent_input_keeps_a_noise_floor_instead_of_autoscaling():
     series = {"eager": [1e-13, -2e-13, 0.0], "onnx": [1e-13, -2e-13, 3e-14]}
     fig, notes = trace_figure(series, target_colours(["eager", "onnx"]), output="prob")
-    assert fig.axes[0].get_ylim() == (-NOISE_FLOOR, NOISE_FLOOR)
-    assert fig.axes[1].get_ylim()[0] > 1e-9  # the error axis does not reach down to 1e-13
+    assert fig.panels[0].ylim == (-NOISE_FLOOR, NOISE_FLOOR)
+    assert fig.panels[1].ylim[0] > 1e-9  # the error axis does not reach down to 1e-13
     assert any("below noise floor" in note for note in notes) and len(notes) == 2
 
 

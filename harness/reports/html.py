@@ -2,9 +2,9 @@
 
 For every case whose outputs give one value per call (PESTO's pitch, a VAD's probability), eager
 and each target over time, with each target's error below; the benchmark speed-ups as bars.
-Charts are drawn with matplotlib (no pyplot, so no global backend is touched) and embedded as
-inline SVG; the page comes from the Jinja2 template ``templates/report.html.j2`` with
-autoescaping on. No script, no download: the file opens anywhere.
+Charts are written as inline SVG by ``svg_chart`` (no plotting library: a dozen many-line
+charts through matplotlib cost about 3 s of CPU per run); the page comes from the Jinja2
+template ``templates/report.html.j2`` with autoescaping on. No script, no download: the file opens anywhere.
 
 ``python -m harness.reports.html DIR`` renders ``DIR/conformance.html`` again from
 ``DIR/conformance.json``, picking up ``DIR/benchmarks/benchmarks.json`` when the main run
@@ -13,7 +13,6 @@ timed nothing (under xdist nothing is timed; ``.ci/run`` times benchmarks in a s
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -22,12 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..targets import EAGER
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from .svg_chart import Band, BarChart, Line, LineChart, Panel
 
 __all__ = [
     "ERROR_FLOOR",
@@ -80,95 +77,63 @@ def _slug(text: str) -> str:
 
 
 def _array(values: Sequence[float | None]) -> list[float]:
-    """Missing or non-finite points become NaN: matplotlib leaves a gap, never a zero."""
+    """Missing or non-finite points become NaN: the chart leaves a gap, never a zero."""
     return [float(v) if v is not None and math.isfinite(v) else math.nan for v in values]
-
-
-def _svg(fig: Figure) -> str:
-    """The figure as an inline <svg> element (text kept as text, no XML prolog)."""
-    import matplotlib as mpl
-
-    buffer = io.StringIO()
-    with mpl.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
-#: Trace charts' margins (fractions of the figure): room for the y labels and, right, the legend.
-TRACE_MARGINS = {"left": 0.075, "right": 0.77, "top": 0.93, "bottom": 0.1, "hspace": 0.12}
-
-
-def _new_figure(
-    width: float, height: float, rows: int = 1, *, margins: Mapping[str, float] | None = None
-) -> tuple[Figure, list[Any]]:
-    """A figure with a light grid; laid out by matplotlib's constrained layout, or at fixed
-    ``margins`` (``subplots_adjust``), which costs a tenth as much for a many-line chart."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout=None if margins else "constrained")
-    if margins:
-        fig.subplots_adjust(**margins)
-    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
-    for ax in axes:
-        ax.grid(True, color="#e5e5e5", linewidth=0.7)
-        ax.set_axisbelow(True)
-    return fig, list(axes)
 
 
 def trace_figure(
     series: Mapping[str, Sequence[float | None]], colours: Mapping[str, str], *, output: str, title: str = ""
-) -> tuple[Figure, list[str]]:
+) -> tuple[LineChart, list[str]]:
     """Eager against each target over calls (top) and |target - eager| on a log axis (bottom);
     notes say where a noise floor was applied."""
-    from matplotlib.ticker import MaxNLocator
-
-    # fixed margins, the legend in the right one: a report has a dozen of these charts per case,
-    # and constrained layout took 0.4 s of CPU each (measured), more than the rest of the page
-    fig, (top, bottom) = _new_figure(10.5, 5.4, rows=2, margins=TRACE_MARGINS)
     eager = _array(series.get(EAGER, []))
     finite = [abs(v) for s in series.values() for v in _array(s) if not math.isnan(v)]
     scale = max((abs(v) for v in eager if not math.isnan(v)), default=0.0)
     notes: list[str] = []
+    lines = []
     for name, values in series.items():
         reference = name == EAGER
-        top.plot(
-            _array(values), label=name, color=colours.get(name, "#777777"),
-            linewidth=3.2 if reference else 1.3, alpha=0.9, zorder=2 if reference else 3,
-            linestyle="-" if reference else (0, (5, 2)), marker="." if len(values) <= 300 else None,
-            markersize=4,
+        lines.append(
+            Line(
+                name, _array(values), colours.get(name, "#777777"), width=3.5 if reference else 1.5,
+                dash=None if reference else "7,3", marker=4.0 if len(values) <= 300 else 0.0,
+            )
         )  # fmt: skip
     if max(finite, default=0.0) < NOISE_FLOOR:
-        top.set_ylim(-NOISE_FLOOR, NOISE_FLOOR)
+        top_range = (-NOISE_FLOOR, NOISE_FLOOR)
         notes.append(f"{output}: every value below noise floor (|value| < {NOISE_FLOOR:g}); axis clamped")
-    top.set_ylabel(output)
-    top.set_title(title or f"{output}: eager against each target", loc="left", fontsize=11)
+    else:
+        values = [v for line in lines for v in line.values if not math.isnan(v)]
+        low, high = min(values), max(values)
+        pad = 0.05 * (high - low) if high > low else max(abs(low) * 0.05, NOISE_FLOOR)
+        top_range = (low - pad, high + pad)
     floor = max(ERROR_FLOOR, ERROR_FLOOR_RELATIVE * scale)
     highest = 0.0
-    for name, values in series.items():
-        if name == EAGER:
-            continue
-        errors = [abs(a - e) for a, e in zip(_array(values), eager)]
+    error_lines = []
+    for line in lines[1:] if lines and lines[0].label == EAGER else lines:
+        errors = [abs(a - e) for a, e in zip(line.values, eager)]
         highest = max([highest, *(e for e in errors if not math.isnan(e))])
-        bottom.plot(
-            [max(e, floor) if not math.isnan(e) else math.nan for e in errors],
-            color=colours.get(name, "#777777"), linewidth=1.3, marker=".", markersize=3,
-        )  # fmt: skip
-    bottom.set_yscale("log")
-    bottom.axhspan(floor / 10, floor, color="#dddddd", zorder=0, label=f"below noise floor (< {floor:.0e})")
-    bottom.set_ylim(floor / 10, max(highest, floor) * 10)
+        clamped = [max(e, floor) if not math.isnan(e) else math.nan for e in errors]
+        error_lines.append(Line(None, clamped, line.colour, width=1.5, marker=3.5))
     if highest < floor:
         notes.append(f"|{output} - eager|: every error below noise floor (< {floor:.0e})")
-    bottom.set_ylabel(f"|{output} - eager|")
-    bottom.set_xlabel("call (chunk index)")
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
-    handles, labels = top.get_legend_handles_labels()
-    shade, shade_label = bottom.get_legend_handles_labels()
-    fig.legend(
-        handles + shade, labels + shade_label, loc="upper left", bbox_to_anchor=(TRACE_MARGINS["right"] + 0.01, 0.94),
-        fontsize=9, frameon=False,
-    )  # fmt: skip
-    return fig, notes
+    shade = Band(floor / 10, floor, "#dddddd", f"below noise floor (< {floor:.0e})")
+    chart = LineChart(
+        panels=[
+            Panel(lines, top_range, ylabel=output),
+            Panel(
+                error_lines,
+                (floor / 10, max(highest, floor) * 10),
+                log=True,
+                ylabel=f"|{output} - eager|",
+                band=shade,
+            ),
+        ],
+        title=title or f"{output}: eager against each target",
+        xlabel="call (chunk index)",
+        legend=[*((line.label or "", line) for line in lines), (shade.label, shade)],
+    )
+    return chart, notes
 
 
 def bars_figure(
@@ -177,37 +142,19 @@ def bars_figure(
     colours: Mapping[str, str],
     *,
     title: str = "",
-) -> Figure:
+) -> BarChart:
     """Horizontal bars from eager's line at 1 to each target's speed-up of one step, on a log axis
     (right: faster than eager, left: slower)."""
-    from matplotlib.ticker import FuncFormatter
-
     names = list(ratios)
-    fig, (ax,) = _new_figure(10.5, 0.9 + 0.38 * len(names))
-    positions = list(range(len(names)))
-    ax.barh(
-        positions, [ratios[n] - 1.0 for n in names], left=1.0, height=0.65,
-        color=[colours.get(n, "#777777") for n in names],
-    )  # fmt: skip
-    for y, name in zip(positions, names):
-        slower = ratios[name] < 1.0
-        ax.text(
-            ratios[name], y, f" {ratios[name]:.2f}x ({steps[name] * 1e3:.3g} ms) " if slower else
-            f" {ratios[name]:.2f}x ({steps[name] * 1e3:.3g} ms)", va="center", fontsize=9,
-            ha="right" if slower else "left",
-        )  # fmt: skip
-    ax.axvline(1.0, color=EAGER_COLOUR, linewidth=1.5)
-    ax.set_xscale("log")
-    ax.set_title(title, loc="left", fontsize=11)
-    low, high = min([*ratios.values(), 1.0]), max([*ratios.values(), 1.0])
-    ax.set_xlim(low / 4, high * 4)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_yticks(positions, names)
-    ax.invert_yaxis()
-    ax.set_xlabel(
-        "speed-up of one step against eager (log scale; right of the line at 1 is faster than eager)"
+    return BarChart(
+        names=names,
+        values=[ratios[n] for n in names],
+        labels=[f"{ratios[n]:.2f}x ({steps[n] * 1e3:.3g} ms)" for n in names],
+        colours=[colours.get(n, "#777777") for n in names],
+        title=title,
+        xlabel="speed-up of one step against eager (log scale; right of the line at 1 is faster than eager)",
+        reference_colour=EAGER_COLOUR,
     )
-    return fig
 
 
 def metric_text(row: Mapping[str, Any]) -> str:
@@ -267,7 +214,7 @@ def _trace_charts(
                 f"{case_name} / {input_name}: {output}, eager against each target, and the error per call"
             )
             anchor = f"chart-{_slug(case_name)}-{_slug(input_name)}-{_slug(output)}"
-            charts.setdefault(case_name, []).append(Chart(anchor, caption, _svg(fig), notes))
+            charts.setdefault(case_name, []).append(Chart(anchor, caption, fig.svg(), notes))
     return charts
 
 
@@ -304,7 +251,7 @@ def _benchmark_charts(
             continue
         names = sorted(by_target, key=lambda t: (rank.get(t, len(rank)), t))
         ratios = {t: by_target[EAGER] / by_target[t] for t in names}
-        svg = _svg(bars_figure(ratios, {t: by_target[t] for t in names}, colours, title=case_name))
+        svg = bars_figure(ratios, {t: by_target[t] for t in names}, colours, title=case_name).svg()
         caption = f"{case_name}: speed-up of one step against eager (step time in brackets)"
         charts.append(Chart(f"bench-{_slug(case_name)}", caption, svg))
     return charts
