@@ -42,24 +42,49 @@ def test_audit_finds_the_state_buffers_and_leaves_them_untouched():
         ("h", (2, 16), "float32"),
         ("c", (2, 16), "float32"),
     ]
-    assert all(b.in_export_signature and b.changed_by_forward for b in audit)
+    assert all(b.written_by_forward and b.changed_by_forward for b in audit)
     assert all(torch.equal(before[n], b) for n, b in module.named_buffers())
     assert audit_state(harness.case("conv_mlp").build(), harness.case("conv_mlp").example_inputs()) == []
 
 
-def test_audit_of_a_model_torch_export_refuses_still_runs_it():
+def test_audit_of_a_model_torch_export_refuses_still_finds_its_state():
     class BranchyCache(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("total", torch.zeros(1))
 
         def forward(self, x):
-            if x.sum() > 0:
+            if x.sum() > 0:  # data-dependent: torch.export refuses it
                 self.total.add_(x.sum())
             return x + self.total
 
     (found,) = audit_state(BranchyCache(), (torch.ones(3),))
-    assert found.name == "total" and found.changed_by_forward and not found.in_export_signature
+    assert found.name == "total" and found.written_by_forward and found.changed_by_forward
+
+
+def test_audit_tells_a_write_from_a_change_and_ignores_buffers_only_read():
+    class Mixed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("ring", torch.zeros(2, 4))  # written through a view
+            self.register_buffer("flag", torch.ones(1))  # written with the value it holds
+            self.register_buffer("count", torch.zeros(1))  # reassigned, not written in place
+            self.register_buffer("window", torch.hann_window(4))  # only read
+
+        def forward(self, x):
+            self.ring[1].copy_(x * self.window)
+            self.flag.fill_(1.0)
+            self.count = self.count + 1
+            return self.ring.sum(0)
+
+    module = Mixed()
+    found = {
+        b.name: (b.written_by_forward, b.changed_by_forward) for b in audit_state(module, (torch.ones(4),))
+    }
+    assert found == {"ring": (True, True), "flag": (True, False), "count": (True, True)}
+    assert torch.equal(module.ring, torch.zeros(2, 4)) and torch.equal(
+        module.count, torch.zeros(1)
+    )  # put back
 
 
 def test_lifted_state_computes_what_the_stateful_module_computes():
@@ -125,8 +150,12 @@ def test_tracing_without_a_state_reset_is_diagnosed_as_state_advanced(tmp_path):
     planted.reset_state_after_trace = False  # the fault: trace's forward call advanced the cache
     artifact = planted.export(case, tmp_path)
     with planted.load(artifact) as runner:
-        initial = check_initial_state("torchscript", runner, eager_reference(case, calls, names, module=module))
-        continuity = check_continuity("torchscript", runner, eager_reference(case, calls, names, module=module))
+        initial = check_initial_state(
+            "torchscript", runner, eager_reference(case, calls, names, module=module)
+        )
+        continuity = check_continuity(
+            "torchscript", runner, eager_reference(case, calls, names, module=module)
+        )
     assert not initial and initial.diagnosis.startswith("state advanced by export")
     assert "initial value of 'cache' differs" in initial.report()
     assert not continuity and continuity.diagnosis.startswith("state advanced by export")
@@ -249,7 +278,9 @@ def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
     assert result.diagnosis.startswith("artifact rejects chunk 64 (exported at chunk 32 with static shapes?)")
 
 
-@pytest.mark.parametrize("target_name", ["torch-export", "onnx-stateful", "executorch-portable", "executorch-xnnpack"])
+@pytest.mark.parametrize(
+    "target_name", ["torch-export", "onnx-stateful", "executorch-portable", "executorch-xnnpack"]
+)
 def test_streaming_exports_take_every_admitted_chunk_size(export_cache, target_name):
     from harness.checks.streaming import check_chunk_sizes
 
@@ -275,5 +306,7 @@ def test_a_refused_dynamic_chunk_is_reported_with_the_exporters_reason(export_ca
     with target.load(artifact) as runner:
         result = check_chunk_sizes("torch-export", runner, eager_reference(case, calls))
     assert not result
-    assert result.diagnosis.startswith("artifact rejects chunk 2 (the exporter refused a dynamic chunk, so it is fixed at 4")
+    assert result.diagnosis.startswith(
+        "artifact rejects chunk 2 (the exporter refused a dynamic chunk, so it is fixed at 4"
+    )
     assert "specialized it to be a constant (4)" in result.diagnosis

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from .buffers import buffer_snapshot, preserved_buffers
+from .buffers import preserved_buffers
 
 __all__ = ["LiftedState", "StateBuffer", "audit_state", "mutated_buffer_names"]
 
@@ -20,59 +22,79 @@ class StateBuffer:
     name: str
     shape: tuple[int, ...]
     dtype: str
-    in_export_signature: bool
+    written_by_forward: bool
     changed_by_forward: bool
 
     def describe(self) -> str:
         found = [
             w
             for w, ok in (
-                ("export signature", self.in_export_signature),
-                ("running forward", self.changed_by_forward),
+                ("forward's writes", self.written_by_forward),
+                ("its changed value", self.changed_by_forward),
             )
             if ok
         ]
         return f"{self.name} {list(self.shape)} {self.dtype} (found by {' and '.join(found)})"
 
 
-def _exported_mutations(module: nn.Module, example: tuple[torch.Tensor, ...]) -> set[str] | None:
-    """Buffer names in torch.export's mutation signature; None when torch.export refuses the model."""
-    with preserved_buffers(module):
-        try:
-            program = torch.export.export(module, example, strict=False).run_decompositions()
-        except Exception:  # a model torch.export refuses is audited by running it alone
-            return None
-    return set(program.graph_signature.buffers_to_mutate.values())
+class _BufferWrites(TorchDispatchMode):
+    """Records which buffers an operator writes: an argument the operator's schema marks as
+    written (``copy_``'s self, an ``out=``) whose storage is a buffer's, views included."""
+
+    def __init__(self, storages: dict[int, list[str]]) -> None:
+        super().__init__()
+        self.storages = storages
+        self.written: set[str] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        schema = func._schema
+        if schema.is_mutable:
+            for index, argument in enumerate(schema.arguments):
+                if argument.alias_info is None or not argument.alias_info.is_write:
+                    continue
+                value = args[index] if index < len(args) else kwargs.get(argument.name)
+                for tensor in value if isinstance(value, (list, tuple)) else (value,):
+                    if isinstance(tensor, torch.Tensor):
+                        self.written.update(self.storages.get(_storage(tensor), ()))
+        return func(*args, **kwargs)
 
 
-def _changed_by_forward(module: nn.Module, example: tuple[torch.Tensor, ...]) -> set[str]:
-    with preserved_buffers(module) as initial, torch.no_grad():
-        module(*example)
-        after = buffer_snapshot(module)
-    return {name for name, value in after.items() if not torch.equal(value, initial[name])}
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
 
 
 def audit_state(module: nn.Module, example_inputs: Sequence[torch.Tensor]) -> list[StateBuffer]:
-    """Every buffer that forward mutates, from the export signature and confirmed by running.
+    """Every buffer that forward mutates, found by running forward once on the example.
 
-    The module's buffers are left as they were. A buffer counts when either source names it:
-    the signature sees mutations that happen to write the same value, running sees mutations
-    of a model that torch.export refuses.
+    Two sources, either suffices: the operators that write a buffer in place (what an exporter's
+    functionalisation sees: a write of the same value counts) and a reassigned buffer, and the
+    buffers whose value the call changed. The module's buffers are left as they were. Only the
+    path this example takes is seen: a write behind a branch the example does not take is not.
     """
-    example = tuple(example_inputs)
-    in_signature = _exported_mutations(module, example) or set()
-    changed = _changed_by_forward(module, example)
     buffers = dict(module.named_buffers())
+    storages: dict[int, list[str]] = {}
+    for name, buffer in buffers.items():
+        if buffer.numel():
+            storages.setdefault(_storage(buffer), []).append(name)
+    recorder = _BufferWrites(storages)
+    with preserved_buffers(module) as initial, torch.no_grad():
+        with recorder:
+            module(*example_inputs)
+        after = dict(module.named_buffers())
+        reassigned = {name for name, value in after.items() if buffers.get(name) is not value}
+        changed = {name for name, value in after.items() if not torch.equal(value, initial[name])}
+    written = recorder.written | reassigned
     return [
         StateBuffer(
             name,
             tuple(buffers[name].shape),
             str(buffers[name].dtype).removeprefix("torch."),
-            name in in_signature,
+            name in written,
             name in changed,
         )
         for name in buffers
-        if name in in_signature or name in changed
+        if name in written or name in changed
     ]
 
 
