@@ -348,7 +348,9 @@ def _overhead(args: argparse.Namespace) -> int:
     from .cli.overhead import measure
 
     _case(args.case)
-    return measure(args.case, tier=args.tier, examples=args.examples, json_path=args.json)
+    if args.rounds < 1:
+        raise _Fail(f"--rounds {args.rounds}: need at least one round")
+    return measure(args.case, tier=args.tier, examples=args.examples, rounds=args.rounds, json_path=args.json)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from harness.checks.branches import BranchRecorder
 from harness.checks.input_space import check_dynamic_shapes, check_generated_input
 from harness.core.check import Check
+from harness.core.sequence import CallList
 from harness.plugin.profiles import run_property, statistics_for
 from harness.run.eager import run_module
 
@@ -21,7 +22,7 @@ def test_hypothesis(conformance, request):
     main = conformance.case.main_input
     eager = conformance.eager(main)  # eager's runs of every example are shared by every target
     # the primary canonical input is the simplest example, so hypothesis tries it first
-    canonical = conformance.calls(main)
+    canonical = CallList(conformance.calls(main))  # a failing example is reported in one line
     seed = st.just(canonical)
     failed = []
 
@@ -41,7 +42,7 @@ def test_hypothesis(conformance, request):
 
     with conformance.localized_on(failed):
         run_property(
-            st.one_of(seed, conformance.case.strategy()),
+            st.one_of(seed, conformance.case.strategy().map(CallList)),
             body,
             database_key=request.node.nodeid,
             database_path=conformance.hypothesis_database(),  # under the rootdir, wherever pytest runs

@@ -53,3 +53,19 @@ def test_calls_whose_outputs_change_shape_are_the_cases_error_on_eager_and_the_e
         stack_outputs(per_call, ["logits"], "eager")
     with pytest.raises(TargetRunError, match="'logits' is \\(1, 10\\) at call 1"):
         stack_outputs(per_call, ["logits"], "model.onnx")
+
+
+def test_first_divergence_is_the_first_call_any_output_leaves_its_reference():
+    judge = Judge.identical(harness.case("conv_mlp"))
+    calls = [(np.zeros(3, np.float32), np.zeros((2, 2), np.float32)) for _ in range(6)]
+    assert judge.first_divergence(calls, calls, names=["a", "b"]) is None
+    moved = [tuple(o.copy() for o in call) for call in calls]
+    moved[4][0][1] = 1.0  # output a leaves at call 4
+    moved[2][1][0, 1] = np.nan  # output b, earlier, by a NaN where eager is finite
+    index, worst = judge.first_divergence(calls, moved, names=["a", "b"])
+    assert (index, worst.name, worst.nonfinite_mismatches) == (2, "b", 1)
+    ragged = [(np.zeros(n, np.float32),) for n in (1, 2, 3)]  # outputs whose size changes per call
+    bent = [(np.zeros(1, np.float32),), (np.array([0, 5], np.float32),), (np.zeros(3, np.float32),)]
+    assert judge.first_divergence(ragged, bent, names=["a"])[0] == 1
+    with pytest.raises(ValueError, match="2 calls ran, 6 expected"):
+        judge.first_divergence(calls, calls[:2], names=["a", "b"])

@@ -1,18 +1,24 @@
 """What the harness costs beyond the work its verdicts need, measured in one run.
 
-``python -m harness overhead CASE`` runs two processes from a warm export cache, each with one
-compute thread, and compares their CPU time (user + system, children of this process):
+``python -m harness overhead CASE`` warms the export cache, then runs two processes side by side,
+each with one compute thread, and compares their CPU time (user + system of each process):
 
 * **the harness**: ``pytest suites -p no:xdist -k "CASE and not benchmark"`` (every suite's
   cells for the case, as CI runs them, the benchmarks left out: they time, they do not judge);
 * **the least work** those verdicts need, timed without the harness (``--bare``): every target
-  the run has cells for, loaded once, fed every canonical input once from its initial state,
-  plus one replay of the primary input (determinism and reset), the primary input in every
-  other chunk size (stream-chunks), eager's whole-signal call (stream-offline) and the generated
-  examples of the hypothesis profile through eager and the target. Eager is fed the same.
+  the run has cells for (eager's reloaded module, the eager column, among them), loaded once, fed
+  every canonical input once from its initial state, plus one replay of the primary input
+  (determinism and reset), the primary input in every other chunk size (stream-chunks) and the
+  generated examples of the hypothesis profile; and eager's reference: every canonical input,
+  the generated examples and the whole signal (stream-offline), once each.
 
-Both pay for starting Python and importing torch and the runtimes. The ratio is the harness's
-overhead; the README states both figures from this command.
+Run side by side on a two-core machine, both see the same machine: a runtime's speed drifts by
+a tenth between runs minutes apart (ExecuTorch's portable kernels, most of PESTO's least work),
+which would swamp the overhead measured one process after the other. ``--rounds`` pairs are run
+and the median ratio reported. Both processes load :mod:`harness.cli.run_clock`, which times the
+runtimes' runs and loads per target: what the processes spend outside them is what the harness
+costs of its own. Both pay for starting Python and importing torch and the runtimes. The README
+states the figures from this command.
 """
 
 from __future__ import annotations
@@ -20,43 +26,89 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["least_work", "main"]
+from .run_clock import CLOCK_ENV
+
+__all__ = ["least_work", "main", "measure"]
 
 #: One compute thread in both processes: a spinning thread pool would be counted as work.
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "EXPORT_CONFORMANCE_ORT_THREADS": "1"}
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+@dataclass
+class _Process:
+    """One timed child: its command, output files, CPU seconds and run clock once reaped."""
+
+    name: str
+    command: list[str]
+    folder: Path
+    popen: subprocess.Popen | None = None
+    started: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    returncode: int = 0
+
+    def start(self, env: dict[str, str]) -> None:
+        env = {**env, CLOCK_ENV: str(self.folder / f"{self.name}.clock.json")}
+        self.started = time.perf_counter()
+        with (
+            open(self.folder / f"{self.name}.out", "w") as out,
+            open(self.folder / f"{self.name}.err", "w") as err,
+        ):
+            self.popen = subprocess.Popen(self.command, env=env, stdout=out, stderr=err, text=True)
+
+    def output(self, stream: str = "out") -> str:
+        return (self.folder / f"{self.name}.{stream}").read_text()
+
+    def clock(self) -> dict[str, Any]:
+        return json.loads((self.folder / f"{self.name}.clock.json").read_text())
 
 
-def _timed_child(command: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    cpu, wall = _children_cpu(), time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    return _children_cpu() - cpu, time.perf_counter() - wall, done
+def _side_by_side(processes: list[_Process], env: dict[str, str]) -> None:
+    """Start every process at once and reap each with its own resource usage (os.wait4)."""
+    for process in processes:
+        process.start(env)
+    waiting = {p.popen.pid: p for p in processes if p.popen is not None}
+    while waiting:
+        pid, status, usage = os.wait4(-1, 0)
+        process = waiting.pop(pid, None)
+        if process is None:
+            continue
+        process.wall_s = time.perf_counter() - process.started
+        process.cpu_s = usage.ru_utime + usage.ru_stime
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.popen is not None:
+            process.popen.returncode = process.returncode
+
+
+def _own(clock: dict[str, Any]) -> float:
+    """CPU seconds a process spent outside the runtimes' runs, loads and resets."""
+    return clock["process_cpu_s"] - sum(clock["runs_cpu_s"].values())
 
 
 def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     """CPU seconds per target of the runs the verdicts need (see the module's docstring)."""
     import torch
     from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     from ..__main__ import _load_cases, project_config
     from ..checks.framing import rechunk, whole_signal
     from ..core import registry
+    from ..plugin.profiles import generation_seed
     from ..plugin.suites import pair_runs
     from ..run.cache import ExportCache
     from ..run.eager import run_module
     from ..run.target_runs import target_stream
-    from ..targets import EAGER, ExportError, RuntimeMissing, targets
+    from ..targets import ExportError, RuntimeMissing, targets
+    from .run_clock import EAGER_REFERENCE
 
     torch.set_num_threads(1)
     _load_cases()
@@ -68,34 +120,30 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     inputs = {name: list(make()) for name, make in case.inputs.items()}
     generated: list[Any] = []
     if case.strategy is not None:
-
+        # the harness's draw: the primary input first (its run is shared, not repeated), then the
+        # profile's examples from the seed the hypothesis suite uses for this case
         @settings(max_examples=examples, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-        @given(case.strategy())
+        @given(st.one_of(st.just(primary), case.strategy()))
         def draw(calls: Any) -> None:
-            generated.append(list(calls))
+            if calls is not primary:
+                generated.append(list(calls))
 
+        draw._hypothesis_internal_use_seed = generation_seed(f"{case.name}/generated")  # type: ignore[attr-defined]
         draw()
     figures: dict[str, float] = {}
     module = case.build().eval()
-
-    def eager_feed(calls: list) -> None:
-        run_module(module, calls, case=case)
-
     for target in targets():
         if not pair_runs(case, target.name, streaming=False, quick=tier == "ci"):
             continue
         start = time.process_time()
-        if target.name == EAGER:
-            feed = eager_feed
-        else:
-            try:
-                target.require_runtime()
-                runner = target.load(cache.get(case, target))
-            except (RuntimeMissing, ExportError):  # a missing runtime or an export error: no run needed
-                continue
+        try:
+            target.require_runtime()
+            runner = target.load(cache.get(case, target))
+        except (RuntimeMissing, ExportError):  # a missing runtime or an export error: no run needed
+            continue
 
-            def feed(calls: list, runner: Any = runner) -> None:
-                target_stream(runner, calls, case=case, record_state=False)
+        def feed(calls: list, runner: Any = runner) -> None:
+            target_stream(runner, calls, case=case, record_state=False)
 
         for calls in inputs.values():
             feed(calls)
@@ -113,56 +161,107 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
             except Exception:  # an export that rejects a generated input: that is its verdict
                 pass
         figures[target.name] = time.process_time() - start
+    start = time.process_time()  # eager's reference: what every target is judged against
+    for calls in [*inputs.values(), *generated]:
+        run_module(module, calls, case=case)
     if case.streaming is not None:
-        start = time.process_time()
-        run_module(module, [whole_signal(case, primary)])  # offline reference
-        figures["eager"] = figures.get("eager", 0.0) + time.process_time() - start
+        run_module(module, [whole_signal(case, primary)])  # the offline reference
+    figures[EAGER_REFERENCE] = time.process_time() - start
     return {"case": case_name, "tier": tier, "examples": len(generated), "per_target_cpu_s": figures}
 
 
-def measure(case: str, *, tier: str = "ci", examples: int = 6, json_path: str | None = None) -> int:
-    """Run both processes, print both CPU times and the overhead; 2 if either run broke."""
+def measure(
+    case: str, *, tier: str = "ci", examples: int = 6, rounds: int = 3, json_path: str | None = None
+) -> int:
+    """Warm the cache, run ``rounds`` side-by-side pairs, print the figures and the median
+    overhead; 2 if a run broke."""
     env = {**os.environ, **_ONE_THREAD}
     harness_cmd = [
         sys.executable, "-m", "pytest", "suites", "-p", "no:xdist", "-q", "-p", "no:cacheprovider",
-        "-k", f"{case} and not benchmark", f"--conformance-tier={tier}", "--conformance-ort-threads=1",
-        "--conformance-report=reports/overhead",
+        "-p", "harness.cli.run_clock", "-k", f"{case} and not benchmark", f"--conformance-tier={tier}",
+        "--conformance-ort-threads=1", "--conformance-report=reports/overhead",
     ]  # fmt: skip
+    bare_cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli.overhead",
+        case,
+        "--bare",
+        f"--tier={tier}",
+        f"--examples={examples}",
+    ]
     print("warming the export cache ...", file=sys.stderr)
     subprocess.run(harness_cmd, env=env, capture_output=True, text=True)
-    print("timing the harness ...", file=sys.stderr)
-    harness_cpu, harness_wall, run = _timed_child(harness_cmd, env)
-    if run.returncode not in (0, 1):
-        print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
-        return 2
-    print("timing the least work ...", file=sys.stderr)
-    bare_cmd = [sys.executable, "-m", "harness.cli.overhead", case, "--bare", f"--tier={tier}", f"--examples={examples}"]
-    bare_cpu, bare_wall, bare = _timed_child(bare_cmd, env)
-    if bare.returncode != 0:
-        print(bare.stderr[-3000:], file=sys.stderr)
-        return 2
-    detail = json.loads(bare.stdout.strip().splitlines()[-1])
-    summary_line = next((line for line in reversed(run.stdout.splitlines()) if " in " in line and "passed" in line), "")
-    result = {
-        "case": case,
-        "tier": tier,
-        "harness_cpu_s": round(harness_cpu, 1),
-        "harness_wall_s": round(harness_wall, 1),
-        "harness_cells": summary_line.strip("= "),
-        "least_work_cpu_s": round(bare_cpu, 1),
-        "least_work_wall_s": round(bare_wall, 1),
-        "overhead": round(harness_cpu / bare_cpu - 1, 3),
-        "least_work_per_target_cpu_s": {k: round(v, 2) for k, v in detail["per_target_cpu_s"].items()},
-        "generated_examples": detail["examples"],
-    }
-    print(f"harness     {result['harness_cpu_s']:7.1f} CPU-s ({result['harness_cells']})")
-    print(f"least work  {result['least_work_cpu_s']:7.1f} CPU-s (every target once over every input, one replay, "
-          f"other chunk sizes, {detail['examples']} generated examples)")  # fmt: skip
-    print(f"overhead    {100 * result['overhead']:+.0f}%")
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for index in range(rounds):
+            print(
+                f"round {index + 1}/{rounds}: the harness and the least work side by side ...",
+                file=sys.stderr,
+            )
+            harness, bare = (
+                _Process("harness", harness_cmd, Path(scratch)),
+                _Process("bare", bare_cmd, Path(scratch)),
+            )
+            _side_by_side([harness, bare], env)
+            if harness.returncode not in (0, 1) or bare.returncode != 0:
+                broken = harness if harness.returncode not in (0, 1) else bare
+                print(broken.output()[-3000:], broken.output("err")[-3000:], file=sys.stderr)
+                return 2
+            results.append(_round(harness, bare))
+    result = _summary(case, tier, results)
+    print(_text(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _round(harness: _Process, bare: _Process) -> dict[str, Any]:
+    detail = json.loads(bare.output().strip().splitlines()[-1])
+    harness_clock, bare_clock = harness.clock(), bare.clock()
+    summary_line = next(
+        (line for line in reversed(harness.output().splitlines()) if " in " in line and "passed" in line), ""
+    )
+    return {
+        "harness_cpu_s": round(harness.cpu_s, 2),
+        "least_work_cpu_s": round(bare.cpu_s, 2),
+        "overhead": round(harness.cpu_s / bare.cpu_s - 1, 4),
+        "harness_wall_s": round(harness.wall_s, 1),
+        "least_work_wall_s": round(bare.wall_s, 1),
+        "harness_cells": summary_line.strip("= "),
+        "harness_outside_runs_cpu_s": round(_own(harness_clock), 2),
+        "least_work_outside_runs_cpu_s": round(_own(bare_clock), 2),
+        "harness_runs_cpu_s": {k: round(v, 2) for k, v in harness_clock["runs_cpu_s"].items()},
+        "least_work_runs_cpu_s": {k: round(v, 2) for k, v in bare_clock["runs_cpu_s"].items()},
+        "harness_run_calls": harness_clock["calls"],
+        "least_work_run_calls": bare_clock["calls"],
+        "least_work_per_target_cpu_s": {k: round(v, 2) for k, v in detail["per_target_cpu_s"].items()},
+        "generated_examples": detail["examples"],
+    }
+
+
+def _summary(case: str, tier: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(rounds, key=lambda r: r["overhead"])
+    median = ordered[len(ordered) // 2]  # an odd count has its middle; an even one its upper middle
+    return {"case": case, "tier": tier, "rounds": rounds, "median_round": rounds.index(median), **median}
+
+
+def _text(result: dict[str, Any]) -> str:
+    rounds = result["rounds"]
+    lines = [
+        f"round {i + 1}: harness {r['harness_cpu_s']:.1f} CPU-s, least work {r['least_work_cpu_s']:.1f} CPU-s, "
+        f"overhead {100 * r['overhead']:+.1f}%" for i, r in enumerate(rounds)
+    ]  # fmt: skip
+    lines += [
+        f"harness     {result['harness_cpu_s']:7.1f} CPU-s ({result['harness_cells']})",
+        f"least work  {result['least_work_cpu_s']:7.1f} CPU-s (every target once over every input, one replay, "
+        f"other chunk sizes, {result['generated_examples']} generated examples; eager's reference)",
+        f"overhead    {100 * result['overhead']:+.1f}% (median of {len(rounds)} side-by-side rounds)",
+        f"outside the runtimes' runs and loads: harness {result['harness_outside_runs_cpu_s']:.1f} CPU-s, "
+        f"least work {result['least_work_outside_runs_cpu_s']:.1f} CPU-s",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,12 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bare", action="store_true")
     parser.add_argument("--tier", default="ci", choices=("ci", "nightly"))
     parser.add_argument("--examples", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.bare:
+        from . import run_clock  # noqa: F401 - times the runtimes' runs, as in the harness's process
+
         print(json.dumps(least_work(args.case, tier=args.tier, examples=args.examples)))
         return 0
-    return measure(args.case, tier=args.tier, examples=args.examples, json_path=args.json)
+    return measure(args.case, tier=args.tier, examples=args.examples, rounds=args.rounds, json_path=args.json)
 
 
 if __name__ == "__main__":

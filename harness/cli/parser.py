@@ -146,14 +146,16 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
     overhead = _subcommand(
         commands, "overhead", run["overhead"], "the harness's CPU time for one case against the least work its verdicts need",
         "Run the case's conformance cells under pytest (one process, one compute thread, a warm export "
-        "cache, benchmarks left out) and, in a second process without the harness, the least work those "
-        "verdicts need: every target loaded once and fed every canonical input once, one replay of the "
-        "primary input, its other chunk sizes, eager's whole-signal call and the generated examples. "
-        "Prints both CPU times and the overhead.",
-        "pesto --json reports/overhead.json",
+        "cache, benchmarks left out) and, side by side in a second process without the harness, the least "
+        "work those verdicts need: every target loaded once and fed every canonical input once, one replay "
+        "of the primary input, its other chunk sizes and the generated examples, and eager's reference. "
+        "Prints both CPU times per round, the median overhead, and what each process spent outside the "
+        "runtimes' runs and loads.",
+        "pesto --json=reports/overhead.json",
     )
     overhead.add_argument("case", metavar="CASE", help=case_help)
     overhead.add_argument("--tier", default="ci", choices=("ci", "nightly"), help="the tier whose cells run (default: %(default)s)")
     overhead.add_argument("--examples", type=int, default=6, metavar="N", help="generated examples (default: the ci profile's %(default)s)")
+    overhead.add_argument("--rounds", type=int, default=3, metavar="N", help="side-by-side pairs; the median is reported (default: %(default)s)")
     overhead.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     return parser

@@ -111,6 +111,30 @@ def _failed_shape(name: str, expected: np.ndarray, actual: np.ndarray, tolerance
     )
 
 
+def _elementwise(expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance) -> tuple[np.ndarray, ...]:
+    """The one rule of element-wise agreement: (e, a, both finite, non-finite disagreement,
+    absolute error, finite elements outside ``atol + rtol * |e|``)."""
+    e = expected.astype(np.float64, copy=False)
+    a = actual.astype(np.float64, copy=False)
+    e_finite = np.isfinite(e)
+    a_finite = np.isfinite(a)
+    # Non-finite values must agree exactly (NaN with NaN, +Inf with +Inf).
+    same_nonfinite = (~e_finite & ~a_finite) & ((np.isnan(e) & np.isnan(a)) | (e == a))
+    nonfinite_bad = (e_finite != a_finite) | (~e_finite & ~a_finite & ~same_nonfinite)
+    both_finite = e_finite & a_finite
+    abs_err = np.where(both_finite, np.abs(a - e), 0.0)
+    allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(both_finite, e, 0.0))
+    outside = both_finite & (abs_err > allowed)
+    return e, a, both_finite, nonfinite_bad, abs_err, outside
+
+
+def disagreeing(expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance) -> np.ndarray:
+    """Where ``compare`` would count a failure, element by element (same shapes): outside the
+    tolerance, or a non-finite value not matched exactly."""
+    _, _, _, nonfinite_bad, _, outside = _elementwise(np.asarray(expected), np.asarray(actual), tolerance)
+    return nonfinite_bad | outside
+
+
 def compare(
     expected: np.ndarray,
     actual: np.ndarray,
@@ -128,18 +152,8 @@ def compare(
     actual = np.asarray(actual)
     if expected.shape != actual.shape:
         return replace(_failed_shape(name, expected, actual, tolerance), reference=reference)
-    e = expected.astype(np.float64, copy=False)
-    a = actual.astype(np.float64, copy=False)
-    e_finite = np.isfinite(e)
-    a_finite = np.isfinite(a)
-    # Non-finite values must agree exactly (NaN with NaN, +Inf with +Inf).
-    same_nonfinite = (~e_finite & ~a_finite) & ((np.isnan(e) & np.isnan(a)) | (e == a))
-    nonfinite_bad = (e_finite != a_finite) | (~e_finite & ~a_finite & ~same_nonfinite)
-    both_finite = e_finite & a_finite
-    abs_err = np.where(both_finite, np.abs(a - e), 0.0)
+    e, a, both_finite, nonfinite_bad, abs_err, outside = _elementwise(expected, actual, tolerance)
     rel_err = np.where(both_finite, abs_err / np.maximum(np.abs(e), np.finfo(np.float64).tiny), 0.0)
-    allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(both_finite, e, 0.0))
-    outside = both_finite & (abs_err > allowed)
     n_nonfinite = int(nonfinite_bad.sum())
     worst = None
     if abs_err.size:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .case import Metric, ModelCase, Outputs
 from .check import Check
-from .compare import Comparison, Tolerance, compare
+from .compare import Comparison, Tolerance, compare, disagreeing
 from .errors import HarnessError
 
 __all__ = ["DETERMINISM_TOLERANCE", "Judge"]
@@ -69,7 +69,9 @@ class Judge:
                     f"case {case.name!r} declares no approximate_metric, so approximate target {name!r} "
                     "cannot be judged: declare ModelCase(approximate_metric=...)"
                 )
-            return cls(reference, tolerances, default, case.approximate_metric, True, tuple(case.output_names))
+            return cls(
+                reference, tolerances, default, case.approximate_metric, True, tuple(case.output_names)
+            )
         return cls(reference, tolerances, default, case.metric, False, tuple(case.output_names))
 
     @classmethod
@@ -79,7 +81,14 @@ class Judge:
         spec = case.streaming
         if spec is not None and spec.offline_metric is not None:
             base = cls.for_cell(case, target, approximate=False, reference="offline")
-            return cls("offline", base.tolerances, base.default_tolerance, spec.offline_metric, True, base.output_names)
+            return cls(
+                "offline",
+                base.tolerances,
+                base.default_tolerance,
+                spec.offline_metric,
+                True,
+                base.output_names,
+            )
         return cls.for_cell(case, target, reference="offline")
 
     @classmethod
@@ -88,7 +97,9 @@ class Judge:
         return cls(reference, {}, DETERMINISM_TOLERANCE, None, False, tuple(case.output_names))
 
     @classmethod
-    def tensors_only(cls, tolerances: Mapping[str, Tolerance], default: Tolerance, *, reference: str) -> Judge:
+    def tensors_only(
+        cls, tolerances: Mapping[str, Tolerance], default: Tolerance, *, reference: str
+    ) -> Judge:
         """A judge of tensors alone (a stored snapshot without a case at hand)."""
         return cls(reference, dict(tolerances), default)
 
@@ -164,13 +175,46 @@ class Judge:
         """The first call whose outputs differ beyond tolerance, with its worst comparison (the
         tensors, call by call: where a stream leaves its reference; the metric is not asked)."""
         names = list(names if names is not None else self.output_names)
-        for index, (e, a) in enumerate(zip(expected, actual)):
-            failing = [c for c in (self.compare_one(n, ev, av) for n, ev, av in zip(names, e, a)) if not c]
-            if failing:
-                return index, max(failing, key=lambda c: (c.nonfinite_mismatches, c.max_abs))
+        count = min(len(expected), len(actual))
+        first = self._first_bad_call(expected, actual, names, count)
+        if first is not None:
+            failing = [
+                c
+                for c in (
+                    self.compare_one(n, ev, av) for n, ev, av in zip(names, expected[first], actual[first])
+                )
+                if not c
+            ]
+            return first, max(failing, key=lambda c: (c.nonfinite_mismatches, c.max_abs))
         if len(expected) != len(actual):
             raise ValueError(f"{len(actual)} calls ran, {len(expected)} expected")
         return None
+
+    def _first_bad_call(
+        self, expected: PerCall, actual: PerCall, names: Sequence[str], count: int
+    ) -> int | None:
+        """The index of the first call with an element outside tolerance: every output's calls
+        compared at once where they stack (one shape per output over the calls), else call by call."""
+        worst: int | None = None
+        for position, name in enumerate(names):
+            try:
+                e = np.stack([np.asarray(call[position]) for call in expected[:count]])
+                a = np.stack([np.asarray(call[position]) for call in actual[:count]])
+            except (ValueError, IndexError):
+                e = a = None
+            if e is None or e.shape != a.shape:
+                for index in range(count if worst is None else worst):
+                    if not self.compare_one(name, expected[index][position], actual[index][position]):
+                        worst = index
+                        break
+                continue
+            if e.size == 0:
+                continue
+            bad = disagreeing(e, a, self.tolerance(name)).reshape(count, -1).any(axis=1)
+            if bad.any():
+                index = int(np.argmax(bad))
+                worst = index if worst is None else min(worst, index)
+        return worst
 
     def metric_fits_both_ways(self, a: Outputs, b: Outputs) -> bool:
         """The metric passes with either side as the reference (a metric that judges only the
