@@ -138,9 +138,9 @@ def test_state_files_that_do_not_fit_are_named(exports, tmp_path):
 def test_a_plain_export_given_as_lifted_state_is_named(exports, tmp_path):
     plain = tmp_path / "plain.onnx"
     shutil.copyfile(exports["onnx"], plain)
-    assert "a plain ONNX export? Give it as --artifact=CASE:onnx=PATH" in _error(
-        "onnx-stateful", plain, tmp_path / "w"
-    )
+    refusal = _error("onnx-stateful", plain, tmp_path / "w")
+    assert "a plain ONNX export? Give it for the onnx target" in refusal
+    assert "check CASE --artifact onnx=PATH" in refusal and "--conformance-artifact=CASE:onnx=PATH" in refusal
     lifted_sidecar = exports["onnx-stateful"].with_name(exports["onnx-stateful"].name + ".json")
     plain.with_name(plain.name + ".json").write_text(lifted_sidecar.read_text())
     assert "the sidecar names state inputs/outputs the graph does not have" in _error(

@@ -99,7 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
             # the baseline records the harness's own exports: a user's file is judged on its own
             if config.getoption("conformance_baseline_update"):
                 raise pytest.UsageError(
-                    "--conformance-baseline-update with --artifact would record a user's file as the "
+                    "--conformance-baseline-update with --conformance-artifact would record a user's file as the "
                     "baseline; add --conformance-baseline-with-artifacts if that is what you want"
                 )
             baseline = None

@@ -102,7 +102,7 @@ class MatrixCollector:
         if self.baseline is None:
             if self.external:
                 self.gate_note = (
-                    "baseline not consulted: this run judges files given with --artifact on their own "
+                    "baseline not consulted: this run judges files given with --conformance-artifact on their own "
                     "(--conformance-baseline-with-artifacts gates them too)"
                 )
             return
@@ -186,7 +186,7 @@ class MatrixCollector:
         for line in wrap_text(written_text, width, indent="", hanging="  "):
             terminalreporter.write_line(line)
         if self.external:
-            terminalreporter.section("artifacts given with --artifact")
+            terminalreporter.section("artifacts given with --conformance-artifact")
             for key, file in sorted(self.report.artifacts.items()):
                 for line in wrap_text(f"{key}: {file['path']} (sha256 {file['sha256']})", width, indent="", hanging="  "):
                     terminalreporter.write_line(line)

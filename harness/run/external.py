@@ -32,17 +32,17 @@ def parse_artifact_option(value: str) -> ArtifactOverride:
     case_name, colon, target_name = head.partition(":")
     if not sep or not colon or not case_name or not target_name or not path:
         raise ValueError(
-            f"--artifact {value!r}: expected CASE:TARGET=PATH, a registered case and target and the "
+            f"--conformance-artifact {value!r}: expected CASE:TARGET=PATH, a registered case and target and the "
             "exported file (`export-conformance list` names the cases and targets)"
         )
     try:
         find_case(case_name)
     except CaseError as exc:
-        raise ValueError(f"--artifact {value!r}: {exc}") from None
+        raise ValueError(f"--conformance-artifact {value!r}: {exc}") from None
     try:
         find_target(target_name)
     except KeyError as exc:
-        raise ValueError(f"--artifact {value!r}: {exc.args[0]}") from None
+        raise ValueError(f"--conformance-artifact {value!r}: {exc.args[0]}") from None
     return ArtifactOverride(case_name, target_name, Path(path))
 
 

@@ -144,7 +144,8 @@ def onnx_lifted_state_meta(path: Path, case: ModelCase, declared: dict[str, Any]
     if not state_inputs and not state_outputs:
         raise ArtifactError(
             f"{path}: has no state inputs or outputs besides the case's {list(case.input_names)}: "
-            "a plain ONNX export? Give it as --artifact=CASE:onnx=PATH"
+            "a plain ONNX export? Give it for the onnx target (python -m harness check CASE --artifact onnx=PATH; "
+            "pytest --conformance-artifact=CASE:onnx=PATH)"
         )
     names = [n.removeprefix("state.") for n in state_inputs]
     if [f"next_state.{n}" for n in names] != state_outputs:
