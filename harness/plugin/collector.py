@@ -159,10 +159,12 @@ class MatrixCollector:
             self.report.add(cell, *status, record.result())
             does_not_apply = status[0] == "skip" and record.not_applicable
             if record.external and status[0] != "pass" and not does_not_apply:
-                self.external_problems.append(
+                problem = (
                     f"{record.case_name} / {record.target_name} / {record.suite} [{record.input_name}]: "
                     f"{status[0]}: {status[1]}"
                 )
+                if problem not in self.external_problems:  # one matrix cell (a step and a cold start)
+                    self.external_problems.append(problem)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.report.cells:
