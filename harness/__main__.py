@@ -321,7 +321,10 @@ def _plot(args: argparse.Namespace) -> int:
 
         traced = [t for t in traces[key] if t != EAGER]
         only = [_known("target", name, traced, f"traced for {key}") for name in _names(args.targets or "")]
-        _known("output", args.output, sorted(traces[key].get(EAGER, {})), f"traced for {key}")
+        _known(
+            "output", args.output, sorted(traces[key].get(EAGER, {})),
+            f"traced for {key}, outputs with one value per call",
+        )  # fmt: skip
         from .reports.html import target_colours, trace_figure
         from .targets import targets
 
@@ -330,7 +333,8 @@ def _plot(args: argparse.Namespace) -> int:
         drawn = sorted(only or traced, key=lambda t: (rank.get(t, len(rank)), t))
         series = {EAGER: traces[key][EAGER][args.output]}
         series.update({t: traces[key][t][args.output] for t in drawn if args.output in traces[key][t]})
-        figure, _ = trace_figure(series, target_colours(order, drawn), output=args.output)
+        title = f"{args.case} / {args.input}: {args.output}, eager against each target"
+        figure, _ = trace_figure(series, target_colours(order, drawn), output=args.output, title=title)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise _Fail(f"{args.report}: malformed traces for {key} ({type(exc).__name__}: {exc})") from None
     out = Path(args.out)

@@ -5,6 +5,7 @@ truth about files it did not make)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -296,6 +297,9 @@ def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, t
             entry.append(more.strip())
         assert headline in " ".join(entry), entry
     assert "reads the streaming state cache" in text
+    # the localised hypothesis failure keeps hypothesis's own notes: the example in one line, the blob
+    assert re.search(r"calls=<\d+ calls of \(\([\d, ]+\) float32\), peak \|x\| [\d.e+-]+>", text), text
+    assert "@reproduce_failure(" in text
     located = json.loads((tmp_path / "report" / "conformance.json").read_text())["localizations"]
     assert located["cached_conv/onnx/noise_stream"]["first_divergence"]["module"] == "conv", located.keys()
     page = (tmp_path / "report" / "conformance.html").read_text()

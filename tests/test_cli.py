@@ -165,6 +165,7 @@ def test_plot_writes_one_svg_file_of_the_traced_output(tmp_path):
     assert done.returncode == 0, done.stderr
     svg = out.read_text()
     assert svg.startswith("<svg xmlns=") and "onnx" in svg and "|pitch - eager|" in svg
+    assert "pesto / c4_sine: pitch, eager against each target" in svg
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,11 @@ def test_plot_writes_one_svg_file_of_the_traced_output(tmp_path):
         ),
         ("--case", "pestoo", "no per-call traces of case 'pestoo' (traces are recorded for streaming cases"),
         ("--input", "c5_sine", "no input of pesto named 'c5_sine'"),
-        ("--output", "pitches", "no output named 'pitches' (traced for pesto/c4_sine: pitch)"),
+        (
+            "--output",
+            "pitches",
+            "no output named 'pitches' (traced for pesto/c4_sine, outputs with one value per call: pitch)",
+        ),
     ],
 )
 def test_plot_rejects_an_unknown_name_with_the_known_ones(tmp_path, option, value, known):

@@ -238,7 +238,10 @@ class CellContext:
             if located is None:
                 raise
             self.record.localization = located
-            raise ConformanceFailure(f"{exc}\n{located['text']}") from None
+            located_failure = ConformanceFailure(f"{exc}\n{located['text']}")
+            for note in getattr(exc, "__notes__", ()):  # hypothesis's failing example and its reproduce blob
+                located_failure.add_note(note)
+            raise located_failure from None
 
     def _localize(self, calls: Any = None) -> dict[str, Any] | None:
         """Where the export leaves eager, for a failing cell of a suite that compares outputs:
