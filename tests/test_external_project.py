@@ -140,6 +140,18 @@ def test_suites_collected_without_any_case_say_so(tmp_path):
     assert "no cases are configured" in result.stdout + result.stderr
 
 
+def test_cases_configured_but_nothing_collected_point_at_the_suites(tmp_path):
+    """A bare ``pytest`` in a project whose ini names its cases collects nothing (the suites ship
+    with the plugin): say how to run them; a project with its own tests is not told every run."""
+    project = _project(tmp_path)
+    bare = _run(project, "-m", "pytest", "-p", "no:cacheprovider", "-q")
+    assert bare.returncode == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert "conformance_case_modules: extcases" in bare.stdout and "pytest --pyargs suites" in bare.stdout
+    (project / "test_own.py").write_text("def test_own():\n    pass\n")
+    own = _run(project, "-m", "pytest", "-p", "no:cacheprovider", "-q")
+    assert own.returncode == 0 and "--pyargs suites" not in own.stdout
+
+
 def test_a_project_that_does_not_use_conformance_is_left_alone(tmp_path):
     project = tmp_path / "unrelated"
     (project / "fixtures").mkdir(parents=True)

@@ -40,6 +40,7 @@ GENERATED_KEY = pytest.StashKey[set]()
 ORPHANS_KEY = pytest.StashKey[bool]()
 ORPHAN_LIST_KEY = pytest.StashKey[list]()
 MARKER_PROBLEMS_KEY = pytest.StashKey[list]()
+NOTHING_COLLECTED_KEY = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -168,6 +169,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if config.stash.get(NOTHING_COLLECTED_KEY, False):
+        modules = ", ".join(config.getini("conformance_case_modules")) or "none"
+        terminalreporter.write_line(
+            f"export-conformance: cases are configured (conformance_case_modules: {modules}) but no test "
+            "was collected: the conformance suites ship with the plugin, run them with "
+            "`pytest --pyargs suites`",
+            yellow=True,
+        )
     orphans = config.stash.get(ORPHAN_LIST_KEY, [])
     if orphans:
         terminalreporter.section("golden snapshots that belong to no cell")
@@ -268,6 +277,7 @@ def pytest_collection_modifyitems(
     Staleness is judged against every cell generated for the collected suite functions (before
     ``-k`` or node-id selection), so selecting a subset never makes a declaration look stale.
     """
+    config.stash[NOTHING_COLLECTED_KEY] = not items
     marker_problems = config.stash.get(MARKER_PROBLEMS_KEY, [])
     if marker_problems:
         raise pytest.UsageError("conformance markers:\n  " + "\n  ".join(marker_problems))
