@@ -66,6 +66,16 @@ def test_charts_are_valid_svg_with_gaps_round_ticks_and_no_ids():
     assert "3.00x (0.67 ms)" in bars.svg() and xml.dom.minidom.parseString(bars.svg())
 
 
+def test_a_target_not_finite_where_eager_is_shows_at_the_top_of_the_error_panel():
+    """Traces store null for a value that was not finite: where eager's is finite, that is the
+    worst disagreement (PESTO's NaN frames), never a gap like a call both sides lack."""
+    series = {"eager": [1.0, 2.0, None, 4.0], "onnx": [1.0, None, None, 4.5]}
+    fig, notes = trace_figure(series, target_colours(["eager", "onnx"]), output="pitch")
+    errors = fig.panels[1].lines[0].values
+    assert errors[1] == fig.panels[1].ylim[1] and math.isnan(errors[2])  # top; both missing: a gap
+    assert "onnx: not finite at 1 call where eager is finite" in " ".join(notes)
+
+
 def test_silent_input_keeps_a_noise_floor_instead_of_autoscaling():
     series = {"eager": [1e-13, -2e-13, 0.0], "onnx": [1e-13, -2e-13, 3e-14]}
     fig, notes = trace_figure(series, target_colours(["eager", "onnx"]), output="prob")

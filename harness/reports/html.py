@@ -109,12 +109,24 @@ def trace_figure(
         top_range = (low - pad, high + pad)
     floor = max(ERROR_FLOOR, ERROR_FLOOR_RELATIVE * scale)
     highest = 0.0
-    error_lines = []
+    target_errors = []
     for line in lines[1:] if lines and lines[0].label == EAGER else lines:
-        errors = [abs(a - e) for a, e in zip(line.values, eager)]
-        highest = max([highest, *(e for e in errors if not math.isnan(e))])
-        clamped = [max(e, floor) if not math.isnan(e) else math.nan for e in errors]
-        error_lines.append(Line(None, clamped, line.colour, width=1.5, marker=3.5))
+        # a trace holds a value per call, null where it was not finite: a target that is not
+        # finite where eager is has an infinite error, drawn at the top of the error panel
+        errors = [math.nan if math.isnan(e) else math.inf if math.isnan(a) else abs(a - e) for a, e in zip(line.values, eager)]  # fmt: skip
+        highest = max([highest, *(e for e in errors if math.isfinite(e))])
+        broken = sum(math.isinf(e) for e in errors)
+        if broken:
+            notes.append(
+                f"{line.label}: not finite at {broken} call{'s' if broken != 1 else ''} where eager is finite "
+                "(drawn at the top of the error panel)"
+            )
+        target_errors.append((line, errors))
+    ceiling = max(highest, floor) * 10
+    error_lines = [
+        Line(None, [e if math.isnan(e) else min(max(e, floor), ceiling) for e in errors], line.colour, width=1.5, marker=3.5)
+        for line, errors in target_errors
+    ]  # fmt: skip
     if highest < floor:
         notes.append(f"|{output} - eager|: every error below noise floor (< {floor:.0e})")
     shade = Band(floor / 10, floor, "#dddddd", f"below noise floor (< {floor:.0e})")
@@ -123,7 +135,7 @@ def trace_figure(
             Panel(lines, top_range, ylabel=output),
             Panel(
                 error_lines,
-                (floor / 10, max(highest, floor) * 10),
+                (floor / 10, ceiling),
                 log=True,
                 ylabel=f"|{output} - eager|",
                 band=shade,
