@@ -131,6 +131,13 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
     bad = _run(project, "-m", "harness", "check", "outside_scorer", f"--artifact=onnx={changed}", "-k", "not golden")
     assert bad.returncode == 1, bad.stdout[-3000:]
     assert "cells on your files did not pass" in bad.stdout
+    # on workers the benchmarks time nothing: a skipped benchmark is no verdict on a good file
+    workers = _run(
+        project, "-m", "harness", "check", "outside_scorer", f"--artifact=onnx={path}", "--workers", "2",
+        "-k", "benchmark or equivalence",
+    )  # fmt: skip
+    assert workers.returncode == 0, workers.stdout[-3000:]
+    assert "times nothing under xdist" in workers.stdout and "every cell on your files passed" in workers.stdout
 
 
 def test_suites_collected_without_any_case_say_so(tmp_path):
