@@ -86,6 +86,16 @@ def test_audit_tells_a_write_from_a_change_and_ignores_buffers_only_read():
         module.count, torch.zeros(1)
     )  # put back
 
+    class LazyScale(torch.nn.Module):  # registers a buffer on its first call (lazy initialisation)
+        def forward(self, x):
+            if not hasattr(self, "scale"):
+                self.register_buffer("scale", x.abs().max().reshape(1))
+            return x / self.scale
+
+    lazy = LazyScale()
+    assert audit_state(lazy, (torch.ones(4),)) == []  # no error, and no state carried over
+    assert not hasattr(lazy, "scale")  # left as it was: the next call initialises from its own input
+
 
 def test_lifted_state_computes_what_the_stateful_module_computes():
     case, module, calls, names = _setup("lstm_stream")

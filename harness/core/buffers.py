@@ -25,10 +25,14 @@ def restore_buffers(module: torch.nn.Module, snapshot: dict[str, torch.Tensor]) 
 
 @contextlib.contextmanager
 def preserved_buffers(module: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Run a block that may advance the module's state; its buffers are put back afterwards.
-    Yields the snapshot taken on entry (the state the block started from)."""
+    """Run a block that may advance the module's state; its buffers are put back afterwards, and
+    buffers the block registered (a lazy initialisation) are removed. Yields the snapshot taken on
+    entry (the state the block started from)."""
     initial = buffer_snapshot(module)
     try:
         yield initial
     finally:
         restore_buffers(module, initial)
+        for name in [n for n, _ in module.named_buffers() if n not in initial]:  # registered in the block
+            owner, _, attribute = name.rpartition(".")
+            delattr(module.get_submodule(owner) if owner else module, attribute)

@@ -82,8 +82,9 @@ def audit_state(module: nn.Module, example_inputs: Sequence[torch.Tensor]) -> li
         with recorder:
             module(*example_inputs)
         after = dict(module.named_buffers())
-        reassigned = {name for name, value in after.items() if buffers.get(name) is not value}
-        changed = {name for name, value in after.items() if not torch.equal(value, initial[name])}
+        # buffers forward registers anew are not state it carries between calls: only known names
+        reassigned = {name for name in buffers if after.get(name) is not buffers[name]}
+        changed = {name for name in buffers if name in after and not torch.equal(after[name], initial[name])}
     written = recorder.written | reassigned
     return [
         StateBuffer(
