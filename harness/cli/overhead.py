@@ -164,8 +164,9 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     start = time.process_time()  # eager's reference: what every target is judged against
     for calls in [*inputs.values(), *generated]:
         run_module(module, calls, case=case)
-    if case.streaming is not None:
-        run_module(module, [whole_signal(case, primary)])  # the offline reference
+    if case.streaming is not None:  # the offline reference: the case's whole-signal model, if it declares one
+        offline = case.streaming.offline().eval() if case.streaming.offline is not None else module
+        run_module(offline, [whole_signal(case, primary)])
     figures[EAGER_REFERENCE] = time.process_time() - start
     return {"case": case_name, "tier": tier, "examples": len(generated), "per_target_cpu_s": figures}
 
