@@ -180,7 +180,7 @@ def _check(args: argparse.Namespace) -> int:
     describe the harness's own exports and are not applied; any cell on the user's file that
     is not a pass (or a check that does not apply) makes the exit status non-zero."""
     case = _case(args.case).name
-    pytest_args = ["--pyargs", "suites"]
+    pytest_args = ["--pyargs", "harness.suites"]
     artifact_targets = []
     for value in args.artifact:
         target, sep, path = value.partition("=")

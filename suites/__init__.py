@@ -1,1 +1,1 @@
-"""Conformance suites, generated from the case registry (run them with ``pytest --pyargs suites``)."""
+"""Conformance suites, generated from the case registry (run them with ``pytest --pyargs harness.suites``)."""

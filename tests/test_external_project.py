@@ -103,7 +103,7 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
     assert "outside_scorer" in listed.stdout and "outside_vad" in listed.stdout
 
     suites = _run(
-        project, "-m", "pytest", "--pyargs", "suites", "-p", "no:cacheprovider", "-q",
+        project, "-m", "pytest", "--pyargs", "harness.suites", "-p", "no:cacheprovider", "-q",
         "--conformance-targets=eager,onnx", "-k", "not benchmark and not golden",
     )
     assert suites.returncode == 0, suites.stdout[-3000:]
@@ -142,7 +142,7 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
 
 def test_suites_collected_without_any_case_say_so(tmp_path):
     project = _project(tmp_path, ini="[pytest]\n")
-    result = _run(project, "-m", "pytest", "--pyargs", "suites", "-p", "no:cacheprovider", "-q")
+    result = _run(project, "-m", "pytest", "--pyargs", "harness.suites", "-p", "no:cacheprovider", "-q")
     assert result.returncode != 0
     assert "no cases are configured" in result.stdout + result.stderr
 
@@ -153,10 +153,10 @@ def test_cases_configured_but_nothing_collected_point_at_the_suites(tmp_path):
     project = _project(tmp_path)
     bare = _run(project, "-m", "pytest", "-p", "no:cacheprovider", "-q")
     assert bare.returncode == pytest.ExitCode.NO_TESTS_COLLECTED
-    assert "conformance_case_modules: extcases" in bare.stdout and "pytest --pyargs suites" in bare.stdout
+    assert "conformance_case_modules: extcases" in bare.stdout and "pytest --pyargs harness.suites" in bare.stdout
     (project / "test_own.py").write_text("def test_own():\n    pass\n")
     own = _run(project, "-m", "pytest", "-p", "no:cacheprovider", "-q")
-    assert own.returncode == 0 and "--pyargs suites" not in own.stdout
+    assert own.returncode == 0 and "--pyargs harness.suites" not in own.stdout
 
 
 def test_a_project_that_does_not_use_conformance_is_left_alone(tmp_path):

@@ -139,7 +139,7 @@ def test_hand_edited_snapshot_fails_with_a_readable_diff_and_is_not_rewritten(in
     (snapshot,) = (pytester.path / "golden" / "snapshots").rglob("*.npz")
     assert (snapshot.parent / (snapshot.name + ".json")).is_file()
     # one folder whatever file imports the suite (here test_suites.py), so `pytest`, `pytest
-    # --pyargs suites` and `export-conformance check` find the same snapshots
+    # --pyargs harness.suites` and `export-conformance check` find the same snapshots
     assert snapshot.parent.name == "test_golden", snapshot
     with np.load(snapshot) as stored:
         data = {k: stored[k] for k in stored.files}

@@ -170,7 +170,7 @@ def _run(project: pytest.Pytester, targets: str, *args: str) -> pytest.RunResult
 
 
 def test_a_users_target_runs_every_suite_and_passes(project):
-    result = _run(project, "eager,my-script", "--pyargs", "suites", "-k", "user_scorer and not benchmark and not golden")
+    result = _run(project, "eager,my-script", "--pyargs", "harness.suites", "-k", "user_scorer and not benchmark and not golden")
     outcomes = result.parseoutcomes()
     assert result.ret == 0, result.stdout.str()[-3000:]
     matrix = result.stdout.str().split("conformance matrix")[1]
@@ -181,7 +181,7 @@ def test_a_users_target_runs_every_suite_and_passes(project):
 
 
 def test_a_fault_in_a_users_runtime_is_a_mismatch_in_the_equivalence_cell(project):
-    result = _run(project, "eager,my-script-scaled", "--pyargs", "suites.test_outputs", "-k", "user_scorer")
+    result = _run(project, "eager,my-script-scaled", "--pyargs", "harness.suites.test_outputs", "-k", "user_scorer")
     outcomes = result.parseoutcomes()
     out = result.stdout.str()
     assert outcomes.get("failed") == 1 and not outcomes.get("errors"), out[-3000:]
@@ -200,11 +200,11 @@ def test_a_users_file_is_adopted_by_the_users_target(project):
     assert exported.ret == 0, exported.stderr.str()
     path = project.path / exported.stdout.lines[-1].strip()
     assert path.is_file(), exported.stdout.str()
-    good = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={path}")
+    good = _run(project, "eager,my-script", "--pyargs", "harness.suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={path}")
     assert good.ret == 0, good.stdout.str()[-3000:]
     wrong = project.path / "wrong.script.pt"
     wrong.write_text("not a model\n")
-    bad = _run(project, "eager,my-script", "--pyargs", "suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={wrong}")
+    bad = _run(project, "eager,my-script", "--pyargs", "harness.suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={wrong}")
     said = bad.stdout.str() + bad.stderr.str()
     assert bad.ret != 0 and f"{wrong}: not a loadable my-script artifact" in said, said[-3000:]
 
@@ -214,7 +214,7 @@ def test_a_users_runtime_whose_reset_does_not_reset_is_caught_where_the_suites_s
     keeps the state fails stream-reset and determinism (naming reset), while its first run, as
     loaded, still matches eager; a runtime that reloads on reset passes every streaming cell."""
     result = _run(
-        project, "eager,my-script,my-script-reloading", "--pyargs", "suites.test_streaming", "suites.test_outputs",
+        project, "eager,my-script,my-script-reloading", "--pyargs", "harness.suites.test_streaming", "harness.suites.test_outputs",
         "-k", "user_counter",
     )
     out = result.stdout.str()

@@ -95,7 +95,7 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
         )
 
     #: One folder for every project's golden cells, whatever file imports the suite (a project's
-    #: own test_conformance.py, ``pytest --pyargs suites`` and ``export-conformance check`` agree).
+    #: own test_conformance.py, ``pytest --pyargs harness.suites`` and ``export-conformance check`` agree).
     FOLDER: ClassVar[str] = "test_golden"
 
     @classmethod

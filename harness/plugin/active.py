@@ -174,7 +174,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(
             f"export-conformance: cases are configured (conformance_case_modules: {modules}) but no test "
             "was collected: the conformance suites ship with the plugin, run them with "
-            "`pytest --pyargs suites`",
+            "`pytest --pyargs harness.suites`",
             yellow=True,
         )
     orphans = config.stash.get(ORPHAN_LIST_KEY, [])
