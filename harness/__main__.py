@@ -195,12 +195,17 @@ def _check(args: argparse.Namespace) -> int:
         pytest_args.append(f"--conformance-targets={targets_option}")
     if args.workers > 1:
         pytest_args += ["-n", str(args.workers)]
+    if args.export_cache_dir:
+        pytest_args.append(f"--conformance-export-cache-dir={Path(args.export_cache_dir).resolve()}")
+    # What a person reads: the matrix and one line per cell that did not pass; pytest's own
+    # progress, warnings and tracebacks only with -v (the JSON report keeps every reason whole).
+    pytest_args += ["-v", "--tb=short"] if args.verbose else ["-q", "--tb=no", "--disable-warnings", "-W", "ignore::DeprecationWarning"]
     # The case modules were imported above to check the names; pytest would warn that it cannot
     # rewrite the asserts of plugins they imported first (hypothesis), which is no problem here.
     pytest_args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     import pytest
 
-    status = int(pytest.main(pytest_args + ["-q", *_pytest_selection(case, args.pytest_args)]))
+    status = int(pytest.main(pytest_args + _pytest_selection(case, args.pytest_args)))
     # a misfit file (or any other usage error pytest printed) is this command's usage error
     return 2 if status == pytest.ExitCode.USAGE_ERROR else status
 
@@ -218,7 +223,9 @@ def _localize(args: argparse.Namespace) -> int:
     if args.input is not None:
         _known("input", args.input, case.inputs)
     root, options = project_config()
-    cache_root = (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
+    cache_root = Path(args.export_cache_dir) if args.export_cache_dir else (
+        (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
+    )
     try:
         with quiet_torch(), Steps(args.where, 2) as steps:
             if args.artifact:

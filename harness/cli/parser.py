@@ -15,6 +15,7 @@ from typing import Any
 __all__ = ["build_parser"]
 
 _MODULE_PROG = "python -m harness"
+_CACHE_HELP = "the export cache folder (default: the ini's conformance_export_cache, else .export-cache beside it)"
 _SCRIPT_PROG = "export-conformance"
 
 
@@ -90,7 +91,8 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
         "yours is joined to the case's with 'and'.",
         "pesto -- -x -k equivalence",
         allow_abbrev=False,
-        usage="%(prog)s [-h] [--artifact TARGET=PATH] [--targets T1,T2] [--workers N] CASE [-- PYTEST_ARG ...]",
+        usage="%(prog)s [-h] [-v] [--artifact TARGET=PATH] [--targets T1,T2] [--workers N] "
+        "[--export-cache-dir DIR] CASE [-- PYTEST_ARG ...]",
     )
     check.add_argument("case", metavar="CASE", help=case_help)
     check.add_argument(
@@ -99,6 +101,12 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
     )
     check.add_argument("--targets", default=None, metavar="T1,T2", help="only these targets (comma-separated)")
     check.add_argument("--workers", type=int, default=1, metavar="N", help="pytest-xdist workers (default: 1)")
+    check.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="pytest's own report too: every test and the failures' tracebacks (by default the matrix and "
+        "one line per cell that did not pass)",
+    )
+    check.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
     where = _subcommand(
         commands, "localize", run["localize"], "name the first module where a target's run leaves eager's",
         "Run the case on eager with a hook on every module and on the target with its intermediate "
@@ -113,6 +121,7 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
     where.add_argument("--chunk", type=int, default=None, metavar="N", help="0-based call to localise (default: the first failing)")
     where.add_argument("--brief", action="store_true", help="the headline only, no per-module table")
     where.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    where.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
     readme = _subcommand(
         commands, "readme", run["readme"], "copy the last run's Markdown matrix into the README",
         "Replace the text between <!-- BLOCK:start --> and <!-- BLOCK:end --> in the README with the "

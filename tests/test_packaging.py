@@ -1,0 +1,194 @@
+"""The distribution as users install it, not the editable clone: the sdist and the wheel that
+``python -m build`` makes from the tracked files, checked by twine and check-wheel-contents,
+then the wheel installed (not editable) into a fresh venv outside the repository and used there
+by an unrelated project, by a project with its own case, and through the console script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+
+CASE_MODULE = '''
+import torch
+from torch import nn
+from harness import ModelCase, register, tol
+
+
+class Scorer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+register(ModelCase(
+    name="wheel_scorer",
+    build=lambda: Scorer().eval(),
+    example_inputs=lambda: (torch.zeros(2, 8),),
+    input_names=("x",), output_names=("scores",),
+    inputs={"ramp": lambda: [(torch.linspace(-2, 2, 16).reshape(2, 8),)]},
+    tolerance={"default": tol(1e-4, 1e-4)},
+))
+'''
+
+SCALE_WEIGHTS = """
+import sys, torch
+module = torch.jit.load(sys.argv[1])
+with torch.no_grad():
+    for p in module.parameters():
+        p.mul_(1.02)
+module.save(sys.argv[2])
+"""
+
+
+def _tracked_files(into: Path) -> Path:
+    """The files a clean clone has (tracked, or new and not ignored), copied to ``into``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+    return into
+
+
+def _build(tmp: Path) -> tuple[Path, Path]:
+    source = _tracked_files(tmp / "source")
+    dist = tmp / "dist"
+    # the sdist first, then the wheel built from the unpacked sdist: a file the sdist lacks fails here
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (wheel,) = dist.glob("*.whl")
+    (sdist,) = dist.glob("*.tar.gz")
+    return wheel, sdist
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return _build(tmp_path_factory.mktemp("packaging"))
+
+
+def _clean_env() -> dict[str, str]:
+    """Nothing of this run: no PYTHONPATH, not an xdist worker, no venv of ours, a known width."""
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("PYTEST_", "COV_"))}
+    env["COLUMNS"] = "120"
+    return env
+
+
+def _run(cwd: Path, *args: str | Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_the_distributions_pass_twine_and_check_wheel_contents(dist):
+    wheel, sdist = dist
+    twine = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)], capture_output=True, text=True)
+    assert twine.returncode == 0, twine.stdout + twine.stderr
+    contents = subprocess.run([sys.executable, "-m", "check_wheel_contents", str(wheel)], capture_output=True, text=True)
+    assert contents.returncode == 0, contents.stdout + contents.stderr
+
+
+def test_the_wheel_holds_the_library_and_the_suites_under_one_package_and_nothing_of_the_repository(dist):
+    wheel, sdist = dist
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {str(p.relative_to(REPO)) for p in (REPO / "harness").rglob("*.py")}
+    expected |= {f"harness/suites/{p.name}" for p in (REPO / "suites").glob("*.py")}
+    expected |= {"harness/py.typed", *(str(p.relative_to(REPO)) for p in (REPO / "harness" / "templates").iterdir())}
+    assert expected - names == set(), "the wheel lacks these files of the library"
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"harness"}, "one import package of ours: no fixtures, suites or tests of the repository"
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "export_conformance = harness.plugin" in text and "export-conformance = harness.__main__:console" in text
+    # the sdist is the repository: its self-tests, cases and golden files can run from it
+    with tarfile.open(sdist) as archive:
+        members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for needed in ("tests/test_packaging.py", "fixtures/pesto_pitch.py", "golden/conformance-baseline.json", "tox.ini", "conftest.py"):
+        assert needed in members, needed
+
+
+def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
+    """One venv (installing torch takes most of a minute): an unrelated project, a project with
+    its own case through the installed suites, and ``export-conformance list / export / check``."""
+    wheel, _ = dist
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=_clean_env())
+    python = venv / "bin" / "python"
+    installed = _run(tmp_path, python, "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    where = _run(tmp_path, python, "-c", "import harness, importlib.util as u; print(harness.__file__); "
+                 "print(u.find_spec('fixtures'), u.find_spec('suites'))")  # fmt: skip
+    assert where.stdout.splitlines() == [str(venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "harness" / "__init__.py"), "None None"], where.stdout + where.stderr
+
+    # An unrelated project, with packages of its own named fixtures and suites: the plugin is inert
+    # and silent, imports nothing heavy, and shadows nothing of theirs.
+    unrelated = tmp_path / "unrelated"
+    for package in ("fixtures", "suites"):
+        (unrelated / package).mkdir(parents=True)
+        (unrelated / package / "__init__.py").write_text(f"OWNER = 'theirs: {package}'\n")
+    (unrelated / "test_theirs.py").write_text(
+        "import sys\nimport fixtures, suites\n\n\ndef test_theirs():\n"
+        "    assert fixtures.OWNER == 'theirs: fixtures' and suites.OWNER == 'theirs: suites'\n"
+        "    assert 'torch' not in sys.modules\n"
+    )
+    theirs = _run(unrelated, python, "-m", "pytest", "-p", "no:cacheprovider", "-q")
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+    assert "1 passed" in theirs.stdout and "conformance" not in theirs.stdout.lower()
+
+    # A project with its own case, through the installed suites.
+    project = tmp_path / "their-project"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\nconformance_case_modules = theircases\n")
+    (project / "theircases.py").write_text(CASE_MODULE)
+    suites = ("-m", "pytest", "--pyargs", "harness.suites", "-p", "no:cacheprovider", "-q", "--conformance-targets=eager,torchscript")
+    recorded = _run(project, python, *suites, "-k", "golden", "--snapshot-update")
+    assert recorded.returncode == 0, recorded.stdout[-3000:] + recorded.stderr[-3000:]
+    matrix = _run(project, python, *suites)
+    assert matrix.returncode == 0, matrix.stdout[-3000:] + matrix.stderr[-3000:]
+    table = matrix.stdout.split("conformance matrix")[1].split("\nsuites:")[0]
+    rows = [line for line in table.splitlines() if line.startswith("wheel_scorer")]
+    assert [row.split()[1] for row in rows] == ["eager", "torchscript"], table
+    assert all("FAIL" not in row and "ERR" not in row for row in rows), table
+    assert (project / "golden" / "snapshots" / "test_golden").is_dir()
+
+    # The console script: list, export, and check gating a good and a changed file.
+    script = venv / "bin" / "export-conformance"
+    listed = _run(project, script, "list")
+    assert listed.returncode == 0 and "wheel_scorer" in listed.stdout, listed.stdout + listed.stderr
+    exported = _run(project, script, "export", "wheel_scorer", "torchscript", "out")
+    assert exported.returncode == 0, exported.stderr
+    good = project / exported.stdout.strip().splitlines()[-1]
+    changed = project / "mine" / "scorer.ts.pt"
+    changed.parent.mkdir()
+    scaled = _run(project, python, "-c", SCALE_WEIGHTS, good, changed)
+    assert scaled.returncode == 0, scaled.stderr
+    cache = tmp_path / "their-cache"
+    shutil.rmtree(project / ".export-cache")  # the suites' run above used the default folder
+    passed = _run(project, script, "check", "wheel_scorer", f"--artifact=torchscript={good}", f"--export-cache-dir={cache}")
+    assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
+    assert "every cell on your files passed" in passed.stdout
+    assert not (project / ".export-cache").exists() and cache.is_dir(), "check honours --export-cache-dir"
+    failed = _run(project, script, "check", "wheel_scorer", f"--artifact=torchscript={changed}", f"--export-cache-dir={cache}")
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "cells on your files did not pass" in failed.stdout and "Traceback" not in failed.stdout + failed.stderr
