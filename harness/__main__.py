@@ -97,7 +97,6 @@ def _load_cases() -> None:
         )
 
 
-
 def _known(kind: str, name: str, known: Iterable[str], where: str = "known") -> str:
     """``name`` if it is one of ``known``; otherwise fail naming every known one."""
     known = list(known)
@@ -199,7 +198,11 @@ def _check(args: argparse.Namespace) -> int:
         pytest_args.append(f"--conformance-export-cache-dir={Path(args.export_cache_dir).resolve()}")
     # What a person reads: the matrix and one line per cell that did not pass; pytest's own
     # progress, warnings and tracebacks only with -v (the JSON report keeps every reason whole).
-    pytest_args += ["-v", "--tb=short"] if args.verbose else ["-q", "--tb=no", "--disable-warnings", "-W", "ignore::DeprecationWarning"]
+    pytest_args += (
+        ["-v", "--tb=short"]
+        if args.verbose
+        else ["-q", "--tb=no", "--disable-warnings", "-W", "ignore::DeprecationWarning"]
+    )
     # The case modules were imported above to check the names; pytest would warn that it cannot
     # rewrite the asserts of plugins they imported first (hypothesis), which is no problem here.
     pytest_args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
@@ -223,8 +226,12 @@ def _localize(args: argparse.Namespace) -> int:
     if args.input is not None:
         _known("input", args.input, case.inputs)
     root, options = project_config()
-    cache_root = Path(args.export_cache_dir) if args.export_cache_dir else (
-        (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
+    cache_root = (
+        Path(args.export_cache_dir)
+        if args.export_cache_dir
+        else (
+            (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
+        )
     )
     try:
         with quiet_torch(), Steps(args.where, 2) as steps:
@@ -369,8 +376,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from .cli.parser import build_parser as build
 
     commands = {
-        "list": _list, "export": _export, "check": _check, "localize": _localize,
-        "readme": _readme, "merge": _merge, "plot": _plot, "overhead": _overhead,
+        "list": _list,
+        "export": _export,
+        "check": _check,
+        "localize": _localize,
+        "readme": _readme,
+        "merge": _merge,
+        "plot": _plot,
+        "overhead": _overhead,
     }
     return build(commands, prog)
 

@@ -18,7 +18,14 @@ def pitch_figures(expected_cents_or_semitones: np.ndarray, actual: np.ndarray) -
     e = np.asarray(expected_cents_or_semitones, dtype=np.float64) * 100.0
     a = np.asarray(actual, dtype=np.float64) * 100.0
     if e.size == 0:
-        return {"rpa": 1.0, "rca": 1.0, "octave_rate": 0.0, "p95_cents": 0.0, "median_cents": 0.0, "max_cents": 0.0}
+        return {
+            "rpa": 1.0,
+            "rca": 1.0,
+            "octave_rate": 0.0,
+            "p95_cents": 0.0,
+            "median_cents": 0.0,
+            "max_cents": 0.0,
+        }
     finite = np.isfinite(a)
     error = np.where(finite, np.abs(a - e), np.inf)
     chroma = np.where(finite, np.abs((a - e + 600.0) % 1200.0 - 600.0), np.inf)
@@ -126,7 +133,10 @@ def log_spectral_distance(
         return value, figures
 
     return Metric(
-        name=f"multi-resolution log-spectral distance of {output}", unit="dB", compute=compute, threshold=threshold
+        name=f"multi-resolution log-spectral distance of {output}",
+        unit="dB",
+        compute=compute,
+        threshold=threshold,
     )
 
 

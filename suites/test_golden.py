@@ -29,7 +29,9 @@ def _assert_matches_snapshot(conformance, snapshot, outputs) -> None:
     # target's contract is the task metric
     extension = tensor_snapshot_extension(conformance.judge(reference="snapshot"), conformance.golden_root())
     # a mismatch is a verdict on the export (fail, localised), never a harness error
-    conformance.verdict(snapshot_verdict(snapshot.use_extension(extension), TensorSnapshot(outputs, provenance)))
+    conformance.verdict(
+        snapshot_verdict(snapshot.use_extension(extension), TensorSnapshot(outputs, provenance))
+    )
 
 
 @pytest.mark.conformance("golden", targets=("eager",))

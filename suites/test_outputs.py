@@ -41,4 +41,6 @@ def test_determinism(conformance):
 @pytest.mark.conformance("batch-consistency")
 def test_batch_consistency(conformance):
     """Per-sample outputs are the same at batch 1 and at the case's batch size."""
-    conformance.verdict(check_batch_consistency(conformance.target, conformance.runner(), conformance.eager()))
+    conformance.verdict(
+        check_batch_consistency(conformance.target, conformance.runner(), conformance.eager())
+    )

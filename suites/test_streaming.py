@@ -27,7 +27,9 @@ def test_stream_continuity(conformance):
     """Fed chunk by chunk, the export matches eager fed the same chunks; names the first bad chunk."""
     conformance.state_names()  # recorded for the report's state audit
     conformance.verdict(
-        check_continuity(conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run())
+        check_continuity(
+            conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run()
+        )
     )
 
 
@@ -35,7 +37,9 @@ def test_stream_continuity(conformance):
 def test_stream_offline(conformance):
     """Streamed output matches whole-signal output after the warm-up frames."""
     conformance.verdict(
-        check_offline(conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run())
+        check_offline(
+            conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run()
+        )
     )
 
 
@@ -43,7 +47,9 @@ def test_stream_offline(conformance):
 def test_stream_chunks(conformance):
     """Every chunk size the case admits gives the same frames."""
     conformance.verdict(
-        check_chunk_sizes(conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run())
+        check_chunk_sizes(
+            conformance.target, conformance.runner(), conformance.eager(), actual=conformance.target_run()
+        )
     )
 
 
@@ -52,7 +58,9 @@ def test_stream_reset(conformance):
     """reset() returns to the initial state: a replay is identical to the first run."""
     fresh = conformance.fresh_run()  # the run every check on this input shares, and its replay
     replay, _ = fresh.replay()
-    conformance.verdict(check_reset(conformance.target, None, conformance.eager(), first=fresh.first, replay=replay))
+    conformance.verdict(
+        check_reset(conformance.target, None, conformance.eager(), first=fresh.first, replay=replay)
+    )
 
 
 @pytest.mark.conformance("stream-batch")
@@ -72,5 +80,7 @@ def test_stream_initial(conformance):
     fresh = conformance.fresh_run()
     start = fresh.replay()[1] if fresh.first.states else None  # the state reset() returns to, where readable
     conformance.verdict(
-        check_initial_state(conformance.target, None, conformance.eager(), first=fresh.first, start_state=start)
+        check_initial_state(
+            conformance.target, None, conformance.eager(), first=fresh.first, start_state=start
+        )
     )

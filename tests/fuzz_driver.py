@@ -27,7 +27,11 @@ def main(case_name: str, target_name: str, path: str, work: str) -> None:
             actual = run_calls(runner, calls, case.output_names, threading=threading)
             expected = eager_outputs(case.build(), calls, case.output_names, threading=threading)
             verdict = check_equivalence(case, target_name, expected, actual)
-        print(json.dumps({"outcome": "verdict-pass" if verdict else "verdict-fail", "message": verdict.summary()}))
+        print(
+            json.dumps(
+                {"outcome": "verdict-pass" if verdict else "verdict-fail", "message": verdict.summary()}
+            )
+        )
     except harness.ArtifactError as exc:
         print(json.dumps({"outcome": "artifact-error", "message": str(exc)}))
     except (TargetRunError, InputSignatureError) as exc:

@@ -51,7 +51,9 @@ def test_each_runtime_keeps_the_streaming_state(export_cache, f32, target_name, 
     artifact = export_cache.get(case, target)
     with target.load(artifact) as runner:
         assert check_continuity(target_name, runner, eager_reference(case, calls, names, module=module))
-        assert check_initial_state(target_name, target.load(artifact), eager_reference(case, calls, names, module=module))
+        assert check_initial_state(
+            target_name, target.load(artifact), eager_reference(case, calls, names, module=module)
+        )
         if target_name == "openvino":  # OpenVINO's variables are readable, under the buffers' names
             runner.reset()
             assert set(runner.state()) == set(names)
@@ -80,11 +82,15 @@ def test_a_weight_fault_is_not_called_a_state_fault(tmp_path, f32, target_name):
         result = check_continuity(target_name, runner, eager_reference(case, calls, names, module=module))
     assert not result
     # wrong from the first chunk on, and no state hypothesis (dropped, advanced, swapped) fits
-    assert result.diagnosis.startswith("outputs diverge from eager at chunk 0 (features: MISMATCH"), result.diagnosis
+    assert result.diagnosis.startswith("outputs diverge from eager at chunk 0 (features: MISMATCH"), (
+        result.diagnosis
+    )
     assert "no state hypothesis" in result.report() and not result.diagnosis.startswith("state")
 
 
-def test_an_ir_converted_from_the_plain_onnx_export_is_diagnosed_as_state_dropped(export_cache, tmp_path, f32):
+def test_an_ir_converted_from_the_plain_onnx_export_is_diagnosed_as_state_dropped(
+    export_cache, tmp_path, f32
+):
     """A user's IR made the usual way (plain ONNX export, convert_model): the cache write is
     gone, and the harness says so, not 'outputs differ'."""
     import openvino as ov
@@ -98,7 +104,9 @@ def test_an_ir_converted_from_the_plain_onnx_export_is_diagnosed_as_state_droppe
     with harness.target("openvino").load(artifact) as runner:
         result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
     assert not result
-    assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of"), result.diagnosis
+    assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of"), (
+        result.diagnosis
+    )
 
 
 def test_a_users_onnx_file_runs_on_openvino_its_lifted_state_made_internal(export_cache, tmp_path, f32):
@@ -112,9 +120,13 @@ def test_a_users_onnx_file_runs_on_openvino_its_lifted_state_made_internal(expor
         mine = tmp_path / source / "mine.onnx"
         mine.parent.mkdir()
         shutil.copyfile(original, mine)
-        artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", mine), tmp_path / source / "work")
+        artifact = external_artifact(
+            ArtifactOverride("cached_conv", "openvino", mine), tmp_path / source / "work"
+        )
         with harness.target("openvino").load(artifact) as runner:
-            verdicts[source] = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
+            verdicts[source] = check_continuity(
+                "openvino", runner, eager_reference(case, calls, names, module=module)
+            )
             if source == "onnx-stateful":
                 assert set(runner.state()) == set(names)
     assert verdicts["onnx"].diagnosis.startswith("state dropped"), verdicts["onnx"].diagnosis
@@ -176,10 +188,14 @@ def test_files_of_the_wrong_kind_are_one_clear_error(export_cache, tmp_path):
     ir = export_cache.get(case, harness.target("openvino")).path
     as_package = tmp_path / "program.pt2"
     shutil.copyfile(program, as_package)
-    assert "is a torch.export archive, not an AOTInductor package" in _error("aoti", as_package, tmp_path / "w")
+    assert "is a torch.export archive, not an AOTInductor package" in _error(
+        "aoti", as_package, tmp_path / "w"
+    )
     as_program = tmp_path / "package.pt2"
     shutil.copyfile(package, as_program)
-    assert "is an AOTInductor package, not a torch.export archive" in _error("torch-export", as_program, tmp_path / "w")
+    assert "is an AOTInductor package, not a torch.export archive" in _error(
+        "torch-export", as_program, tmp_path / "w"
+    )
     lonely = tmp_path / "lonely" / "model.xml"
     lonely.parent.mkdir()
     shutil.copyfile(ir, lonely)
@@ -226,7 +242,9 @@ def test_the_harness_own_openvino_export_is_accepted_as_a_users_file(export_cach
     mine.mkdir()
     for sibling in original.parent.iterdir():
         shutil.copyfile(sibling, mine / sibling.name)
-    artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", mine / original.name), tmp_path / "w")
+    artifact = external_artifact(
+        ArtifactOverride("cached_conv", "openvino", mine / original.name), tmp_path / "w"
+    )
     with harness.target("openvino").load(artifact) as runner:
         assert check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
 
@@ -238,7 +256,10 @@ def test_a_users_file_with_a_dynamic_chunk_needs_no_sidecar(export_cache, tmp_pa
     from harness.checks.streaming import check_chunk_sizes
 
     case, _, calls, _ = _setup("cached_conv")
-    for source, as_target, name in (("onnx-stateful", "openvino", "dyn.onnx"), ("torch-export", "torch-export", "dyn.pt2")):
+    for source, as_target, name in (
+        ("onnx-stateful", "openvino", "dyn.onnx"),
+        ("torch-export", "torch-export", "dyn.pt2"),
+    ):
         folder = tmp_path / source
         folder.mkdir()
         shutil.copyfile(export_cache.get(case, harness.target(source)).path, folder / name)
@@ -261,7 +282,10 @@ def test_openvino_snapshots_are_recorded_at_f32_only(monkeypatch):
     assert "rerun with --openvino-precision=f32 --snapshot-update" in target.recording_problem()
     monkeypatch.setenv(OPENVINO_PRECISION_ENV, "f32")
     assert target.recording_problem() is None
-    assert target.runtime_settings() == {"openvino_precision": "f32", "openvino_precision_source": "--openvino-precision"}
+    assert target.runtime_settings() == {
+        "openvino_precision": "f32",
+        "openvino_precision_source": "--openvino-precision",
+    }
 
 
 def test_a_dropped_state_is_named_at_bf16_too(export_cache, tmp_path, monkeypatch):
@@ -278,7 +302,9 @@ def test_a_dropped_state_is_named_at_bf16_too(export_cache, tmp_path, monkeypatc
     with harness.target("openvino").load(artifact) as runner:
         result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
     assert not result
-    assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of hcqt"), result.diagnosis
+    assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of hcqt"), (
+        result.diagnosis
+    )
 
 
 def test_a_weight_fault_judged_by_the_task_metric_is_not_called_a_state_fault(tmp_path, monkeypatch):

@@ -88,8 +88,13 @@ def test_corrupted_artifacts_end_in_a_clear_error_or_an_honest_verdict(fmt, orig
     original = originals[fmt]
     other = originals[FORMATS[(FORMATS.index(fmt) + 1) % len(FORMATS)]].read_bytes()
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=not NIGHTLY, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=not NIGHTLY,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(corruptions)
     def fuzz(corruption) -> None:
         folder = tmp_path_factory.mktemp("fuzz")
@@ -106,8 +111,13 @@ def test_corrupted_artifacts_end_in_a_clear_error_or_an_honest_verdict(fmt, orig
     st.sampled_from(["sidecar", "state"]),
     corruptions,
 )
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=not NIGHTLY, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not NIGHTLY,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_corrupted_sidecars_and_state_files_end_in_a_clear_error_or_an_honest_verdict(which, corruption):
     import tempfile
 

@@ -125,7 +125,9 @@ def test_state_files_that_do_not_fit_are_named(exports, tmp_path):
     good = np.load(path.with_name(path.name + ".state.npz"))[name]
     state = path.with_name(path.name + ".state.npz")
     _rewrite_state(path, other=good)
-    assert f"holds ['other'], the artifact's state is ['{name}']" in _error("onnx-stateful", path, tmp_path / "w")
+    assert f"holds ['other'], the artifact's state is ['{name}']" in _error(
+        "onnx-stateful", path, tmp_path / "w"
+    )
     _rewrite_state(path, **{name: good[..., :-1]})
     assert "has shape" in _error("onnx-stateful", path, tmp_path / "w")
     _rewrite_state(path, **{name: good.astype(np.float64)})
@@ -133,7 +135,9 @@ def test_state_files_that_do_not_fit_are_named(exports, tmp_path):
     state.write_bytes(b"garbage")
     assert "not a readable .npz" in _error("onnx-stateful", path, tmp_path / "w")
     state.unlink()
-    assert "initial-state file the sidecar names does not exist" in _error("onnx-stateful", path, tmp_path / "w")
+    assert "initial-state file the sidecar names does not exist" in _error(
+        "onnx-stateful", path, tmp_path / "w"
+    )
 
 
 def test_a_plain_export_given_as_lifted_state_is_named(exports, tmp_path):
@@ -181,7 +185,9 @@ def test_two_files_with_one_name_never_share_an_entry(exports, tmp_path):
     assert again.path == first.path  # the same content is the same entry
     # the state beside the file is part of its identity too
     (name,) = first.meta["state_names"]
-    _rewrite_state(clean, **{name: np.ones_like(np.load(first.path.with_name(first.meta["state_file"]))[name])})
+    _rewrite_state(
+        clean, **{name: np.ones_like(np.load(first.path.with_name(first.meta["state_file"]))[name])}
+    )
     third = _adopt("onnx-stateful", clean, work)
     assert third.path != first.path
     assert np.load(third.path.with_name(third.meta["state_file"]))[name].min() == 1.0
@@ -213,7 +219,9 @@ def test_a_sidecar_maps_a_publishers_state_names_to_the_case(exports, tmp_path, 
     import onnx
 
     model = onnx.load(str(exports["onnx-stateful"]))
-    meta = json.loads(exports["onnx-stateful"].with_name(exports["onnx-stateful"].name + ".json").read_text())["meta"]
+    meta = json.loads(
+        exports["onnx-stateful"].with_name(exports["onnx-stateful"].name + ".json").read_text()
+    )["meta"]
     renames = {meta["state_inputs"][0]: "cache_in", meta["state_outputs"][0]: "cache_out"}
     for value in [*model.graph.input, *model.graph.output]:
         value.name = renames.get(value.name, value.name)
@@ -225,7 +233,15 @@ def test_a_sidecar_maps_a_publishers_state_names_to_the_case(exports, tmp_path, 
     without = _error("onnx-stateful", path, tmp_path / "w")
     assert "do not pair as state.NAME / next_state.NAME" in without and "sidecar" in without
     path.with_name(path.name + ".json").write_text(
-        json.dumps({"meta": {"state_names": meta["state_names"], "state_inputs": ["cache_in"], "state_outputs": ["cache_out"]}})
+        json.dumps(
+            {
+                "meta": {
+                    "state_names": meta["state_names"],
+                    "state_inputs": ["cache_in"],
+                    "state_outputs": ["cache_out"],
+                }
+            }
+        )
     )
     artifact = _adopt("onnx-stateful", path, tmp_path / "w")
     assert artifact.meta["state_inputs"] == ["cache_in"]
@@ -261,11 +277,15 @@ def test_external_data_travels_with_the_model_and_its_absence_is_named(exports, 
     path = folder / "model.onnx"
     onnx.save(model, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
     artifact = _adopt("onnx", path, tmp_path / "w")
-    assert (artifact.path.parent / "model.onnx.data").read_bytes() == (folder / "model.onnx.data").read_bytes()
+    assert (artifact.path.parent / "model.onnx.data").read_bytes() == (
+        folder / "model.onnx.data"
+    ).read_bytes()
     with harness.target("onnx").load(artifact) as runner:
         runner.run(*harness.case("cached_conv").example_inputs())
     (folder / "model.onnx.data").unlink()
-    assert "external data files that are not beside it: ['model.onnx.data']" in _error("onnx", path, tmp_path / "w")
+    assert "external data files that are not beside it: ['model.onnx.data']" in _error(
+        "onnx", path, tmp_path / "w"
+    )
 
 
 def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, tmp_path, exports):
@@ -288,7 +308,9 @@ def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, t
     lines = text.splitlines()
     for suite in ("equivalence", "stream-continuity", "hypothesis"):
         # the terminal wraps a reason under its first line, indented further
-        start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"cached_conv/onnx: {suite} "))
+        start = next(
+            i for i, line in enumerate(lines) if line.strip().startswith(f"cached_conv/onnx: {suite} ")
+        )
         indent = len(lines[start]) - len(lines[start].lstrip())
         entry = [lines[start].strip()]
         for more in lines[start + 1 :]:
@@ -311,6 +333,9 @@ def test_failing_cells_on_a_user_file_name_where_it_leaves_eager(inner_pytest, t
     rows = json.loads((tmp_path / "report" / "conformance.json").read_text())["rows"]
     (row,) = [r for r in rows if (r["case"], r["target"]) == ("cached_conv", "onnx")]
     assert row["artifact"] == {"path": str(plain), "sha256": digest}, row.get("artifact")
-    assert f"your file (--artifact): {plain} (sha256 {digest})" in (tmp_path / "report" / "conformance.md").read_text()
+    assert (
+        f"your file (--artifact): {plain} (sha256 {digest})"
+        in (tmp_path / "report" / "conformance.md").read_text()
+    )
     assert f"your file: {plain}" in page
     assert f"cached_conv/onnx: {plain} (sha256 {digest})" in " ".join(text.split())  # wrapped to the width

@@ -50,7 +50,7 @@ def test_export_errors_are_cached_too(tmp_path):
     assert cache.exports_done == 1
 
 
-USER_TARGET = '''
+USER_TARGET = """
 import torch
 from harness.targets.torch_targets import TorchScriptTarget
 
@@ -60,7 +60,7 @@ class MyTraceTarget(TorchScriptTarget):
     suffix = ".mine.pt"
     description = "a user's TorchScript variant"
     SCALE = {scale}
-'''
+"""
 
 
 def _user_target(tmp_path: Path, scale: float, monkeypatch):

@@ -79,5 +79,7 @@ def test_the_eval_mode_export_passes_batch_consistency(export_cache):
     case = harness.case("efficientnet_b0")
     target = harness.target("torch-export")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_batch_consistency("torch-export", runner, eager_reference(case, case.inputs["gradient"]()), 8)
+        result = check_batch_consistency(
+            "torch-export", runner, eager_reference(case, case.inputs["gradient"]()), 8
+        )
     assert result, result.summary()

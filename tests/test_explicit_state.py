@@ -15,7 +15,13 @@ from harness.run.eager import eager_reference
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-STATE_WORDS = ("state dropped", "state advanced", "swapped", "does not start from the initial state", "state buffer")
+STATE_WORDS = (
+    "state dropped",
+    "state advanced",
+    "swapped",
+    "does not start from the initial state",
+    "state buffer",
+)
 
 
 class IgnoresState(torch.nn.Module):
@@ -81,13 +87,17 @@ def _names(case_name: str) -> list[str]:
 def _continuity(case_name: str, runner):
     case = harness.case(case_name)
     calls = case.inputs[case.main_input]()
-    return check_continuity("onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build()))
+    return check_continuity(
+        "onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build())
+    )
 
 
 def _initial(case_name: str, runner):
     case = harness.case(case_name)
     calls = case.inputs[case.main_input]()
-    return check_initial_state("onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build()))
+    return check_initial_state(
+        "onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build())
+    )
 
 
 def test_every_streaming_check_passes_on_eager_with_explicit_state_and_a_sample_rate(export_cache):

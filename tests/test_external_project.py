@@ -103,12 +103,23 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
     assert "outside_scorer" in listed.stdout and "outside_vad" in listed.stdout
 
     suites = _run(
-        project, "-m", "pytest", "--pyargs", "harness.suites", "-p", "no:cacheprovider", "-q",
-        "--conformance-targets=eager,onnx", "-k", "not benchmark and not golden",
+        project,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "harness.suites",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--conformance-targets=eager,onnx",
+        "-k",
+        "not benchmark and not golden",
     )
     assert suites.returncode == 0, suites.stdout[-3000:]
     matrix = suites.stdout.split("conformance matrix")[1]
-    eager_vad = next(line for line in matrix.splitlines() if line.startswith("outside_vad") and " eager " in line)
+    eager_vad = next(
+        line for line in matrix.splitlines() if line.startswith("outside_vad") and " eager " in line
+    )
     assert "stream-offline" in matrix and "error" not in matrix
     assert "skip" not in eager_vad and "fail" not in eager_vad, eager_vad  # every streaming suite passes
 
@@ -116,7 +127,9 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
     assert exported.returncode == 0, exported.stderr
     path = project / exported.stdout.strip().splitlines()[-1]
     assert path.is_file()
-    good = _run(project, "-m", "harness", "check", "outside_scorer", f"--artifact=onnx={path}", "-k", "not golden")
+    good = _run(
+        project, "-m", "harness", "check", "outside_scorer", f"--artifact=onnx={path}", "-k", "not golden"
+    )
     assert good.returncode == 0, good.stdout[-3000:]
 
     import onnx
@@ -128,7 +141,9 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
     changed = project / "mine" / "scorer.onnx"
     changed.parent.mkdir()
     onnx.save(model, str(changed))
-    bad = _run(project, "-m", "harness", "check", "outside_scorer", f"--artifact=onnx={changed}", "-k", "not golden")
+    bad = _run(
+        project, "-m", "harness", "check", "outside_scorer", f"--artifact=onnx={changed}", "-k", "not golden"
+    )
     assert bad.returncode == 1, bad.stdout[-3000:]
     assert "cells on your files did not pass" in bad.stdout
     # on workers the benchmarks time nothing: a skipped benchmark is no verdict on a good file
@@ -137,7 +152,9 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
         "-k", "benchmark or equivalence",
     )  # fmt: skip
     assert workers.returncode == 0, workers.stdout[-3000:]
-    assert "times nothing under xdist" in workers.stdout and "every cell on your files passed" in workers.stdout
+    assert (
+        "times nothing under xdist" in workers.stdout and "every cell on your files passed" in workers.stdout
+    )
 
 
 def test_suites_collected_without_any_case_say_so(tmp_path):
@@ -153,7 +170,10 @@ def test_cases_configured_but_nothing_collected_point_at_the_suites(tmp_path):
     project = _project(tmp_path)
     bare = _run(project, "-m", "pytest", "-p", "no:cacheprovider", "-q")
     assert bare.returncode == pytest.ExitCode.NO_TESTS_COLLECTED
-    assert "conformance_case_modules: extcases" in bare.stdout and "pytest --pyargs harness.suites" in bare.stdout
+    assert (
+        "conformance_case_modules: extcases" in bare.stdout
+        and "pytest --pyargs harness.suites" in bare.stdout
+    )
     (project / "test_own.py").write_text("def test_own():\n    pass\n")
     own = _run(project, "-m", "pytest", "-p", "no:cacheprovider", "-q")
     assert own.returncode == 0 and "--pyargs harness.suites" not in own.stdout

@@ -158,7 +158,9 @@ def test_hand_edited_snapshot_fails_with_a_readable_diff_and_is_not_rewritten(in
     (row,) = [r for r in report["rows"] if r["target"] == "eager"]
     cell = row["suites"]["golden"]
     assert cell["status"] == "fail", cell
-    assert "differs from its golden snapshot: y: MISMATCH" in next(iter(cell["inputs"].values()))["reason"], cell
+    assert "differs from its golden snapshot: y: MISMATCH" in next(iter(cell["inputs"].values()))["reason"], (
+        cell
+    )
 
 
 def test_baseline_gate_fails_on_a_regression_an_improvement_and_a_removed_case(

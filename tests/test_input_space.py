@@ -28,7 +28,9 @@ def test_traced_branch_is_reported_as_baked_with_its_source_line(export_cache, t
     loud = [(torch.randn(4, 16, generator=torch.Generator().manual_seed(5)) * 3.0,)]
     target = harness.target(target_name)
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_generated_input(target_name, runner, eager_reference(case, module=module, branches=branches), loud)
+        result = check_generated_input(
+            target_name, runner, eager_reference(case, module=module, branches=branches), loud
+        )
     assert not result
     assert result.diagnosis.startswith(
         "branch baked: the export always takes the false side of `if x.abs().mean() > 0.5:`"
@@ -50,7 +52,9 @@ def test_shape_specialised_export_is_reported(tmp_path):
     torch.export.save(torch.export.export(module, case.example_inputs(), strict=False), str(path))
     artifact = Artifact(path, "torch-export", case.name, case.input_names, case.output_names)
     with harness.target("torch-export").load(artifact) as runner:
-        result = check_dynamic_shapes("torch-export", runner, eager_reference(case, module=module), case.example_inputs())
+        result = check_dynamic_shapes(
+            "torch-export", runner, eager_reference(case, module=module), case.example_inputs()
+        )
     assert not result
     assert result.diagnosis.startswith(
         "shape specialised: the export rejects signal dimension 0 = 1 (the example has 2)"

@@ -28,7 +28,11 @@ class ConvStack(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 5, 3, padding=1), nn.ReLU(), nn.Conv1d(5, 3, 3)
+            nn.Conv1d(1, 6, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(6, 5, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(5, 3, 3),
         )
         self.head = nn.Linear(3 * 30, 4)
 
@@ -113,7 +117,9 @@ def test_pesto_plain_onnx_names_the_cached_convolution_on_chunk_1(export_cache):
 
 def test_pesto_lifted_state_onnx_names_none(export_cache):
     case = harness.case("pesto")
-    found = localize(case, target("onnx-stateful"), export_cache.get(case, target("onnx-stateful")), "c4_sine", chunk=1)
+    found = localize(
+        case, target("onnx-stateful"), export_cache.get(case, target("onnx-stateful")), "c4_sine", chunk=1
+    )
     assert found.first is None, found.render()
     assert found.matched > 20
 
@@ -197,7 +203,9 @@ def test_pesto_pt2e_int8_names_the_layers_where_the_error_jumps(export_cache):
 TOY_CASES = ["conv_mlp", "cached_conv", "lstm_stream", "branchy", "explicit_state_vad"]
 
 
-@pytest.mark.parametrize("target_name", ["torchscript", "torch-export", "onnx-stateful", "executorch-portable"])
+@pytest.mark.parametrize(
+    "target_name", ["torchscript", "torch-export", "onnx-stateful", "executorch-portable"]
+)
 @pytest.mark.parametrize("case_name", TOY_CASES)
 def test_every_toy_localises_on_every_runtime_family(case_name, target_name, export_cache):
     """The command's answer shape on every toy (explicit state, a scalar input per call, two

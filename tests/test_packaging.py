@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 
-CASE_MODULE = '''
+CASE_MODULE = """
 import torch
 from torch import nn
 from harness import ModelCase, register, tol
@@ -43,7 +43,7 @@ register(ModelCase(
     inputs={"ramp": lambda: [(torch.linspace(-2, 2, 16).reshape(2, 8),)]},
     tolerance={"default": tol(1e-4, 1e-4)},
 ))
-'''
+"""
 
 SCALE_WEIGHTS = """
 import sys, torch
@@ -103,9 +103,15 @@ def _run(cwd: Path, *args: str | Path, timeout: int = 900) -> subprocess.Complet
 
 def test_the_distributions_pass_twine_and_check_wheel_contents(dist):
     wheel, sdist = dist
-    twine = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)], capture_output=True, text=True)
+    twine = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
+        capture_output=True,
+        text=True,
+    )
     assert twine.returncode == 0, twine.stdout + twine.stderr
-    contents = subprocess.run([sys.executable, "-m", "check_wheel_contents", str(wheel)], capture_output=True, text=True)
+    contents = subprocess.run(
+        [sys.executable, "-m", "check_wheel_contents", str(wheel)], capture_output=True, text=True
+    )
     assert contents.returncode == 0, contents.stdout + contents.stderr
 
 
@@ -114,17 +120,31 @@ def test_the_wheel_holds_the_library_and_the_suites_under_one_package_and_nothin
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {str(p.relative_to(REPO)) for p in (REPO / "harness").rglob("*.py")}
     expected |= {f"harness/suites/{p.name}" for p in (REPO / "suites").glob("*.py")}
-    expected |= {"harness/py.typed", *(str(p.relative_to(REPO)) for p in (REPO / "harness" / "templates").iterdir())}
+    expected |= {
+        "harness/py.typed",
+        *(str(p.relative_to(REPO)) for p in (REPO / "harness" / "templates").iterdir()),
+    }
     assert expected - names == set(), "the wheel lacks these files of the library"
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
-    assert top_level == {"harness"}, "one import package of ours: no fixtures, suites or tests of the repository"
+    assert top_level == {"harness"}, (
+        "one import package of ours: no fixtures, suites or tests of the repository"
+    )
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "export_conformance = harness.plugin" in text and "export-conformance = harness.__main__:console" in text
+    assert (
+        "export_conformance = harness.plugin" in text
+        and "export-conformance = harness.__main__:console" in text
+    )
     # the sdist is the repository: its self-tests, cases and golden files can run from it
     with tarfile.open(sdist) as archive:
         members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for needed in ("tests/test_packaging.py", "fixtures/pesto_pitch.py", "golden/conformance-baseline.json", "tox.ini", "conftest.py"):
+    for needed in (
+        "tests/test_packaging.py",
+        "fixtures/pesto_pitch.py",
+        "golden/conformance-baseline.json",
+        "tox.ini",
+        "conftest.py",
+    ):
         assert needed in members, needed
 
 
@@ -139,7 +159,17 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     assert installed.returncode == 0, installed.stderr[-3000:]
     where = _run(tmp_path, python, "-c", "import harness, importlib.util as u; print(harness.__file__); "
                  "print(u.find_spec('fixtures'), u.find_spec('suites'))")  # fmt: skip
-    assert where.stdout.splitlines() == [str(venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "harness" / "__init__.py"), "None None"], where.stdout + where.stderr
+    assert where.stdout.splitlines() == [
+        str(
+            venv
+            / "lib"
+            / f"python{sys.version_info.major}.{sys.version_info.minor}"
+            / "site-packages"
+            / "harness"
+            / "__init__.py"
+        ),
+        "None None",
+    ], where.stdout + where.stderr
 
     # An unrelated project, with packages of its own named fixtures and suites: the plugin is inert
     # and silent, imports nothing heavy, and shadows nothing of theirs.
@@ -161,7 +191,16 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     project.mkdir()
     (project / "pytest.ini").write_text("[pytest]\nconformance_case_modules = theircases\n")
     (project / "theircases.py").write_text(CASE_MODULE)
-    suites = ("-m", "pytest", "--pyargs", "harness.suites", "-p", "no:cacheprovider", "-q", "--conformance-targets=eager,torchscript")
+    suites = (
+        "-m",
+        "pytest",
+        "--pyargs",
+        "harness.suites",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--conformance-targets=eager,torchscript",
+    )
     recorded = _run(project, python, *suites, "-k", "golden", "--snapshot-update")
     assert recorded.returncode == 0, recorded.stdout[-3000:] + recorded.stderr[-3000:]
     matrix = _run(project, python, *suites)
@@ -185,10 +224,27 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     assert scaled.returncode == 0, scaled.stderr
     cache = tmp_path / "their-cache"
     shutil.rmtree(project / ".export-cache")  # the suites' run above used the default folder
-    passed = _run(project, script, "check", "wheel_scorer", f"--artifact=torchscript={good}", f"--export-cache-dir={cache}")
+    passed = _run(
+        project,
+        script,
+        "check",
+        "wheel_scorer",
+        f"--artifact=torchscript={good}",
+        f"--export-cache-dir={cache}",
+    )
     assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
     assert "every cell on your files passed" in passed.stdout
     assert not (project / ".export-cache").exists() and cache.is_dir(), "check honours --export-cache-dir"
-    failed = _run(project, script, "check", "wheel_scorer", f"--artifact=torchscript={changed}", f"--export-cache-dir={cache}")
+    failed = _run(
+        project,
+        script,
+        "check",
+        "wheel_scorer",
+        f"--artifact=torchscript={changed}",
+        f"--export-cache-dir={cache}",
+    )
     assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
-    assert "cells on your files did not pass" in failed.stdout and "Traceback" not in failed.stdout + failed.stderr
+    assert (
+        "cells on your files did not pass" in failed.stdout
+        and "Traceback" not in failed.stdout + failed.stderr
+    )

@@ -155,7 +155,18 @@ def test_the_ci_tier_runs_large_models_on_the_quick_targets_only():
 
     def collected(*args: str) -> set[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:xdist", "-k", "efficientnet and equivalence", *args],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--co",
+                "-q",
+                "-p",
+                "no:xdist",
+                "-k",
+                "efficientnet and equivalence",
+                *args,
+            ],
             capture_output=True,
             text=True,
             cwd=root,
@@ -176,7 +187,9 @@ def test_shards_split_a_run_by_case_and_cover_it_once(inner_pytest):
     suites = ("test_outputs", "test_streaming")
     every = _collected(inner_pytest("--collect-only", "-q", modules=modules, suites=suites))
     shards = [
-        _collected(inner_pytest("--collect-only", "-q", f"--conformance-shard={k}/2", modules=modules, suites=suites))
+        _collected(
+            inner_pytest("--collect-only", "-q", f"--conformance-shard={k}/2", modules=modules, suites=suites)
+        )
         for k in (1, 2)
     ]
     assert sorted(sum(shards, [])) == sorted(every) and len(set(sum(shards, []))) == len(every)
@@ -228,8 +241,12 @@ def test_other(conformance):
 def test_every_cell_carries_its_suite_as_a_keyword(inner_pytest):
     """-k SUITE selects that column: the cells of stream-chunks and nothing else."""
     result = inner_pytest(
-        "--collect-only", "-q", "-k", "stream-chunks", modules=("fixtures.toys",), suites=("test_outputs", "test_streaming")
+        "--collect-only",
+        "-q",
+        "-k",
+        "stream-chunks",
+        modules=("fixtures.toys",),
+        suites=("test_outputs", "test_streaming"),
     )
     ids = [line for line in result.stdout.lines if "::" in line]
     assert ids and all("::test_stream_chunks[" in line for line in ids), ids
-

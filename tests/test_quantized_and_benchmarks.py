@@ -23,7 +23,9 @@ def test_quantized_pesto_passes_on_the_metric_while_tensors_differ(export_cache)
     assert result, result.report()
     assert any(not c for c in result.comparisons)  # int8 is not tensor-exact: the metric decides
     # judged by the tail: no voiced frame more than 50 cents from eager (raw pitch accuracy 1.0)
-    assert result.metric.name.startswith("voiced frames more than 50 cents off") and result.metric.value == 0.0
+    assert (
+        result.metric.name.startswith("voiced frames more than 50 cents off") and result.metric.value == 0.0
+    )
     assert result.metric.figures["rpa"] == 1.0
 
 
@@ -117,8 +119,12 @@ def test_dynamic_int8_that_depends_on_the_batch_is_named(export_cache):
     )
     target = harness.target("onnx-int8")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_batch_consistency("onnx-int8", runner, eager_reference(strict, case.inputs["noise"]()), 8)
-        judged_by_labels = check_batch_consistency("onnx-int8", runner, eager_reference(case, case.inputs["noise"]()), 8)
+        result = check_batch_consistency(
+            "onnx-int8", runner, eager_reference(strict, case.inputs["noise"]()), 8
+        )
+        judged_by_labels = check_batch_consistency(
+            "onnx-int8", runner, eager_reference(case, case.inputs["noise"]()), 8
+        )
     assert not result
     assert "differs between batch 8 and batch 1: largest logit change: OVER THRESHOLD" in result.diagnosis
     assert "activation scales computed over the whole batch" in result.diagnosis

@@ -99,7 +99,9 @@ def test_the_publishers_half_precision_file_is_one_clear_error(tmp_path):
     from harness.run.external import ArtifactOverride, external_artifact
 
     with pytest.raises(harness.ArtifactError, match=r"inputs differ: .*missing \['sr'\]"):
-        external_artifact(ArtifactOverride("silero_vad", "onnx", sv.package_file("silero_vad_half.onnx")), tmp_path)
+        external_artifact(
+            ArtifactOverride("silero_vad", "onnx", sv.package_file("silero_vad_half.onnx")), tmp_path
+        )
 
 
 def test_the_speaker_encoder_loads_every_publisher_weight():

@@ -87,7 +87,9 @@ def test_workflows_are_valid_and_run_the_matrix():
     assert all(f"{env}" in tox_envs for env in envs)
     assert any("bash .ci/run" in step.get("run", "") for step in pr["jobs"]["conformance"]["steps"])
     # the PR summary is the main run's full matrix; the benchmark pass writes elsewhere
-    assert any("cat reports/conformance.md" in step.get("run", "") for step in pr["jobs"]["conformance"]["steps"])
+    assert any(
+        "cat reports/conformance.md" in step.get("run", "") for step in pr["jobs"]["conformance"]["steps"]
+    )
     ci = (REPO / ".ci/run").read_text()
     assert "-k benchmark --conformance-report=reports/benchmarks" in ci
     # the nightly splits every env by case; both workflows cache pip and the export cache

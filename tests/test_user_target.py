@@ -163,14 +163,26 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
 
 def _run(project: pytest.Pytester, targets: str, *args: str) -> pytest.RunResult:
     return project.runpytest_subprocess(
-        "-p", "export_conformance", "-p", "no:cacheprovider",
+        "-p",
+        "export_conformance",
+        "-p",
+        "no:cacheprovider",
         f"--conformance-export-cache-dir={project.path / 'cache'}",
-        f"--conformance-targets={targets}", *args, timeout=600,
+        f"--conformance-targets={targets}",
+        *args,
+        timeout=600,
     )
 
 
 def test_a_users_target_runs_every_suite_and_passes(project):
-    result = _run(project, "eager,my-script", "--pyargs", "harness.suites", "-k", "user_scorer and not benchmark and not golden")
+    result = _run(
+        project,
+        "eager,my-script",
+        "--pyargs",
+        "harness.suites",
+        "-k",
+        "user_scorer and not benchmark and not golden",
+    )
     outcomes = result.parseoutcomes()
     assert result.ret == 0, result.stdout.str()[-3000:]
     matrix = result.stdout.str().split("conformance matrix")[1]
@@ -181,7 +193,9 @@ def test_a_users_target_runs_every_suite_and_passes(project):
 
 
 def test_a_fault_in_a_users_runtime_is_a_mismatch_in_the_equivalence_cell(project):
-    result = _run(project, "eager,my-script-scaled", "--pyargs", "harness.suites.test_outputs", "-k", "user_scorer")
+    result = _run(
+        project, "eager,my-script-scaled", "--pyargs", "harness.suites.test_outputs", "-k", "user_scorer"
+    )
     outcomes = result.parseoutcomes()
     out = result.stdout.str()
     assert outcomes.get("failed") == 1 and not outcomes.get("errors"), out[-3000:]
@@ -189,7 +203,9 @@ def test_a_fault_in_a_users_runtime_is_a_mismatch_in_the_equivalence_cell(projec
     assert "my-script-scaled vs eager: scores: MISMATCH" in out, out[-3000:]
     assert "(rel 0.5)" in out and "elements outside" in out
     matrix = out.split("conformance matrix")[1]
-    row = next(line for line in matrix.splitlines() if line.startswith("user_scorer") and "my-script-scaled" in line)
+    row = next(
+        line for line in matrix.splitlines() if line.startswith("user_scorer") and "my-script-scaled" in line
+    )
     assert row.split()[2:] == ["FAIL", "ok"], row  # equivalence fails, determinism holds
 
 
@@ -200,11 +216,27 @@ def test_a_users_file_is_adopted_by_the_users_target(project):
     assert exported.ret == 0, exported.stderr.str()
     path = project.path / exported.stdout.lines[-1].strip()
     assert path.is_file(), exported.stdout.str()
-    good = _run(project, "eager,my-script", "--pyargs", "harness.suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={path}")
+    good = _run(
+        project,
+        "eager,my-script",
+        "--pyargs",
+        "harness.suites.test_outputs",
+        "-k",
+        "user_scorer",
+        f"--artifact=user_scorer:my-script={path}",
+    )
     assert good.ret == 0, good.stdout.str()[-3000:]
     wrong = project.path / "wrong.script.pt"
     wrong.write_text("not a model\n")
-    bad = _run(project, "eager,my-script", "--pyargs", "harness.suites.test_outputs", "-k", "user_scorer", f"--artifact=user_scorer:my-script={wrong}")
+    bad = _run(
+        project,
+        "eager,my-script",
+        "--pyargs",
+        "harness.suites.test_outputs",
+        "-k",
+        "user_scorer",
+        f"--artifact=user_scorer:my-script={wrong}",
+    )
     said = bad.stdout.str() + bad.stderr.str()
     assert bad.ret != 0 and f"{wrong}: not a loadable my-script artifact" in said, said[-3000:]
 
@@ -214,8 +246,13 @@ def test_a_users_runtime_whose_reset_does_not_reset_is_caught_where_the_suites_s
     keeps the state fails stream-reset and determinism (naming reset), while its first run, as
     loaded, still matches eager; a runtime that reloads on reset passes every streaming cell."""
     result = _run(
-        project, "eager,my-script,my-script-reloading", "--pyargs", "harness.suites.test_streaming", "harness.suites.test_outputs",
-        "-k", "user_counter",
+        project,
+        "eager,my-script,my-script-reloading",
+        "--pyargs",
+        "harness.suites.test_streaming",
+        "harness.suites.test_outputs",
+        "-k",
+        "user_counter",
     )
     out = result.stdout.str()
     matrix = out.split("conformance matrix")[1]
@@ -225,4 +262,3 @@ def test_a_users_runtime_whose_reset_does_not_reset_is_caught_where_the_suites_s
     failed = {line.split("::")[1].split("[")[0] for line in out.splitlines() if line.startswith("FAILED")}
     assert failed == {"test_stream_reset", "test_determinism"}, (failed, out[-3000:])
     assert "FAIL" not in rows["my-script-reloading"] and "ERR" not in rows["my-script-reloading"], rows
-

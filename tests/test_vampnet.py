@@ -74,7 +74,9 @@ def test_an_export_fixed_at_100_tokens_is_caught(tmp_path, target_name):
     suffix = ".onnx" if target_name == "onnx" else ".pt2"
     artifact = _export(module, case, tmp_path / f"fixed-100{suffix}", target_name, dynamic=False)
     with harness.target(target_name).load(artifact) as runner:
-        result = check_dynamic_shapes(target_name, runner, eager_reference(case, module=module), case.example_inputs())
+        result = check_dynamic_shapes(
+            target_name, runner, eager_reference(case, module=module), case.example_inputs()
+        )
     assert not result
     assert result.diagnosis.startswith(
         "shape specialised: the export rejects codes dimension 2 = 8 (the example has 100)"

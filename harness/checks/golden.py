@@ -181,7 +181,9 @@ def tensor_snapshot_extension(judge: Judge, golden_root: Path | None = None) -> 
     )
     if key not in _BOUND:
         _BOUND[key] = type(
-            "BoundTensorSnapshotExtension", (TensorSnapshotExtension,), {"judge": judge, "golden_root": golden_root}
+            "BoundTensorSnapshotExtension",
+            (TensorSnapshotExtension,),
+            {"judge": judge, "golden_root": golden_root},
         )
     return _BOUND[key]
 
@@ -192,4 +194,6 @@ def snapshot_verdict(assertion: Any, value: TensorSnapshot) -> Check:
         return Check("golden", True, "matches its golden snapshot")
     diff = tuple(str(line) for line in assertion.get_assert_diff())
     mismatch = next((line.strip() for line in diff if "MISMATCH" in line or "OVER" in line), "")
-    return Check("golden", False, "differs from its golden snapshot" + (f": {mismatch}" if mismatch else ""), diff)
+    return Check(
+        "golden", False, "differs from its golden snapshot" + (f": {mismatch}" if mismatch else ""), diff
+    )

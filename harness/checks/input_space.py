@@ -111,7 +111,8 @@ def check_dynamic_shapes(
             judged = judge.judge(expected, actual, what=what)
             if not judged:
                 return judged.retitled(
-                    what, f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {judged.diagnosis}"
+                    what,
+                    f"wrong at {name} dimension {axis} = {size} (the example has {example_size}): {judged.diagnosis}",
                 )
     return Check(what, True, f"ok at {', '.join(tried)}")
 

@@ -267,7 +267,9 @@ def _call_metric(case: ModelCase, metric: Any, expected: Sequence[Any], actual: 
 
 
 def _stacked(case: ModelCase, per_call: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
-    return {name: np.stack([to_numpy(out[i]) for out in per_call]) for i, name in enumerate(case.output_names)}
+    return {
+        name: np.stack([to_numpy(out[i]) for out in per_call]) for i, name in enumerate(case.output_names)
+    }
 
 
 def _metric_summary(case: ModelCase, target: Target, expected: list, actual: list) -> str | None:
@@ -371,7 +373,9 @@ def localize(
         raise KeyError(f"case {case.name!r} has no input {name!r} (inputs: {', '.join(case.inputs)})")
     calls = list(case.inputs[name]())
     if chunk is not None and not 0 <= chunk < len(calls):
-        raise ValueError(f"input {name!r} of case {case.name!r} has {len(calls)} calls; chunk {chunk} is out of range")
+        raise ValueError(
+            f"input {name!r} of case {case.name!r} has {len(calls)} calls; chunk {chunk} is out of range"
+        )
     return localize_calls(case, target, artifact, calls, input_name=name, call=chunk, module=module)
 
 

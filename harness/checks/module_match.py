@@ -24,6 +24,7 @@ __all__ = ["DIVERGENCE_RELATIVE", "ModuleError", "compare_modules", "eager_modul
 #: Relative error (max abs error / eager's max magnitude) above which a module's output diverges.
 DIVERGENCE_RELATIVE = 1e-3
 
+
 @dataclass(frozen=True)
 class ModuleError:
     """One eager module's output against the runtime's matched value."""
@@ -87,7 +88,11 @@ def eager_module_outputs(
         path = names.get(id(mod), "?")
         k = counts.get(path, 0)
         counts[path] = k + 1
-        kept = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args) if keep_inputs else ()
+        kept = (
+            tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
+            if keep_inputs
+            else ()
+        )
         records.append(
             ModuleOutput(
                 path=path if k == 0 else f"{path}#{k}",
@@ -142,7 +147,9 @@ def _match_by_names(eager: Sequence[ModuleOutput], taps: Sequence[Tap]) -> list[
     matched: list[Tap | None] = []
     for index, record in enumerate(eager):
         base = record.module_path
-        inside = [r.module_path for r in eager[:index] if r.module_path != base and _in_scope(r.module_path, base)]
+        inside = [
+            r.module_path for r in eager[:index] if r.module_path != base and _in_scope(r.module_path, base)
+        ]
         last_child = inside[-1] if inside else None
 
         def allowed(module: str, base: str = base, last_child: str | None = last_child) -> bool:
@@ -231,9 +238,10 @@ def compare_modules(
         matched = _match_by_names(inner, taps.taps)
     else:
         matched, ambiguous = _match_by_order(inner, taps.taps)
-        how += (
-            "; matched by shape and execution order (the file names no modules)"
-            + (f", {ambiguous} match(es) ambiguous where shapes repeat: read them as a region" if ambiguous else "")
+        how += "; matched by shape and execution order (the file names no modules)" + (
+            f", {ambiguous} match(es) ambiguous where shapes repeat: read them as a region"
+            if ambiguous
+            else ""
         )
     if len(inner) < len(eager):
         eager = [*inner, next(r for r in eager if r.path == "")]

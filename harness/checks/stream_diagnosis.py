@@ -30,7 +30,9 @@ def advanced_by_export(judge: Judge, eager: EagerReference, actual: StreamRun, *
     return bool(eager.state_names()) and _reproduces(judge, eager.replay(head=head, preroll=True), actual)
 
 
-def _state_divergence(eager: StreamRun, actual: StreamRun, names: Sequence[str], output_index: int) -> str | None:
+def _state_divergence(
+    eager: StreamRun, actual: StreamRun, names: Sequence[str], output_index: int
+) -> str | None:
     """A readable state that diverges *before* the outputs do (at the same chunk, outputs and
     state differ together, which any numerical fault does: no evidence about the state)."""
     if actual.states is None:
@@ -87,7 +89,9 @@ def explain_divergence(
         )
     shapes = _state_shapes(eager)
     for a, b in combinations(state_names, 2):
-        if shapes.get(a) == shapes.get(b) and _reproduces(judge, eager.replay(swap_after_each_call=(a, b)), actual):
+        if shapes.get(a) == shapes.get(b) and _reproduces(
+            judge, eager.replay(swap_after_each_call=(a, b)), actual
+        ):
             return (
                 f"state buffers swapped: {a!r} and {b!r} are fed back into each other's place between chunks",
                 details,

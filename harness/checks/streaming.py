@@ -65,7 +65,8 @@ def _require_varying(case: ModelCase, framed: dict[str, np.ndarray], what: str) 
     flat = [
         name
         for name, value in framed.items()
-        if value.size and np.ptp(np.nan_to_num(np.moveaxis(value, spec.frame_axis(name), 0), nan=0.0), axis=0).max() == 0
+        if value.size
+        and np.ptp(np.nan_to_num(np.moveaxis(value, spec.frame_axis(name), 0), nan=0.0), axis=0).max() == 0
     ]
     if flat:
         raise HarnessError(
@@ -87,12 +88,16 @@ def check_continuity(
     actual = actual if actual is not None else target_stream(runner, calls, case=case)
     passed = f"ok over {len(calls)} chunks"
     if judge.by_metric:
-        verdict = _judge_frames(judge, case, frames(case, expected.outputs), frames(case, actual.outputs), what, passed)
+        verdict = _judge_frames(
+            judge, case, frames(case, expected.outputs), frames(case, actual.outputs), what, passed
+        )
         cause = None if verdict else metric_state_cause(judge, eager, actual)
         return verdict.retitled(what, f"{cause} ({verdict.diagnosis})") if cause else verdict
     first = judge.first_divergence(expected.outputs, actual.outputs)
     if first is None:  # every chunk within tolerance: the task metric has its say over the frames
-        return _judge_frames(judge, case, frames(case, expected.outputs), frames(case, actual.outputs), what, passed)
+        return _judge_frames(
+            judge, case, frames(case, expected.outputs), frames(case, actual.outputs), what, passed
+        )
     diagnosis, details = explain_divergence(judge, eager, actual, first)
     return Check(what, False, diagnosis, tuple(details))
 
@@ -137,7 +142,9 @@ def check_initial_state(
             if name in start and name in initial and not same.compare_one(name, initial[name], start[name]):
                 details.append(f"initial value of {name!r} differs from the module's")
     passed = "ok: starts from the initial state"
-    verdict = _judge_frames(judge, case, frames(case, expected.outputs), frames(case, actual.outputs), what, passed)
+    verdict = _judge_frames(
+        judge, case, frames(case, expected.outputs), frames(case, actual.outputs), what, passed
+    )
     if verdict and not details:
         return verdict
     first = judge.first_divergence(expected.outputs, actual.outputs)
@@ -225,7 +232,9 @@ def check_chunk_sizes(
             return Check(what, False, f"artifact rejects chunk {chunk} ({why}): {kind}: {line}")
         result = _judge_frames(judge, case, reference, other, what, "ok")
         if not result:
-            return result.retitled(what, f"chunk {chunk} gives other frames than chunk {spec.chunk}: {result.diagnosis}")
+            return result.retitled(
+                what, f"chunk {chunk} gives other frames than chunk {spec.chunk}: {result.diagnosis}"
+            )
     return Check(what, True, "ok: same frames for every admitted chunk size")
 
 
@@ -239,7 +248,9 @@ def check_offline(
     try:
         offline = frames(case, eager.offline())
     except HarnessError as exc:
-        source = "the case's offline model" if spec.offline else "the case's module (no offline model declared)"
+        source = (
+            "the case's offline model" if spec.offline else "the case's module (no offline model declared)"
+        )
         raise HarnessError(
             f"{source} cannot take the whole signal in one call ({exc}); declare StreamingSpec(offline=...)"
         ) from exc
@@ -254,7 +265,9 @@ def check_offline(
         if stop <= start:
             return Check(what, False, f"too few frames ({n_s} streamed) to pass warm-up {spec.warmup}")
         aligned_streamed[name] = np.take(streamed[name], range(start, stop), axis=axis)
-        aligned_offline[name] = np.take(offline[name], range(start - spec.latency, stop - spec.latency), axis=axis)
+        aligned_offline[name] = np.take(
+            offline[name], range(start - spec.latency, stop - spec.latency), axis=axis
+        )
     _require_varying(case, aligned_offline, what)
     judge = Judge.for_offline(case, target)
     return _judge_frames(judge, case, aligned_offline, aligned_streamed, what)

@@ -122,7 +122,9 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     if case.strategy is not None:
         # the harness's draw: the primary input first (its run is shared, not repeated), then the
         # profile's examples from the seed the hypothesis suite uses for this case
-        @settings(max_examples=examples, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(st.one_of(st.just(primary), case.strategy()))
         def draw(calls: Any) -> None:
             if calls is not primary:

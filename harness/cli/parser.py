@@ -15,7 +15,9 @@ from typing import Any
 __all__ = ["build_parser"]
 
 _MODULE_PROG = "python -m harness"
-_CACHE_HELP = "the export cache folder (default: the ini's conformance_export_cache, else .export-cache beside it)"
+_CACHE_HELP = (
+    "the export cache folder (default: the ini's conformance_export_cache, else .export-cache beside it)"
+)
 _SCRIPT_PROG = "export-conformance"
 
 
@@ -36,7 +38,9 @@ def _wrap(text: str) -> str:
     return "\n\n".join(textwrap.fill(paragraph, width) for paragraph in text.split("\n\n"))
 
 
-def _subcommand(commands: Any, name: str, run: Any, help: str, description: str, example: str, **kw: Any) -> Any:
+def _subcommand(
+    commands: Any, name: str, run: Any, help: str, description: str, example: str, **kw: Any
+) -> Any:
     parser = commands.add_parser(
         name,
         help=help,
@@ -49,7 +53,9 @@ def _subcommand(commands: Any, name: str, run: Any, help: str, description: str,
     return parser
 
 
-def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    run: Mapping[str, Callable[[argparse.Namespace], int]], prog: str | None = None
+) -> argparse.ArgumentParser:
     """The parser of every subcommand; ``run`` maps each subcommand to the function it calls."""
     prog = prog or _prog()
     parser = argparse.ArgumentParser(
@@ -70,21 +76,33 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     case_help = f"a registered case ({prog} list names them)"
     _subcommand(
-        commands, "list", run["list"], "list cases and targets",
+        commands,
+        "list",
+        run["list"],
+        "list cases and targets",
         "List the cases the project's pytest configuration registers (conformance_case_modules) and "
-        "every target, marking targets whose runtime is not installed.", "",
+        "every target, marking targets whose runtime is not installed.",
+        "",
     )
     export = _subcommand(
-        commands, "export", run["export"], "export one case to one or more targets",
+        commands,
+        "export",
+        run["export"],
+        "export one case to one or more targets",
         "Export one case to each named target and print each file's path on stdout. Progress goes to "
         "stderr (a progress bar on a terminal, one line per export otherwise).",
         "pesto onnx-stateful my-exports/",
     )
     export.add_argument("case", metavar="CASE", help=case_help)
-    export.add_argument("target", metavar="TARGET[,TARGET...]", help="target name(s), comma-separated, e.g. onnx")
+    export.add_argument(
+        "target", metavar="TARGET[,TARGET...]", help="target name(s), comma-separated, e.g. onnx"
+    )
     export.add_argument("outdir", metavar="OUTDIR", help="folder the exported files are written to")
     check = _subcommand(
-        commands, "check", run["check"], "run every suite for one case and print the matrix (extra arguments go to pytest)",
+        commands,
+        "check",
+        run["check"],
+        "run every suite for one case and print the matrix (extra arguments go to pytest)",
         "Run every suite for one case and print the matrix. With --artifact, judge your own files "
         "strictly: exit status 1 if any cell on them is not a pass.\n\n"
         "Any further argument goes to pytest (put them after '--' to be safe); a -k expression of "
@@ -96,19 +114,31 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
     )
     check.add_argument("case", metavar="CASE", help=case_help)
     check.add_argument(
-        "--artifact", action="append", default=[], metavar="TARGET=PATH",
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="TARGET=PATH",
         help="judge this file as TARGET's export instead of the harness's own (repeatable)",
     )
-    check.add_argument("--targets", default=None, metavar="T1,T2", help="only these targets (comma-separated)")
-    check.add_argument("--workers", type=int, default=1, metavar="N", help="pytest-xdist workers (default: 1)")
     check.add_argument(
-        "-v", "--verbose", action="store_true",
+        "--targets", default=None, metavar="T1,T2", help="only these targets (comma-separated)"
+    )
+    check.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="pytest-xdist workers (default: 1)"
+    )
+    check.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
         help="pytest's own report too: every test and the failures' tracebacks (by default the matrix and "
         "one line per cell that did not pass)",
     )
     check.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
     where = _subcommand(
-        commands, "localize", run["localize"], "name the first module where a target's run leaves eager's",
+        commands,
+        "localize",
+        run["localize"],
+        "name the first module where a target's run leaves eager's",
         "Run the case on eager with a hook on every module and on the target with its intermediate "
         "values exposed, on the first call whose outputs leave the case's tolerances (or --chunk), and "
         "print the first diverging module and a per-module error table.",
@@ -116,44 +146,95 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
     )
     where.add_argument("case", metavar="CASE", help=case_help)
     where.add_argument("target", metavar="TARGET", help="a registered target, e.g. onnx")
-    where.add_argument("--artifact", default=None, metavar="PATH", help="your own file instead of the harness's export")
-    where.add_argument("--input", default=None, metavar="NAME", help="canonical input set (default: the case's primary input)")
-    where.add_argument("--chunk", type=int, default=None, metavar="N", help="0-based call to localise (default: the first failing)")
+    where.add_argument(
+        "--artifact", default=None, metavar="PATH", help="your own file instead of the harness's export"
+    )
+    where.add_argument(
+        "--input",
+        default=None,
+        metavar="NAME",
+        help="canonical input set (default: the case's primary input)",
+    )
+    where.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="0-based call to localise (default: the first failing)",
+    )
     where.add_argument("--brief", action="store_true", help="the headline only, no per-module table")
     where.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     where.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
     readme = _subcommand(
-        commands, "readme", run["readme"], "copy the last run's Markdown matrix into the README",
+        commands,
+        "readme",
+        run["readme"],
+        "copy the last run's Markdown matrix into the README",
         "Replace the text between <!-- BLOCK:start --> and <!-- BLOCK:end --> in the README with the "
         "last run's Markdown matrix (and the benchmark table between the benchmarks markers).",
         "--report reports/seeds/conformance.md --block seeds",
     )
-    readme.add_argument("--report", default="reports/conformance.md", metavar="PATH", help="the Markdown matrix (default: %(default)s)")
-    readme.add_argument("--block", default="matrix", metavar="NAME", help="the README block the matrix goes into (<!-- NAME:start -->)")
-    readme.add_argument("--benchmarks", default=None, metavar="PATH", help="also copy this benchmark table (Markdown)")
-    readme.add_argument("--readme", default="README.md", metavar="PATH", help="the file to edit (default: %(default)s)")
+    readme.add_argument(
+        "--report",
+        default="reports/conformance.md",
+        metavar="PATH",
+        help="the Markdown matrix (default: %(default)s)",
+    )
+    readme.add_argument(
+        "--block",
+        default="matrix",
+        metavar="NAME",
+        help="the README block the matrix goes into (<!-- NAME:start -->)",
+    )
+    readme.add_argument(
+        "--benchmarks", default=None, metavar="PATH", help="also copy this benchmark table (Markdown)"
+    )
+    readme.add_argument(
+        "--readme", default="README.md", metavar="PATH", help="the file to edit (default: %(default)s)"
+    )
     merge = _subcommand(
-        commands, "merge", run["merge"], "merge per-env conformance.json reports into one matrix",
+        commands,
+        "merge",
+        run["merge"],
+        "merge per-env conformance.json reports into one matrix",
         "Merge conformance.json reports (one per environment, named by its folder) into one case x "
         "target x environment matrix; prints it and writes it as Markdown and JSON.",
         "reports/tox/*/conformance.json --out reports/summary.md",
     )
     merge.add_argument("reports", nargs="+", metavar="REPORT", help="a conformance.json a pytest run wrote")
-    merge.add_argument("--out", default="reports/summary.md", metavar="PATH", help="Markdown out, JSON beside it (default: %(default)s)")
+    merge.add_argument(
+        "--out",
+        default="reports/summary.md",
+        metavar="PATH",
+        help="Markdown out, JSON beside it (default: %(default)s)",
+    )
     plot = _subcommand(
-        commands, "plot", run["plot"], "an SVG of one output over time, eager against targets",
+        commands,
+        "plot",
+        run["plot"],
+        "an SVG of one output over time, eager against targets",
         "Draw one per-call output of one case on one input over time, eager against each target, "
         "from the traces in a conformance.json.",
         "--case pesto --input a_major_scale --output pitch --targets onnx,onnx-stateful --out pitch.svg",
     )
-    plot.add_argument("--report", default="reports/conformance.json", metavar="PATH", help="the conformance.json (default: %(default)s)")
+    plot.add_argument(
+        "--report",
+        default="reports/conformance.json",
+        metavar="PATH",
+        help="the conformance.json (default: %(default)s)",
+    )
     plot.add_argument("--case", required=True, metavar="CASE", help="a case with traces in the report")
     plot.add_argument("--input", required=True, metavar="NAME", help="one of the case's input sets")
     plot.add_argument("--output", required=True, metavar="NAME", help="output name, e.g. pitch")
-    plot.add_argument("--targets", default=None, metavar="T1,T2", help="comma-separated targets to draw (default: all)")
+    plot.add_argument(
+        "--targets", default=None, metavar="T1,T2", help="comma-separated targets to draw (default: all)"
+    )
     plot.add_argument("--out", required=True, metavar="PATH", help="the SVG file to write")
     overhead = _subcommand(
-        commands, "overhead", run["overhead"], "the harness's CPU time for one case against the least work its verdicts need",
+        commands,
+        "overhead",
+        run["overhead"],
+        "the harness's CPU time for one case against the least work its verdicts need",
         "Run the case's conformance cells under pytest (one process, one compute thread, a warm export "
         "cache, benchmarks left out) and, side by side in a second process without the harness, the least "
         "work those verdicts need: every target loaded once and fed every canonical input once, one replay "
@@ -163,8 +244,25 @@ def build_parser(run: Mapping[str, Callable[[argparse.Namespace], int]], prog: s
         "pesto --json=reports/overhead.json",
     )
     overhead.add_argument("case", metavar="CASE", help=case_help)
-    overhead.add_argument("--tier", default="ci", choices=("ci", "nightly"), help="the tier whose cells run (default: %(default)s)")
-    overhead.add_argument("--examples", type=int, default=6, metavar="N", help="generated examples (default: the ci profile's %(default)s)")
-    overhead.add_argument("--rounds", type=int, default=3, metavar="N", help="side-by-side pairs; the median is reported (default: %(default)s)")
+    overhead.add_argument(
+        "--tier",
+        default="ci",
+        choices=("ci", "nightly"),
+        help="the tier whose cells run (default: %(default)s)",
+    )
+    overhead.add_argument(
+        "--examples",
+        type=int,
+        default=6,
+        metavar="N",
+        help="generated examples (default: the ci profile's %(default)s)",
+    )
+    overhead.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="side-by-side pairs; the median is reported (default: %(default)s)",
+    )
     overhead.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     return parser

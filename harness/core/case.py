@@ -94,7 +94,9 @@ class MetricResult:
 
     def summary(self) -> str:
         verdict = "ok" if self else "OVER THRESHOLD"
-        text = f"{self.name}: {verdict}: {self.value:.4g} {self.unit} (threshold {self.threshold:g} {self.unit})"
+        text = (
+            f"{self.name}: {verdict}: {self.value:.4g} {self.unit} (threshold {self.threshold:g} {self.unit})"
+        )
         if self.figures:
             text += " [" + ", ".join(f"{k} {v:.4g}" for k, v in self.figures.items()) + "]"
         return text

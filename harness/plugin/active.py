@@ -58,10 +58,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
     tier_leaves_out = _tier(config) == "ci" and (
-        any(c.ci_targets is not None for c in registry.cases()) or any(t.ci_cases is not None for t in targets())
+        any(c.ci_targets is not None for c in registry.cases())
+        or any(t.ci_cases is not None for t in targets())
     )
     sharded = bool(config.getoption("conformance_shard", default=None))
-    if (selected is not None or tier_leaves_out or sharded) and hasattr(config.option, "disable_unused_snapshots"):
+    if (selected is not None or tier_leaves_out or sharded) and hasattr(
+        config.option, "disable_unused_snapshots"
+    ):
         # A target subset never generates the other targets' golden cells: syrupy would call
         # their snapshots unused (and delete them under --snapshot-update). Snapshots that
         # belong to no cell of any registered case and target are still reported (below).
@@ -143,9 +146,7 @@ def orphan_snapshots(golden_root: Path) -> list[Path]:
     or that lie outside the one folder golden cells use."""
     known_cases = {c.name: c for c in registry.cases()}
     known_targets = {t.name for t in targets()}
-    possible = {
-        f"{c.name}-{t}-{i}" for c in known_cases.values() for t in known_targets for i in c.inputs
-    }
+    possible = {f"{c.name}-{t}-{i}" for c in known_cases.values() for t in known_targets for i in c.inputs}
     orphans = []
     for path in sorted(golden_root.glob("test_*/*.npz")):
         name = path.name.removesuffix(".npz")
@@ -204,7 +205,9 @@ def _selected_targets(config: pytest.Config) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _suite_of_marker(metafunc: pytest.Metafunc, marker: pytest.Mark) -> tuple[Suite, set[str] | None, set[str]]:
+def _suite_of_marker(
+    metafunc: pytest.Metafunc, marker: pytest.Mark
+) -> tuple[Suite, set[str] | None, set[str]]:
     """The marked function's suite and its target narrowing, validated (a typo is a usage error)."""
     where = metafunc.definition.nodeid
     name = marker.args[0] if marker.args else marker.kwargs.get("suite")
@@ -239,7 +242,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     except pytest.UsageError as exc:
         # raised here, pytest would wrap it in a collection traceback: said once, after collection
         metafunc.config.stash.setdefault(MARKER_PROBLEMS_KEY, []).append(str(exc))
-        metafunc.parametrize("cell", [pytest.param(None, marks=pytest.mark.skip(reason=str(exc)))], ids=["invalid"])
+        metafunc.parametrize(
+            "cell", [pytest.param(None, marks=pytest.mark.skip(reason=str(exc)))], ids=["invalid"]
+        )
         return
     selected = _selected_targets(metafunc.config)
     quick = _tier(metafunc.config) == "ci"
@@ -262,8 +267,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if suite.streaming and suite.needs:
             needs = f"a StreamingSpec with {suite.needs}"
         needs = needs or "a target this run selects"
-        reason = f"{suite.name}: no registered case declares {needs}, so this suite has no cells (does not apply)"
-        metafunc.parametrize("cell", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=[suite.name])
+        reason = (
+            f"{suite.name}: no registered case declares {needs}, so this suite has no cells (does not apply)"
+        )
+        metafunc.parametrize(
+            "cell", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=[suite.name]
+        )
         return
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 

@@ -38,7 +38,6 @@ def record_of(item: pytest.Item, cell: Cell) -> CellRecord:
     return record
 
 
-
 #: Suites whose failures are localised: they compare a target's outputs with eager's.
 LOCALIZED_SUITES = frozenset(s.name for s in SUITE_REGISTRY.values() if s.localized)
 
@@ -88,7 +87,9 @@ class CellContext:
         found = [b.describe() for b in audit]
         spec = self.case.streaming
         if spec is not None and spec.state:
-            found += [f"{name} -> {output} (explicit state in the signature)" for name, output in spec.state.items()]
+            found += [
+                f"{name} -> {output} (explicit state in the signature)" for name, output in spec.state.items()
+            ]
         self.record.state = found
         return [b.name for b in audit]
 

@@ -80,6 +80,10 @@ class CellRecord:
         """The verdict's part the matrix keeps per input: summary, metric, localisation."""
         return {
             k: v
-            for k, v in (("summary", self.summary), ("metric", self.metric), ("localization", self.localization))
+            for k, v in (
+                ("summary", self.summary),
+                ("metric", self.metric),
+                ("localization", self.localization),
+            )
             if v is not None
         }

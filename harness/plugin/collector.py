@@ -192,7 +192,9 @@ class MatrixCollector:
         if self.external:
             terminalreporter.section("artifacts given with --conformance-artifact")
             for key, file in sorted(self.report.artifacts.items()):
-                for line in wrap_text(f"{key}: {file['path']} (sha256 {file['sha256']})", width, indent="", hanging="  "):
+                for line in wrap_text(
+                    f"{key}: {file['path']} (sha256 {file['sha256']})", width, indent="", hanging="  "
+                ):
                     terminalreporter.write_line(line)
             if self.external_problems:
                 terminalreporter.write_line(

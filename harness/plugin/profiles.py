@@ -87,7 +87,11 @@ def run_property(
     current = settings() if active.startswith("conformance-") else settings.get_profile("conformance-ci")
     # the cell's database (under the rootdir, wherever pytest was started) replaces the profile's;
     # a derandomized profile uses none while generating (its replay pass reads it, below)
-    runs = [current if current.derandomize else settings(current, database=DirectoryBasedExampleDatabase(database_path))]
+    runs = [
+        current
+        if current.derandomize
+        else settings(current, database=DirectoryBasedExampleDatabase(database_path))
+    ]
     if current.derandomize:
         replay = settings(
             current,

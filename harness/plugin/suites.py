@@ -80,9 +80,11 @@ SUITE_REGISTRY: dict[str, Suite] = {
             localized=True,
             needs="an offline model or other chunk sizes",
             applies=_streaming(
-                lambda c: None
-                if c.streaming.offline is not None or c.streaming.other_chunks
-                else "one chunk size and no offline model: no whole-signal reference"
+                lambda c: (
+                    None
+                    if c.streaming.offline is not None or c.streaming.other_chunks
+                    else "one chunk size and no offline model: no whole-signal reference"
+                )
             ),
         ),
         Suite(

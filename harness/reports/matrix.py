@@ -237,7 +237,9 @@ class ConformanceReport:
         page = self.out_dir / "conformance.html"
         order = [t.name for t in targets()]
         page.write_text(
-            render_html(self.as_json(), self.traces, self.benchmarks, target_order=order, report_dir=self.out_dir)
+            render_html(
+                self.as_json(), self.traces, self.benchmarks, target_order=order, report_dir=self.out_dir
+            )
         )
         written = [md, js, page]
         if not self.benchmarks:  # files from an earlier run must not pass for this one's

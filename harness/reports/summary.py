@@ -58,7 +58,9 @@ def load_report(path: Path) -> dict[str, Any]:
             or not all(isinstance(row.get(key), str) for key in ("case", "target"))
             or not all(isinstance(s, dict) and isinstance(s.get("status"), str) for s in suites.values())
         ):
-            raise ReportError(f"malformed conformance report (row {number} lacks case, target or suite statuses)")
+            raise ReportError(
+                f"malformed conformance report (row {number} lacks case, target or suite statuses)"
+            )
     if not isinstance(body.get("traces", {}), dict) or not isinstance(body.get("versions", {}), dict):
         raise ReportError("malformed conformance report (traces or versions is not an object)")
     return body

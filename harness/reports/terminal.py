@@ -196,7 +196,12 @@ def render_matrix(
         return table
 
     parts: list[RenderableType] = []
-    tables = _split(console, [*suites, _METRIC] if any(m not in ("", "-") for m in metric_texts) else list(suites), build, width)
+    tables = _split(
+        console,
+        [*suites, _METRIC] if any(m not in ("", "-") for m in metric_texts) else list(suites),
+        build,
+        width,
+    )
     for i, table in enumerate(tables):
         if len(tables) > 1:  # too wide for the terminal: the suites split over several tables
             table.title = f"table {i + 1} of {len(tables)}"

@@ -30,7 +30,9 @@ class StreamRun:
     states: list[dict[str, np.ndarray]] | None
 
 
-def stack_outputs(per_call: Sequence[Sequence[np.ndarray]], names: Sequence[str], where: str) -> dict[str, np.ndarray]:
+def stack_outputs(
+    per_call: Sequence[Sequence[np.ndarray]], names: Sequence[str], where: str
+) -> dict[str, np.ndarray]:
     """Outputs by name, stacked over calls on a new leading axis."""
     for index, outputs in enumerate(per_call):
         if len(outputs) != len(names):
@@ -97,8 +99,12 @@ def run_module(
     step = module_step(module)
     states: list[dict[str, np.ndarray]] = []
     buffer_resets = [n for n in reset_each_call if n not in explicit]
-    buffer_swap = swap_after_each_call if swap_after_each_call and swap_after_each_call[0] not in explicit else None
-    state_swap = swap_after_each_call if swap_after_each_call and swap_after_each_call[0] in explicit else None
+    buffer_swap = (
+        swap_after_each_call if swap_after_each_call and swap_after_each_call[0] not in explicit else None
+    )
+    state_swap = (
+        swap_after_each_call if swap_after_each_call and swap_after_each_call[0] in explicit else None
+    )
 
     with preserved_buffers(module) as initial:
 
@@ -175,7 +181,9 @@ class EagerReference:
         """Eager's stacked outputs for any call sequence, from the initial state."""
         if self._outputs_for is not None:
             return self._outputs_for(calls)
-        return stack_outputs(run_module(self.module, calls, case=self.case).outputs, self.case.output_names, "eager")
+        return stack_outputs(
+            run_module(self.module, calls, case=self.case).outputs, self.case.output_names, "eager"
+        )
 
     def branches(self) -> list[Any]:
         """The module's data-dependent branches (``harness.checks.branches``)."""
@@ -217,7 +225,9 @@ class EagerReference:
             preroll: one forward call with the case's example input first (state advanced by export).
         """
         if head:  # the first call of the whole run under the same hypothesis: never run apart
-            full = self.replay(reset_each_call=reset_each_call, swap_after_each_call=swap_after_each_call, preroll=preroll)
+            full = self.replay(
+                reset_each_call=reset_each_call, swap_after_each_call=swap_after_each_call, preroll=preroll
+            )
             return StreamRun(full.outputs[:1], full.states[:1] if full.states is not None else None)
         key = (tuple(reset_each_call), swap_after_each_call, preroll)
         if key not in self._runs:

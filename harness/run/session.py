@@ -232,18 +232,29 @@ class ConformanceSession:
                 artifact = self.artifact(case, target)
                 module = self.eager_module(case)
                 if calls is not None:
-                    result = localize_calls(case, target, artifact, list(calls), input_name=input_name, module=module)
+                    result = localize_calls(
+                        case, target, artifact, list(calls), input_name=input_name, module=module
+                    )
                 else:
                     result = localize(case, target, artifact, input_name, module=module)
                 found = {**result.as_dict(), "text": result.render()}
             except Exception as exc:  # any failure to localise is reported, never raised
                 headline = f"first divergence: not localised ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
-                found = {"case": case.name, "target": target.name, "input": input_name, "headline": headline, "text": headline, "rows": []}
+                found = {
+                    "case": case.name,
+                    "target": target.name,
+                    "input": input_name,
+                    "headline": headline,
+                    "text": headline,
+                    "rows": [],
+                }
             self._localizations[key] = found
         return self._localizations[key]
 
     def close(self) -> None:
-        runners = {id(r): r for r in [*self._runners.values(), *(f.runner for f in self._fresh_runs.values())]}
+        runners = {
+            id(r): r for r in [*self._runners.values(), *(f.runner for f in self._fresh_runs.values())]
+        }
         for runner in runners.values():
             runner.close()
         self._runners.clear()

@@ -41,7 +41,9 @@ def target_stream(
                 states.append(state)
         return out
 
-    threading = threading if threading is not None else (StateThreading.of(case) if case is not None else None)
+    threading = (
+        threading if threading is not None else (StateThreading.of(case) if case is not None else None)
+    )
     return StreamRun(list(run_sequence(step, calls, threading)), states)
 
 

@@ -159,11 +159,11 @@ def _check_state_file(state: Path, names: list[str], buffers: dict[str, torch.Te
         with np.load(state, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
     except Exception as exc:  # zipfile, pickle refusal, truncated member: all "unreadable"
-        raise ArtifactError(f"{state}: not a readable .npz of initial state ({type(exc).__name__}: {exc})") from exc
-    if sorted(arrays) != sorted(names):
         raise ArtifactError(
-            f"{state}: holds {sorted(arrays)}, the artifact's state is {sorted(names)}"
-        )
+            f"{state}: not a readable .npz of initial state ({type(exc).__name__}: {exc})"
+        ) from exc
+    if sorted(arrays) != sorted(names):
+        raise ArtifactError(f"{state}: holds {sorted(arrays)}, the artifact's state is {sorted(names)}")
     for name in names:
         if name not in buffers:
             continue  # a state the case's module does not name: checked against the graph instead
@@ -289,7 +289,10 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     meta.setdefault(
         "inputs",
         input_signature(
-            case, example, fixed_shapes=target.fixed_shapes, chunk_dynamic=_file_takes_chunks(target, path, case, example)
+            case,
+            example,
+            fixed_shapes=target.fixed_shapes,
+            chunk_dynamic=_file_takes_chunks(target, path, case, example),
         ),
     )
     meta["user_file"] = str(path)  # what the reports name (the private copy is what runs)
@@ -299,5 +302,7 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     except ArtifactError as exc:  # name the user's file, not the private copy the loader saw
         raise ArtifactError(str(exc).replace(str(artifact.path), str(given))) from exc
     if problems:
-        raise ArtifactError(f"{given}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems))
+        raise ArtifactError(
+            f"{given}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems)
+        )
     return artifact

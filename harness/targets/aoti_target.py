@@ -68,7 +68,9 @@ class AotiTarget(Target):
         from torch._inductor import aoti_compile_and_package
 
         program, meta = export_with_dynamic_chunk(
-            case, example, lambda shapes: torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
+            case,
+            example,
+            lambda shapes: torch.export.export(module, example, dynamic_shapes=shapes, strict=False),
         )
         started = time.perf_counter()
         with warnings.catch_warnings():

@@ -220,26 +220,36 @@ class EtdumpTappedRunner(Runner):
             self.module.write_etdump_result_to_file(str(etdump), str(debug))
             dump = deserialize_from_etdump_flatcc(etdump.read_bytes())
             buffer = debug.read_bytes() if debug.is_file() else b""
-        modules = {k: v for k, v in (self.artifact.meta.get("instruction_modules") or {}).items() if k.isdigit()}
+        modules = {
+            k: v for k, v in (self.artifact.meta.get("instruction_modules") or {}).items() if k.isdigit()
+        }
         runs = [r for r in dump.run_data if r.events]
         events = runs[-1].events if runs else []
         taps: list[Any] = []
         counts: dict[int, int] = {}
         for event in events:
             debug_event = event.debug_event
-            if debug_event is None or debug_event.debug_entry is None or debug_event.debug_entry.tensor is None:
+            if (
+                debug_event is None
+                or debug_event.debug_entry is None
+                or debug_event.debug_entry.tensor is None
+            ):
                 continue
             if debug_event.chain_index != 0:
                 continue  # the method's outputs, logged again after the last instruction
             tensor = debug_event.debug_entry.tensor
-            dtype = _SCALAR_DTYPES.get(int(tensor.scalar_type.value if hasattr(tensor.scalar_type, "value") else tensor.scalar_type))
+            dtype = _SCALAR_DTYPES.get(
+                int(tensor.scalar_type.value if hasattr(tensor.scalar_type, "value") else tensor.scalar_type)
+            )
             if dtype is None or dtype == "bfloat16":
                 continue
             count = int(np.prod(tensor.sizes)) if tensor.sizes else 1
             size = count * np.dtype(dtype).itemsize
             if tensor.offset + size > len(buffer):
                 continue
-            value = np.frombuffer(buffer, dtype=dtype, count=count, offset=tensor.offset).reshape(tensor.sizes)
+            value = np.frombuffer(buffer, dtype=dtype, count=count, offset=tensor.offset).reshape(
+                tensor.sizes
+            )
             instruction = debug_event.instruction_id
             k = counts.get(instruction, 0)
             counts[instruction] = k + 1

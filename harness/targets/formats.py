@@ -68,7 +68,7 @@ def pte_header_problem(path: object, data: bytes) -> str | None:
     if len(data) < 8 or data[4:6] != b"ET" or not data[6:8].isdigit():
         return "not an ExecuTorch program (no 'ETnn' flatbuffer identifier at byte 4)"
     if data[8:12] == b"eh00" and len(data) >= 40:
-        header_size, = struct.unpack_from("<I", data, 12)
+        (header_size,) = struct.unpack_from("<I", data, 12)
         program_size, segment_base, segment_size = struct.unpack_from("<QQQ", data, 16)
         sane = (
             header_size >= 24

@@ -44,9 +44,7 @@ def onnx_external_data(path: Path) -> list[Path]:
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     model = onnx.load(str(path), load_external_data=False)
-    locations = {
-        ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)
-    }
+    locations = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
     return [path.parent / location for location in sorted(locations)]
 
 

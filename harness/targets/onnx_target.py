@@ -108,7 +108,9 @@ def dynamo_onnx_export(
         try:
             torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
         except Exception as exc:
-            raise RuntimeError(f"the ONNX exporter fixed {fixed}: torch.export refused the dynamic chunk") from exc
+            raise RuntimeError(
+                f"the ONNX exporter fixed {fixed}: torch.export refused the dynamic chunk"
+            ) from exc
         raise RuntimeError(f"the ONNX exporter fixed {fixed} although torch.export accepts a dynamic chunk")
 
 
@@ -131,7 +133,11 @@ def _fixed_chunk_axes(path: Path, input_names: Sequence[str], dynamic_shapes: An
 
     if not dynamic_shapes:
         return ""
-    wanted = dynamic_shapes[0] if len(dynamic_shapes) == 1 and isinstance(dynamic_shapes[0], tuple) else dynamic_shapes
+    wanted = (
+        dynamic_shapes[0]
+        if len(dynamic_shapes) == 1 and isinstance(dynamic_shapes[0], tuple)
+        else dynamic_shapes
+    )
     chunked = {
         name: axis
         for name, spec in zip(input_names, wanted)
@@ -298,7 +304,9 @@ class OnnxTarget(OnnxRuntimeSettings, Target):
         _, meta = export_with_dynamic_chunk(
             case,
             example,
-            lambda shapes: dynamo_onnx_export(module, example, path, case.input_names, case.output_names, shapes),
+            lambda shapes: dynamo_onnx_export(
+                module, example, path, case.input_names, case.output_names, shapes
+            ),
         )
         return meta
 

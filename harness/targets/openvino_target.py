@@ -140,7 +140,9 @@ class OpenVinoRunner(Runner):
             with np.load(Path(artifact.path).with_name(state_file)) as stored:
                 values = {name: stored[name] for name in stored.files}
         except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{artifact.path}: cannot read the initial state {state_file} ({exc})") from exc
+            raise ArtifactError(
+                f"{artifact.path}: cannot read the initial state {state_file} ({exc})"
+            ) from exc
         return {name: v for name, v in values.items() if np.any(v)}
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
@@ -162,7 +164,8 @@ class OpenVinoRunner(Runner):
 
     def state(self) -> dict[str, np.ndarray] | None:
         return {
-            self._variables.get(v.name, v.name): np.array(v.state.data, copy=True) for v in self.request.query_state()
+            self._variables.get(v.name, v.name): np.array(v.state.data, copy=True)
+            for v in self.request.query_state()
         }
 
 

@@ -50,7 +50,8 @@ def _leaf_records(eager: Sequence[Any]) -> list[Any]:
     return [
         r
         for r in eager
-        if r.path == r.module_path and not any(p != r.path and (r.path == "" or p.startswith(r.path + ".")) for p in paths)
+        if r.path == r.module_path
+        and not any(p != r.path and (r.path == "" or p.startswith(r.path + ".")) for p in paths)
     ]
 
 
@@ -89,7 +90,13 @@ class ReplayTappedRunner(ModuleRunner):
             if value is not None:
                 taps.append(Tap(record.path, record.path, value.detach().numpy().copy()))
         restore_buffers(self.module, after)
-        notes = [f"{len(missing)} leaf module(s) not replayable in the TorchScript module (absent or traced away)"] if missing else []
+        notes = (
+            [
+                f"{len(missing)} leaf module(s) not replayable in the TorchScript module (absent or traced away)"
+            ]
+            if missing
+            else []
+        )
         return Taps(
             taps,
             "TorchScript submodules replayed one by one on eager's inputs (local errors; "
@@ -193,7 +200,11 @@ class TorchScriptTarget(Target):
 
     def format_problem(self, path: Path, example: object = None) -> str | None:
         kind = describe_format(path)
-        return None if kind == "a TorchScript archive" else f"is {kind}, not a TorchScript archive (torch.jit.save)"
+        return (
+            None
+            if kind == "a TorchScript archive"
+            else f"is {kind}, not a TorchScript archive (torch.jit.save)"
+        )
 
 
 class TorchExportTarget(Target):
@@ -207,7 +218,9 @@ class TorchExportTarget(Target):
 
     def _export_impl(self, module, example, case, path):
         program, meta = export_with_dynamic_chunk(
-            case, example, lambda shapes: torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
+            case,
+            example,
+            lambda shapes: torch.export.export(module, example, dynamic_shapes=shapes, strict=False),
         )
         torch.export.save(program, str(path))
         return meta
