@@ -180,6 +180,25 @@ def test_the_ci_tier_runs_large_models_on_the_quick_targets_only():
     assert any("efficientnet_b0-onnx-noise" in item for item in quick)
 
 
+def test_a_costly_target_runs_in_the_ci_tier_on_the_cases_that_ask_for_it():
+    """``Target.costly`` (aoti's C++ compile) keeps it off a case in the ci tier unless the case
+    names it (``ci_costly_targets`` or ``ci_targets``): the library names no case of ours."""
+    import dataclasses
+
+    from harness.core.registry import case
+    from harness.plugin.suites import in_quick_tier
+    from harness.targets import target
+
+    assert target("aoti").costly and not target("onnx").costly
+    assert in_quick_tier(case("pesto"), "aoti") and in_quick_tier(case("cached_conv"), "aoti")
+    theirs = dataclasses.replace(case("cached_conv"), name="their_case", ci_costly_targets=())
+    assert not in_quick_tier(theirs, "aoti") and in_quick_tier(theirs, "onnx")
+    listed = dataclasses.replace(theirs, ci_targets=("eager", "aoti"))
+    assert in_quick_tier(listed, "aoti") and not in_quick_tier(listed, "onnx")
+    unknown = dataclasses.replace(theirs, ci_costly_targets=("aoit",))
+    assert unknown.check_declarations(["eager", "aoti"]) == ["ci_costly_targets names unknown target 'aoit'"]
+
+
 def test_shards_split_a_run_by_case_and_cover_it_once(inner_pytest):
     """--conformance-shard=K/N: every cell of a case in one shard, the shards disjoint and together
     the whole run; a malformed shard is a usage error."""

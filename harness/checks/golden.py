@@ -20,8 +20,8 @@ from syrupy.location import PyTestLocation
 
 from ..core.check import Check
 from ..core.compare import Tolerance
+from ..core.environment import library_versions
 from ..core.judge import Judge
-from ..run.cache import library_versions
 
 __all__ = ["TensorSnapshot", "TensorSnapshotExtension", "snapshot_verdict", "tensor_snapshot_extension"]
 

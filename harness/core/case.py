@@ -253,7 +253,9 @@ class ModelCase:
         approximate_metric: the task metric that judges quantized targets (e.g. median pitch
             error); cases without one are not run on approximate targets.
         batch_consistency: a batch size whose per-sample outputs must equal batch-1 outputs.
-        ci_targets: the targets the quick ``ci`` tier runs this case on (None: all).
+        ci_targets: the targets the quick ``ci`` tier runs this case on (None: all but the costly).
+        ci_costly_targets: costly targets (``Target.costly``) the ``ci`` tier runs this case on too.
+        depends_on: distributions whose versions key this case's exports (its weights' package).
     """
 
     name: str
@@ -288,6 +290,12 @@ class ModelCase:
     #: this repository's CI runs); None: every target. The ``nightly`` tier (the default for a
     #: project that sets no tier) runs every target.
     ci_targets: tuple[str, ...] | None = None
+    #: Costly targets (``Target.costly``: AOTInductor's C++ compile) that the ``ci`` tier runs this
+    #: case on too; the others run on it in the nightly tier only.
+    ci_costly_targets: tuple[str, ...] = ()
+    #: Distributions (PyPI names) whose versions key this case's cached exports, besides torch and
+    #: the runtimes: the package its model and weights ship in, e.g. ``("my-model-weights",)``.
+    depends_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -337,9 +345,10 @@ class ModelCase:
     def check_declarations(self, known_targets: Sequence[str]) -> list[str]:
         """Problems with the expected failures and overrides: names that match nothing."""
         problems = []
-        for name in self.ci_targets or ():
-            if name not in known_targets:
-                problems.append(f"ci_targets names unknown target {name!r}")
+        for field_name in ("ci_targets", "ci_costly_targets"):
+            for name in getattr(self, field_name) or ():
+                if name not in known_targets:
+                    problems.append(f"{field_name} names unknown target {name!r}")
         for expected in self.expected:
             if expected.target not in known_targets:
                 problems.append(f"expected failure names unknown target {expected.target!r}")

@@ -58,8 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("conformance declarations do not match anything:\n  " + "\n  ".join(problems))
 
     tier_leaves_out = _tier(config) == "ci" and (
-        any(c.ci_targets is not None for c in registry.cases())
-        or any(t.ci_cases is not None for t in targets())
+        any(c.ci_targets is not None for c in registry.cases()) or any(t.costly for t in targets())
     )
     sharded = bool(config.getoption("conformance_shard", default=None))
     if (selected is not None or tier_leaves_out or sharded) and hasattr(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ..core.environment import environment, environment_changes
 from ..core.registry import cases
 from ..reports.baseline import UNGATED_SUITES, Baseline, BaselineChange, gated
 from ..reports.matrix import ConformanceReport
@@ -110,8 +111,9 @@ class MatrixCollector:
             return
         known_cases = [c.name for c in cases()]
         known_targets = [t.name for t in targets()]
+        now = environment(d for c in cases() for d in c.depends_on)
         if self.update:
-            self.baseline.write(observed, known_cases, known_targets)
+            self.baseline.write(observed, known_cases, known_targets, now)
             self.gate_note = f"conformance baseline rewritten: {self.baseline.path}"
             return
         if not self.baseline.exists():
@@ -124,16 +126,18 @@ class MatrixCollector:
             self.gate_note = str(exc)
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return
+        changed = environment_changes(self.baseline.environment(), now)
+        since = f"; since the baseline was written: {', '.join(changed)}" if changed else ""
         if self.changes:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             self.gate_note = (
                 f"conformance baseline gate FAILED: {len(self.changes)} cells differ from {self.baseline.path} "
-                "(update it on purpose with --conformance-baseline-update)"
+                f"(update it on purpose with --conformance-baseline-update){since}"
             )
         else:
             count = len(gated(observed))
             self.gate_note = (
-                f"conformance baseline gate passed: {count} cells as in {self.baseline.path}"
+                f"conformance baseline gate passed: {count} cells as in {self.baseline.path}{since}"
                 if count
                 else "conformance baseline: no gated cell in this run (benchmark cells are not gated)"
             )

@@ -152,11 +152,12 @@ def pair_runs(case: ModelCase, target_name: str, *, streaming: bool, quick: bool
 
 def in_quick_tier(case: ModelCase, target_name: str) -> bool:
     """Whether the quick ``ci`` tier runs this pair: the case may limit its targets
-    (``ModelCase.ci_targets``) and a costly target its cases (``Target.ci_cases``)."""
+    (``ModelCase.ci_targets``), and a costly target (``Target.costly``) runs only on the cases
+    that name it (``ModelCase.ci_costly_targets``, or ``ci_targets``)."""
     if case.ci_targets is not None and target_name not in case.ci_targets:
         return False
     try:
-        ci_cases = find_target(target_name).ci_cases
+        costly = find_target(target_name).costly
     except KeyError:
         return True
-    return ci_cases is None or case.name in ci_cases
+    return not costly or target_name in case.ci_costly_targets or target_name in (case.ci_targets or ())

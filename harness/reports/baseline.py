@@ -59,7 +59,7 @@ class Baseline:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def load(self) -> Cells:
+    def _body(self) -> dict[str, Any]:
         try:
             body = json.loads(self.path.read_text())
         except (OSError, ValueError) as exc:
@@ -68,6 +68,16 @@ class Baseline:
             raise ValueError(
                 f"{self.path}: not a conformance baseline (schema {body.get('schema')!r}, want {SCHEMA!r})"
             )
+        return body
+
+    def environment(self) -> dict[str, dict[str, str]]:
+        """The libraries and machine the baseline was written on ({} for a baseline that predates
+        the record)."""
+        recorded = self._body().get("environment") or {}
+        return {k: dict(v) for k, v in recorded.items() if isinstance(v, dict)}
+
+    def load(self) -> Cells:
+        body = self._body()
         cells: Cells = {}
         for case, targets in body["cells"].items():
             for target, suites in targets.items():
@@ -103,9 +113,10 @@ class Baseline:
         observed: Mapping[tuple[str, str, str, str], tuple[str, str]],
         known_cases: Iterable[str],
         known_targets: Iterable[str],
+        environment: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """Record the observed statuses, keeping unobserved cells of cases and targets that still
-        exist (never a cell of ``UNGATED_SUITES``)."""
+        exist (never a cell of ``UNGATED_SUITES``), and the environment they were observed in."""
         cases, targets = set(known_cases), set(known_targets)
         cells = gated(self.load()) if self.exists() else {}
         cells = {k: v for k, v in cells.items() if k[0] in cases and k[1] in targets}
@@ -119,4 +130,6 @@ class Baseline:
             "regenerate": "pytest --conformance-baseline-update (review the diff before committing)",
             "cells": nested,
         }
+        if environment:
+            body["environment"] = {k: dict(v) for k, v in environment.items()}
         self.path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")

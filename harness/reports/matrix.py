@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core import registry
 from ..core.case import SUITES
+from ..core.environment import environment
 from ..core.registry import CaseError
 from ..core.registry import case as find_case
-from ..run.cache import library_versions
 from ..targets import targets
 from .benchmarks import benchmark_table
 from .html import metric_text, render_html
@@ -219,7 +220,9 @@ class ConformanceReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "schema": "export-conformance/matrix/1",
-            "versions": library_versions(),
+            # the libraries (the harness's own version and the cases' declared dependencies among
+            # them) and the machine, as the baseline records them
+            **environment(dependency for case in registry.cases() for dependency in case.depends_on),
             "runtime_settings": runtime_settings(),
             "rows": self.rows(),
             "state_audit": self.state_audit,

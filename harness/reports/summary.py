@@ -1,7 +1,8 @@
 """Merging per-environment reports (one tox env each) into one case x target x env matrix.
 
 Standalone on purpose (no torch, no package imports): a CI summary job runs it as
-``python harness/summary.py reports/tox/*/conformance.json`` without installing the harness.
+``python harness/reports/summary.py reports/tox/*/conformance.json`` without installing the
+harness (``.ci/merge-reports`` lays the downloaded reports out by env first).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def merge_reports(paths: Sequence[Path]) -> tuple[str, dict[str, Any]]:
 
 def main(argv: Sequence[str]) -> int:
     if not argv:
-        print("usage: python harness/summary.py REPORT.json [REPORT.json ...]", file=sys.stderr)
+        print("usage: python harness/reports/summary.py REPORT.json [REPORT.json ...]", file=sys.stderr)
         return 2
     for arg in argv:
         try:

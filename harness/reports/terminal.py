@@ -9,6 +9,7 @@ matrix stays in the Markdown and JSON reports; this is what a person reads at th
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from .benchmarks import benchmark_figures
 
 __all__ = [
     "wrap_text",
+    "grouped_reasons",
     "STATUS_WORDS",
     "SUITE_ABBREVIATIONS",
     "render_benchmarks",
@@ -143,6 +145,33 @@ def _print(console: Console, buffer: io.StringIO, parts: Sequence[RenderableType
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).rstrip("\n")
 
 
+_SUITES_PREFIX = re.compile(r"^((?:[\w-]+(?: \[[^\]]*\])? \([\w-]+\)(?:, )?)+): (.*)$", re.S)
+
+
+def grouped_reasons(rows: Sequence[Mapping[str, Any]], key: str = "reasons") -> list[tuple[str, str]]:
+    """One (label, text) per distinct reason, naming every cell that gives it: ``stream-chunks
+    (xfail) on pesto: torch-export, aoti, onnx`` and the text once, in the rows' order. A reason
+    that does not start with its suites (``suite (status): ...``) is labelled by its cells."""
+    cells_by_reason: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        for reason in row[key]:
+            cells_by_reason.setdefault(reason, []).append((row["case"], row["target"]))
+    entries = []
+    for reason, cells in cells_by_reason.items():
+        by_case: dict[str, list[str]] = {}
+        for case_name, target_name in cells:
+            by_case.setdefault(case_name, []).append(target_name)
+        where = "; ".join(f"{case_name}: {', '.join(names)}" for case_name, names in by_case.items())
+        if len(cells) == 1:
+            where = f"{cells[0][0]}/{cells[0][1]}"
+        match = _SUITES_PREFIX.match(reason)
+        if match:
+            entries.append((f"{match.group(1)} on {where}", match.group(2)))
+        else:
+            entries.append((where, reason))
+    return entries
+
+
 def _legend(suites: Sequence[str], statuses: set[str], width: int) -> list[Text]:
     """What the abbreviated headers and the status words stand for (those in the table only)."""
     names = [f"{SUITE_ABBREVIATIONS.get(s, s)} = {s}" for s in suites if SUITE_ABBREVIATIONS.get(s, s) != s]
@@ -210,11 +239,10 @@ def render_matrix(
         parts.append(table)
     used = {row["suites"].get(s, {}).get("status", "-") for row in rows for s in suites}
     parts += _legend(suites, used, width)
-    label = "{case}/{target}"
-    reasons = [(label.format(**r), reason) for r in rows for reason in r["reasons"]]
+    reasons = grouped_reasons(rows, "reasons")
     if reasons:
         parts += _section("non-pass cells:", reasons, width, "bold yellow")
-    errors = [(label.format(**r), reason) for r in rows for reason in r["errors"]]
+    errors = grouped_reasons(rows, "errors")
     if errors:
         parts += _section(_ERRORS_HEADING, errors, width, "bold magenta")
     if state_audit:

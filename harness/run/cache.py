@@ -8,11 +8,9 @@ Export errors are cached too (a refusal is as deterministic as a success).
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import inspect
 import json
 import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,24 +19,13 @@ import torch
 from filelock import FileLock
 
 from ..core.case import ModelCase
+from ..core.environment import library_versions
 from ..targets import Artifact, ExportError, Target
 
-__all__ = ["ExportCache", "cache_key", "library_versions"]
+__all__ = ["ExportCache", "cache_key"]
 
-_VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "executorch", "openvino", "numpy", "pesto-pitch")
 _DIGESTS: dict[str, str] = {}
 _HELPERS_KEY = "<export helpers>"  # not a case name
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape an export (absent ones are marked)."""
-    versions = {"python": sys.version.split()[0]}
-    for dist in _VERSIONED:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "absent"
-    return versions
 
 
 def _file_digest(obj: object) -> str:
@@ -100,7 +87,9 @@ def cache_key(case: ModelCase, target: Target) -> str:
         "target_state": {k: repr(v) for k, v in sorted(vars(target).items())},
         # what every export is told: dynamic dimensions and the lifted streaming state
         "export_helpers": _export_helpers_digest(),
-        "versions": library_versions(),
+        # the runtimes' versions and those of the distributions the case says it depends on
+        # (the package its weights ship in: ModelCase.depends_on)
+        "versions": library_versions(case.depends_on),
         "case_digest": _case_digest(case),
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]

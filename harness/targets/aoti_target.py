@@ -55,7 +55,7 @@ class AotiTarget(Target):
     via_torch_export = True
     description = "torch.export compiled by AOTInductor (aoti_compile_and_package), C++ on CPU"
     #: A C++ compile per case (11-60 s here): the quick CI tier runs these cases, the nightly all.
-    ci_cases = ("pesto", "cached_conv")
+    costly = True  # a C++ compile per export: the ci tier runs it on the cases that ask for it
 
     def missing_runtime(self) -> str | None:
         """AOTInductor compiles C++: without a compiler the target is skipped, not an export error."""

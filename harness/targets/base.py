@@ -184,9 +184,10 @@ class Target(ABC):
     #: Whether an approximate target runs the streaming suites, judged by the case's task metric
     #: (the int8 targets do not: their state handling is the float export's, checked there).
     streams_when_approximate: bool = False
-    #: The cases the quick ``ci`` tier runs this target on (None: every case); for targets whose
-    #: export costs minutes (a C++ compile), the nightly tier runs the rest.
-    ci_cases: tuple[str, ...] | None = None
+    #: Whether its export costs minutes (a C++ compile): the quick ``ci`` tier then runs it only on
+    #: the cases that name it in ``ModelCase.ci_costly_targets`` (the nightly tier on every case).
+    #: Which cases those are is the cases' own declaration, never the target's.
+    costly: bool = False
     #: Whether the export goes through ``torch.export``: it refuses what torch.export refuses
     #: (``TORCH_EXPORT_TARGETS``, which cases name in their expected failures).
     via_torch_export: bool = False
