@@ -140,6 +140,7 @@ def _list(_: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .cli.progress import Steps, quiet_torch
+    from .core.errors import HarnessError
     from .targets import ExportError, RuntimeMissing
 
     case = _case(args.case)
@@ -150,13 +151,24 @@ def _export(args: argparse.Namespace) -> int:
             try:
                 with steps.step(f"exporting {case.name} to {target.name}"):
                     paths.append(target.export(case, Path(args.outdir)).path)
-            except (ExportError, RuntimeMissing) as exc:
+            except (ExportError, RuntimeMissing, HarnessError) as exc:
                 failures.append(f"{args.where}: {case.name} to {target.name}: {exc}")
     for path in paths:
         print(path)
     for failure in failures:
         print(failure, file=sys.stderr)
     return 2 if failures else 0
+
+
+def _user_file(given: str) -> Path:
+    """A user's file resolved by the file system, or this command's one-line usage error."""
+    from .targets import ArtifactError
+    from .targets.adopt import resolve_user_file
+
+    try:
+        return resolve_user_file(Path(given))
+    except ArtifactError as exc:
+        raise _Fail(str(exc)) from None
 
 
 def _pytest_selection(case: str, extra: list[str]) -> list[str]:
@@ -186,7 +198,7 @@ def _check(args: argparse.Namespace) -> int:
         if not sep or not target or not path:
             raise _Fail(f"--artifact {value!r}: expected TARGET=PATH")
         artifact_targets.append(_target(target).name)
-        pytest_args.append(f"--artifact={case}:{target}={Path(path).resolve()}")
+        pytest_args.append(f"--artifact={case}:{target}={_user_file(path)}")
     for name in _names(args.targets or ""):
         _target(name)
     targets_option = args.targets or ",".join(dict.fromkeys(artifact_targets))
@@ -237,7 +249,7 @@ def _localize(args: argparse.Namespace) -> int:
         with quiet_torch(), Steps(args.where, 2) as steps:
             if args.artifact:
                 with steps.step(f"loading {args.artifact} as {target.name}"):
-                    path = Path(args.artifact).resolve()
+                    path = _user_file(args.artifact)
                     override = ArtifactOverride(case.name, target.name, path)
                     artifact = external_artifact(override, cache_root / "external")
             else:

@@ -95,3 +95,35 @@ def test_a_killed_exports_staging_folder_is_removed(tmp_path):
     recent.mkdir()
     cache.get(harness.case("conv_mlp"), harness.target("torchscript"))
     assert not abandoned.exists() and recent.exists()  # another worker's export may still be running
+
+
+def test_an_entry_changed_out_of_band_is_rebuilt_never_judged(tmp_path):
+    """Entries carry the sha256 of their files: a cached export edited by hand (or half restored)
+    is exported again, and every target's entry reads back intact (no runner writes into it)."""
+    import json
+
+    case = harness.case("conv_mlp")
+    for name in ("torchscript", "onnx", "onnx-stateful", "executorch-portable", "openvino"):
+        target = harness.target(name)
+        if target.missing_runtime():
+            continue
+        first = ExportCache(tmp_path)
+        artifact = first.get(case, target)
+        with target.load(artifact) as runner:  # loading and running leave the entry as published
+            runner.run(*case.example_inputs())
+        assert ExportCache(tmp_path).get(case, target).path == artifact.path
+        reread = ExportCache(tmp_path)
+        reread.get(case, target)
+        assert reread.exports_done == 0, f"{name}: an intact entry was exported again"
+    target = harness.target("torchscript")
+    artifact = ExportCache(tmp_path).get(case, target)
+    original = artifact.path.read_bytes()
+    tampered = original[:-64] + bytes(64)
+    artifact.path.write_bytes(tampered)  # changed out of band
+    entry = artifact.path.parent
+    assert "contents" in json.loads((entry / "result.json").read_text())
+    later = ExportCache(tmp_path)
+    again = later.get(case, target)
+    assert later.exports_done == 1 and again.path.read_bytes() != tampered
+    with target.load(again) as runner:
+        runner.run(*case.example_inputs())

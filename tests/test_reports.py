@@ -145,3 +145,36 @@ def test_every_declared_dependency_is_used():
         assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), (
             f"{name} is declared but never imported"
         )
+
+
+def test_reports_and_the_baseline_record_the_environment_and_the_gate_says_what_changed(tmp_path):
+    """Versions of torch, every runtime and the harness, and the machine, in every record (as
+    pytest-benchmark's machine_info); a baseline comparison names what changed since it was written."""
+    from harness.core.environment import environment, environment_changes
+    from harness.reports.baseline import Baseline
+    from harness.reports.matrix import ConformanceReport
+
+    now = environment()
+    assert now["versions"]["torch"].startswith("2.13") and now["versions"]["export-conformance"] == "0.1.0"
+    assert {"onnxruntime", "executorch", "openvino", "python"} <= set(now["versions"])
+    assert now["machine"]["cpu"] and now["machine"]["cores"].isdigit()
+    report = ConformanceReport(tmp_path).as_json()
+    assert report["versions"]["pesto-pitch"] != "absent", "a case's declared dependency is recorded"
+    assert report["machine"] == now["machine"]
+
+    baseline = Baseline(tmp_path / "baseline.json")
+    written_on = {
+        "versions": {**now["versions"], "onnxruntime": "1.31.1"},
+        "machine": {**now["machine"], "cores": "64"},
+    }
+    baseline.write({("c", "t", "equivalence", "x"): ("pass", "")}, ["c"], ["t"], written_on)
+    assert baseline.environment() == written_on and baseline.load() == {
+        ("c", "t", "equivalence", "x"): "pass"
+    }
+    later = {"versions": {**now["versions"], "onnxruntime": "1.32.0"}, "machine": now["machine"]}
+    assert environment_changes(baseline.environment(), later) == [
+        "onnxruntime: 1.31.1 -> 1.32.0",
+        f"cores: 64 -> {now['machine']['cores']}",
+    ]
+    assert environment_changes(written_on, written_on) == []
+    assert environment_changes({}, now) == [], "a baseline written before the record names no change"

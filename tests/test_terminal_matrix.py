@@ -68,7 +68,11 @@ def test_matrix_fits_the_width_and_keeps_every_cell_and_reason(report, width, ma
     flat = "".join(plain.split())
     for row in report.rows():
         for reason in row["reasons"] + row["errors"]:
-            assert "".join(f"{row['case']}/{row['target']}: {reason}".split()) in flat
+            suite = reason.split(" [", 1)[0]
+            if row["suites"][suite]["status"] in ("xfail", "skip"):  # grouped by the declared reason
+                assert "".join(reason.split("]: ", 1)[1].split()) in flat
+            else:
+                assert "".join(f"{row['case']}/{row['target']}: {reason}".split()) in flat
     assert "".join(report.branch_coverage["pesto_like"].split()) in flat
     assert "".join("; ".join(report.state_audit["cached_conv_with_a_long_name"]).split()) in flat
 
@@ -133,3 +137,34 @@ def test_benchmark_table_without_figures_over_the_peak_has_no_footnote():
     text = render_benchmarks(_records(onnx_step_s=0.5), width=120)
     assert "Over 100%" not in text and "*" not in text
     assert "float32 matmul peak in this run: 10.0 GFLOP/s" in text
+
+
+def test_a_reason_that_several_cells_share_is_printed_once_naming_them(tmp_path):
+    report = ConformanceReport(tmp_path)
+    shared = "benchmark: pytest-benchmark times nothing under xdist: run `pytest -p no:xdist -k benchmark`"
+    for case, targets in (("pesto", ("eager", "onnx", "aoti")), ("toy", ("onnx",))):
+        for target in targets:
+            cell = {"case_name": case, "target_name": target, "suite": "benchmark", "input_name": "x"}
+            report.add(cell, "skip", shared)
+    cell = {"case_name": "toy", "target_name": "aoti", "suite": "benchmark", "input_name": "x"}
+    report.add(cell, "skip", "a reason of its own")
+    plain = ANSI.sub("", report.render_text(120))
+    flat = " ".join(plain.split())
+    assert flat.count("times nothing under xdist") == 1, plain
+    order = [row["target"] for row in report.rows() if row["case"] == "pesto"]  # the matrix's order
+    assert f"benchmark (skip) on pesto/{', '.join(order)}; toy/onnx: " + shared in flat
+    assert "benchmark (skip) on toy/aoti: a reason of its own" in flat
+    # a declared reason's observed detail is left to the reports; an unexpected failure keeps it whole
+    for target, status, reason in (
+        ("eager", "xfail", "declared [observed: 1.5]"),
+        ("onnx", "xfail", "declared [observed: 2.5]"),
+        ("aoti", "fail", "max abs err 3 [observed: all of it]"),
+    ):
+        report.add(
+            {"case_name": "toy", "target_name": target, "suite": "equivalence", "input_name": "x"},
+            status,
+            reason,
+        )
+    flat = " ".join(ANSI.sub("", report.render_text(120)).split())
+    assert "equivalence (xfail) on toy/eager, onnx: declared" in flat and "observed: 1.5" not in flat
+    assert "toy/aoti: equivalence [x]: max abs err 3 [observed: all of it]" in flat

@@ -23,7 +23,13 @@ from ..core.compare import Tolerance
 from ..core.environment import library_versions
 from ..core.judge import Judge
 
-__all__ = ["TensorSnapshot", "TensorSnapshotExtension", "snapshot_verdict", "tensor_snapshot_extension"]
+__all__ = [
+    "TensorSnapshot",
+    "TensorSnapshotExtension",
+    "snapshot_verdict",
+    "tensor_snapshot_extension",
+    "unreadable_snapshot",
+]
 
 _PROVENANCE = "__provenance__"
 
@@ -49,6 +55,17 @@ def _from_npz(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {k: stored[k] for k in stored.files if k != _PROVENANCE}
         provenance = json.loads(str(stored[_PROVENANCE])) if _PROVENANCE in stored.files else {}
     return arrays, provenance
+
+
+def unreadable_snapshot(path: Path) -> str | None:
+    """Why the stored snapshot at ``path`` cannot be read as one (None: it reads)."""
+    try:
+        arrays, _ = _from_npz(path.read_bytes())
+    except Exception as exc:  # zipfile, numpy, JSON: all "unreadable"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'not an .npz'}"
+    if not arrays:
+        return "it holds no outputs"
+    return None
 
 
 def _sidecar(data: bytes) -> dict[str, Any]:

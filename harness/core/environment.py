@@ -72,15 +72,14 @@ def environment(extra: Iterable[str] = ()) -> dict[str, dict[str, str]]:
 def environment_changes(
     before: Mapping[str, Mapping[str, str]], after: Mapping[str, Mapping[str, str]]
 ) -> list[str]:
-    """One ``name: old -> new`` per library version or machine fact that differs (names on
-    either side only count when both sides record something)."""
+    """One ``name: old -> new`` per library version or machine fact that differs ("absent" for a
+    name one side lacks); a section one side does not record at all is not compared."""
     changes = []
     for section in ("versions", "machine"):
         old, new = before.get(section, {}), after.get(section, {})
+        if not old or not new:  # a record that predates this section: nothing to compare
+            continue
         for name in sorted(set(old) | set(new)):
-            if name in old and name in new and old[name] != new[name]:
-                changes.append(f"{name}: {old[name]} -> {new[name]}")
-            elif name in old or name in new:
-                if old and new:  # one side did not know this name (a runtime added or removed)
-                    changes.append(f"{name}: {old.get(name, ABSENT)} -> {new.get(name, ABSENT)}")
+            if old.get(name, ABSENT) != new.get(name, ABSENT):
+                changes.append(f"{name}: {old.get(name, ABSENT)} -> {new.get(name, ABSENT)}")
     return changes

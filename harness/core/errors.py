@@ -21,6 +21,7 @@ __all__ = [
     "describe_exception",
     "first_meaningful_line",
     "root_cause",
+    "whole_message",
 ]
 
 
@@ -72,6 +73,15 @@ def first_meaningful_line(exc: BaseException) -> str:
             return text[:300]
     frames = traceback.extract_tb(exc.__traceback__)
     return f"raised at {frames[-1].filename}:{frames[-1].lineno}" if frames else "(no message)"
+
+
+def whole_message(exc: BaseException, limit: int = 1000) -> str:
+    """Every line of an exception's message on one line (a runtime's load error puts its cause
+    after a location line such as OpenVINO's ``Exception from src/.../core.cpp:84:``)."""
+    text = " ".join(line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip())
+    if not text:
+        return first_meaningful_line(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def constraint_line(exc: BaseException) -> str:

@@ -69,3 +69,19 @@ def load_case_modules(modules: Iterable[str], fixtures_dir: Path | None = None) 
             importlib.import_module(name)
         except ImportError as exc:
             raise CaseError(f"cannot import case module {name!r}: {exc}") from exc
+        except CaseError as exc:  # a declaration register() or ModelCase refused
+            raise CaseError(f"case module {name!r}: {exc}") from exc
+        except Exception as exc:  # the module's own bug: name it and where it raised, never a traceback
+            raise CaseError(f"case module {name!r} raised at import: {_where(exc)}") from exc
+
+
+def _where(exc: BaseException) -> str:
+    """``TypeError: message (file.py:12)``: the exception and the last frame of the module's own."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "importlib" not in f.filename]
+    frame = ours[-1] if ours else (frames[-1] if frames else None)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    at = f" ({frame.filename}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {first}{at}"

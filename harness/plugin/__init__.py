@@ -88,6 +88,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "is judged on its own: the baseline is neither consulted nor rewritten)",
     )
     group.addoption(
+        "--conformance-snapshots-with-artifacts",
+        action="store_true",
+        help="let --snapshot-update record golden snapshots in a run with --artifact (by default it is refused: "
+        "a user's file's outputs would replace the repository's snapshots)",
+    )
+    group.addoption(
         "--conformance-tier",
         choices=("ci", "nightly"),
         default=None,

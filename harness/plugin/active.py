@@ -25,14 +25,14 @@ from ..core.errors import ConformanceFailure, describe_exception
 from ..reports.baseline import Baseline
 from ..reports.matrix import ConformanceReport
 from ..run.cache import ExportCache
-from ..run.external import external_artifact, parse_artifact_option
 from ..run.session import Cell, ConformanceSession
-from ..targets import EAGER, ArtifactError, ExportError, targets
+from ..targets import EAGER, ExportError, targets
 from .cell_context import CellContext, record_of
 from .cell_record import RECORD_PROPERTY, Outcome
 from .collector import MatrixCollector
 from .profiles import EXAMPLE_DATABASE
 from .suites import MARKER_KWARGS, SUITE_REGISTRY, Suite, pair_runs
+from .user_files import check_writes_allowed, take_user_files
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 SESSION_ID_KEY = pytest.StashKey[str]()
@@ -81,13 +81,15 @@ def pytest_configure(config: pytest.Config) -> None:
     cache_dir = config.getoption("export_cache_dir") or config.getini("conformance_export_cache")
     cache_root = Path(config.rootpath) / cache_dir
     cache = ExportCache(cache_root, fresh=config.getoption("export_fresh"), session_id=session_id)
-    overrides = {}
-    for value in config.getoption("artifact"):
-        try:
-            override = parse_artifact_option(value)
-            overrides[(override.case, override.target)] = external_artifact(override, cache_root / "external")
-        except (ValueError, ArtifactError) as exc:
-            raise pytest.UsageError(str(exc)) from exc
+    problem = cache.problem()
+    if problem:
+        raise pytest.UsageError(
+            f"{problem} (--conformance-export-cache-dir, or the ini's conformance_export_cache, names another)"
+        )
+    overrides = take_user_files(
+        config.getoption("artifact"), cache_root / "external", selected=selected, tier=_tier(config)
+    )
+    check_writes_allowed(config, bool(overrides))
     config.stash[SESSION_KEY] = ConformanceSession(
         cache,
         overrides,
@@ -110,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
             ConformanceReport(Path(config.rootpath) / report_dir),
             baseline,
             update=config.getoption("conformance_baseline_update"),
-            external=bool(overrides),
+            external={f"{c}/{t}": a.meta.get("user_file", str(a.path)) for (c, t), a in overrides.items()},
         )
         config.pluginmanager.register(collector, "conformance-matrix")
 
@@ -159,6 +161,10 @@ def orphan_snapshots(golden_root: Path) -> list[Path]:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    collector = config.pluginmanager.get_plugin("conformance-matrix")
+    if collector is not None and collector.unjudged:
+        # last: syrupy ORs exit codes together (4 | 5 == 5), and a file nobody judged is never 0 or 5
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
     if not config.stash.get(ORPHANS_KEY, False) or hasattr(config, "workerinput"):
         return
     root = golden_root(config)

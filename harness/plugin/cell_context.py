@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from ..checks.golden import TensorSnapshotExtension
+from ..checks.golden import TensorSnapshotExtension, unreadable_snapshot
 from ..core.case import MetricResult
 from ..core.errors import ConformanceFailure, HarnessError
 from ..core.judge import Judge
@@ -142,6 +142,12 @@ class CellContext:
             raise HarnessError(
                 f"no golden snapshot yet for {self.cell.id}: record it with --snapshot-update "
                 f"(it is written to {path})"
+            )
+        problem = unreadable_snapshot(path) if path is not None else None
+        if problem:  # a damaged file is the repository's problem, not a verdict on the export
+            raise HarnessError(
+                f"{path}: the golden snapshot of {self.cell.id} cannot be read ({problem}): restore it from "
+                "version control, or record it again with --snapshot-update"
             )
 
     def golden_root(self) -> Path | None:

@@ -4,6 +4,7 @@ controller, or in a run without xdist)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -84,12 +85,15 @@ class MatrixCollector:
         baseline: Baseline | None = None,
         *,
         update: bool = False,
-        external: bool = False,
+        external: Mapping[str, str] | None = None,
     ) -> None:
         self.report = report
         self.baseline = baseline
         self.update = update
-        self.external = external
+        #: the user's files (``--artifact``): "case/target" -> the file as given
+        self.external = dict(external or {})
+        #: user's files no cell judged (every cell deselected): the run is a usage error
+        self.unjudged: list[str] = []
         self.changes: list[BaselineChange] = []
         self.gate_note = ""
         #: cells on a user's file (``--artifact``) that did not pass: they fail the run
@@ -100,6 +104,10 @@ class MatrixCollector:
         observed = self.report.observed()
         if self.external_problems:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        judged = {f"{case}/{target}" for (case, target, _) in self.report.cells}
+        self.unjudged = [f"{path} ({key})" for key, path in self.external.items() if key not in judged]
+        if self.unjudged:  # never exit 0 or 5 on a file the run did not judge
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if self.baseline is None:
             if self.external:
                 self.gate_note = (
@@ -173,9 +181,16 @@ class MatrixCollector:
                     self.external_problems.append(problem)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        width = terminal_width(terminalreporter)
+        for file in self.unjudged:
+            text = (
+                f"ERROR: {file}: no cell judged this file: every cell of it was deselected (-k, a node id or "
+                "a shard); select at least one of its cells"
+            )
+            for line in wrap_text(text, width, indent="", hanging="  "):
+                terminalreporter.write_line(line, red=True)
         if not self.report.cells:
             return
-        width = terminal_width(terminalreporter)
         markup = bool(getattr(terminalreporter, "hasmarkup", False))
         terminalreporter.section("conformance matrix")
         for line in self.report.render_text(width, markup=markup).splitlines():

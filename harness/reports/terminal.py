@@ -9,7 +9,6 @@ matrix stays in the Markdown and JSON reports; this is what a person reads at th
 from __future__ import annotations
 
 import io
-import re
 import shutil
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from .benchmarks import benchmark_figures
 __all__ = [
     "wrap_text",
     "grouped_reasons",
+    "non_pass_entries",
     "STATUS_WORDS",
     "SUITE_ABBREVIATIONS",
     "render_benchmarks",
@@ -145,31 +145,61 @@ def _print(console: Console, buffer: io.StringIO, parts: Sequence[RenderableType
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).rstrip("\n")
 
 
-_SUITES_PREFIX = re.compile(r"^((?:[\w-]+(?: \[[^\]]*\])? \([\w-]+\)(?:, )?)+): (.*)$", re.S)
-
-
 def grouped_reasons(rows: Sequence[Mapping[str, Any]], key: str = "reasons") -> list[tuple[str, str]]:
-    """One (label, text) per distinct reason, naming every cell that gives it: ``stream-chunks
-    (xfail) on pesto: torch-export, aoti, onnx`` and the text once, in the rows' order. A reason
-    that does not start with its suites (``suite (status): ...``) is labelled by its cells."""
-    cells_by_reason: dict[str, list[tuple[str, str]]] = {}
+    """One (cells, text) per distinct reason, in the rows' order, the cells that give it named
+    once: ``pesto/torch-export, aoti, onnx`` (``; `` between cases), so a reason that eight
+    targets share is read once."""
+    cells_by_reason: dict[str, dict[str, list[str]]] = {}
     for row in rows:
         for reason in row[key]:
-            cells_by_reason.setdefault(reason, []).append((row["case"], row["target"]))
-    entries = []
-    for reason, cells in cells_by_reason.items():
-        by_case: dict[str, list[str]] = {}
-        for case_name, target_name in cells:
-            by_case.setdefault(case_name, []).append(target_name)
-        where = "; ".join(f"{case_name}: {', '.join(names)}" for case_name, names in by_case.items())
-        if len(cells) == 1:
-            where = f"{cells[0][0]}/{cells[0][1]}"
-        match = _SUITES_PREFIX.match(reason)
-        if match:
-            entries.append((f"{match.group(1)} on {where}", match.group(2)))
-        else:
-            entries.append((where, reason))
-    return entries
+            cells_by_reason.setdefault(reason, {}).setdefault(row["case"], []).append(row["target"])
+    return [
+        ("; ".join(f"{case_name}/{', '.join(names)}" for case_name, names in by_case.items()), reason)
+        for reason, by_case in cells_by_reason.items()
+    ]
+
+
+#: Statuses a case declares or a tool decides (an expected failure, a skip): their cells are
+#: grouped by the declared reason, the observed detail left to the reports.
+_DECLARED = ("xfail", "skip")
+_OBSERVED = " [observed: "
+
+
+def _cells_label(cells: Sequence[tuple[str, str]]) -> str:
+    by_case: dict[str, list[str]] = {}
+    for case_name, target_name in cells:
+        names = by_case.setdefault(case_name, [])
+        if target_name not in names:
+            names.append(target_name)
+    return "; ".join(f"{case_name}/{', '.join(names)}" for case_name, names in by_case.items())
+
+
+def non_pass_entries(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The non-pass cells as (label, text), read once each: a cell that did not do what was
+    expected (fail, xpass, export-error) with its whole reason; expected failures and skips
+    grouped by their declared reason over every suite and target that gives it (``stream-chunks
+    (xfail) on pesto/torch-export, aoti, onnx``), the observed detail left to the reports."""
+    unexpected: list[tuple[str, str]] = []
+    declared: dict[tuple[str, str], tuple[list[str], list[tuple[str, str]]]] = {}
+    for row in rows:
+        for suite_name, body in row["suites"].items():
+            bad = [(name, v) for name, v in body["inputs"].items() if v["status"] not in ("pass", "error")]
+            if not bad:
+                continue
+            status = body["status"] if body["status"] not in ("pass", "error") else bad[0][1]["status"]
+            if status in _DECLARED:
+                reason = bad[0][1]["reason"].split(_OBSERVED)[0]
+                suites, cells = declared.setdefault((status, reason), ([], []))
+                suites.append(suite_name) if suite_name not in suites else None
+                cells.append((row["case"], row["target"]))
+            else:
+                text = next((r for r in row["reasons"] if r.startswith(f"{suite_name} [")), None)
+                unexpected.append((f"{row['case']}/{row['target']}", text or f"{suite_name}: {bad[0][1]['reason']}"))
+    grouped = [
+        (f"{', '.join(suites)} ({status}) on {_cells_label(cells)}", reason)
+        for (status, reason), (suites, cells) in declared.items()
+    ]
+    return unexpected + grouped
 
 
 def _legend(suites: Sequence[str], statuses: set[str], width: int) -> list[Text]:
@@ -239,7 +269,7 @@ def render_matrix(
         parts.append(table)
     used = {row["suites"].get(s, {}).get("status", "-") for row in rows for s in suites}
     parts += _legend(suites, used, width)
-    reasons = grouped_reasons(rows, "reasons")
+    reasons = non_pass_entries(rows)
     if reasons:
         parts += _section("non-pass cells:", reasons, width, "bold yellow")
     errors = grouped_reasons(rows, "errors")

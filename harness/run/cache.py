@@ -111,6 +111,21 @@ class ExportCache:
         # (case, target) -> the artifact or the export error, once looked up in this process
         self._resolved: dict[tuple[str, str], Artifact | ExportError] = {}
 
+    def problem(self) -> str | None:
+        """Why this cache folder cannot hold exports (None: it can): a file in its place, or a
+        folder that cannot be created or written (checked up front, so a run never ends in
+        one error per cell)."""
+        if self.root.exists() and not self.root.is_dir():
+            return f"{self.root}: the export cache folder is a file, not a folder"
+        probe = self.root / f".write-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            return f"{self.root}: the export cache folder cannot be written ({exc.strerror or exc})"
+        return None
+
     def entry_dir(self, case: ModelCase, target: Target) -> Path:
         return self.root / case.name / f"{target.name}-{cache_key(case, target)}"
 
@@ -135,7 +150,10 @@ class ExportCache:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             result = self._read(entry)
-            if result is None or (self.fresh and result.get("session") != self.session_id):
+            stale = result is not None and self.fresh and result.get("session") != self.session_id
+            # an entry whose files changed since it was published (by hand, a disk fault, a
+            # half-copied restore) is rebuilt, never judged
+            if result is None or stale or not self._intact(entry, result):
                 result = self._export(case, target, entry)
         if result["status"] == "export-error":
             raise ExportError(target.name, case.name, result["exc_type"], result["message"])
@@ -163,6 +181,29 @@ class ExportCache:
         except (OSError, ValueError):
             return None
 
+    @staticmethod
+    def _contents(folder: Path) -> dict[str, str]:
+        """sha256 of every file of an entry but its result.json, by path within the entry."""
+        digests = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "result.json"):
+            h = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            digests[path.relative_to(folder).as_posix()] = h.hexdigest()
+        return digests
+
+    @classmethod
+    def _intact(cls, entry: Path, result: dict) -> bool:
+        """Whether the entry's files are those it was published with (an export error has none)."""
+        if result.get("status") == "export-error":
+            return True
+        recorded = result.get("contents")
+        try:
+            return isinstance(recorded, dict) and bool(recorded) and cls._contents(entry) == recorded
+        except OSError:
+            return False
+
     def _export(self, case: ModelCase, target: Target, entry: Path) -> dict:
         self._remove_abandoned_staging(entry.parent)
         staging = entry.with_name(f".staging-{uuid.uuid4().hex}")
@@ -170,7 +211,7 @@ class ExportCache:
         result: dict = {"session": self.session_id, "versions": library_versions()}
         try:
             artifact = target.export(case, staging)
-            result.update(status="ok", file=artifact.path.name)
+            result.update(status="ok", file=artifact.path.name, contents=self._contents(staging))
         except ExportError as exc:
             result.update(status="export-error", exc_type=exc.exc_type, message=exc.message)
         except BaseException:

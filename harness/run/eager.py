@@ -64,7 +64,8 @@ def module_step(module: torch.nn.Module) -> Callable[[Call], tuple[np.ndarray, .
                 out = module(*call)
         except Exception as exc:
             kind, line = describe_exception(exc)
-            raise HarnessError(f"the case's eager module raised on its own inputs: {kind}: {line}") from exc
+            owner = f"{type(module).__qualname__} from {type(module).__module__}"
+            raise HarnessError(f"the case's eager module ({owner}) raised on its own inputs: {kind}: {line}") from exc
         out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
         return tuple(o.detach().cpu().numpy().copy() for o in out)
 

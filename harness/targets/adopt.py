@@ -10,10 +10,13 @@ error naming what differs. What is specific to a format is asked of the target:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
 import shutil
+import stat
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,11 +25,11 @@ import numpy as np
 import torch
 
 from ..core.case import ModelCase
-from ..core.shapes import chunk_axes, input_signature
+from ..core.shapes import check_call_signature, chunk_axes, input_signature
 from .artifact import Artifact, ArtifactError
 from .base import Target, TensorDecl
 
-__all__ = ["STATE_FILE_SUFFIX", "adopt_file", "check_signature"]
+__all__ = ["STATE_FILE_SUFFIX", "adopt_file", "check_signature", "resolve_user_file"]
 
 #: The initial state written beside a lifted-state file whose sidecar gives none: ``NAME.state.npz``.
 STATE_FILE_SUFFIX = ".state.npz"
@@ -119,6 +122,113 @@ def check_signature(artifact: Artifact, case: ModelCase, target: Target) -> list
     ]
 
 
+def resolve_user_file(given: Path) -> Path:
+    """The file ``given`` names, resolved by the file system (a path through a deleted folder is
+    not normalised into another file); raises ArtifactError naming what is wrong: a missing
+    component, a symbolic-link loop, a folder or a special file (FIFO, device, socket)."""
+    try:
+        path = Path(given).resolve(strict=True)
+    except FileNotFoundError:
+        probe = Path(given) if Path(given).is_absolute() else Path.cwd() / given
+        missing = next(
+            (p for p in [*reversed(probe.parents), probe] if not os.path.lexists(p)),
+            probe,
+        )
+        detail = "" if missing == probe else f" ({missing} does not exist)"
+        raise ArtifactError(f"{given}: artifact file does not exist{detail}") from None
+    except RuntimeError as exc:  # Python 3.11 reports a symlink loop so
+        raise ArtifactError(f"{given}: a symbolic link loop, not a file ({exc})") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ArtifactError(f"{given}: a symbolic link loop, not a file") from None
+        raise ArtifactError(f"{given}: cannot be read ({exc.strerror or exc})") from None
+    mode = path.stat().st_mode
+    kinds = (
+        (stat.S_ISDIR, "is a directory, not an artifact file"),
+        (stat.S_ISFIFO, "is a FIFO (named pipe), not an artifact file"),
+        (stat.S_ISCHR, "is a character device, not an artifact file"),
+        (stat.S_ISBLK, "is a block device, not an artifact file"),
+        (stat.S_ISSOCK, "is a socket, not an artifact file"),
+    )
+    for test, words in kinds:
+        if test(mode):
+            raise ArtifactError(f"{given}: {words}")
+    if not os.access(path, os.R_OK):
+        raise ArtifactError(f"{given}: cannot be read (permission denied)")
+    return path
+
+
+#: A dimension beyond this is no real input (2**31: what int32 shape fields hold).
+_ABSURD = 1 << 31
+
+
+def _check_sidecar_inputs(sidecar: Path, inputs: object, case: ModelCase, example: tuple) -> None:
+    """The sidecar's ``meta.inputs`` (docs/sidecar.schema.json), against the case: one entry per
+    input, in order, each ``{name, dtype, shape}``, a shape of sizes, ``null`` (any) or
+    ``[min, max, dim]`` ranges within bounds, and the case's own example must fit it."""
+    where = f"{sidecar}: meta.inputs"
+    if not isinstance(inputs, list) or len(inputs) != len(case.input_names):
+        raise ArtifactError(
+            f"{where} must list one entry per input {list(case.input_names)}, got {json.dumps(inputs)[:120]}"
+        )
+    for i, (entry, name, x) in enumerate(zip(inputs, case.input_names, example)):
+        if not isinstance(entry, dict) or not {"name", "dtype", "shape"} <= set(entry):
+            raise ArtifactError(
+                f"{where}[{i}] must be an object with name, dtype and shape, got {json.dumps(entry)[:120]}"
+            )
+        if entry["name"] != name:
+            raise ArtifactError(f"{where}[{i}] is named {entry['name']!r}, the case's input {i} is {name!r}")
+        want = str(x.dtype).removeprefix("torch.")
+        if entry["dtype"] != want:
+            raise ArtifactError(f"{where}[{i}] ({name}) is {entry['dtype']!r}, the case feeds it {want}")
+        shape = entry["shape"]
+        if not isinstance(shape, list) or len(shape) != x.dim():
+            raise ArtifactError(
+                f"{where}[{i}] ({name}) shape must be a list of {x.dim()} dimensions, got {shape!r}"
+            )
+        for axis, dim in enumerate(shape):
+            ok = (
+                dim is None
+                or (type(dim) is int and 0 < dim < _ABSURD)
+                or (
+                    isinstance(dim, list)
+                    and len(dim) == 3
+                    and all(type(v) is int for v in dim[:2])
+                    and 0 < dim[0] <= dim[1] < _ABSURD
+                    and isinstance(dim[2], str)
+                )
+            )
+            if not ok:
+                raise ArtifactError(
+                    f"{where}[{i}] ({name}) dimension {axis} is {dim!r}: give a size, null (any) or "
+                    f"[min, max, name] with 0 < min <= max < {_ABSURD}"
+                )
+    try:
+        check_call_signature(inputs, example, "the case's example input")
+    except Exception as exc:
+        raise ArtifactError(f"{where} does not admit the case's own example input: {exc}") from None
+
+
+def _check_state_inputs(
+    given: Path, target: Target, path: Path, meta: dict, buffers: dict[str, torch.Tensor]
+) -> None:
+    """A lifted state input whose fixed dimensions are not its buffer's is one line, up front."""
+    declared = target.io_signature(path)
+    if declared is None:
+        return
+    graph = {name: dims for name, _, dims in declared[0]}
+    for state_input, name in zip(meta.get("state_inputs", []), meta.get("state_names", [])):
+        if state_input not in graph or name not in buffers:
+            continue
+        dims, want = graph[state_input], tuple(buffers[name].shape)
+        if len(dims) != len(want) or any(d is not None and d != w for d, w in zip(dims, want)):
+            shown = tuple("?" if d is None else d for d in dims)
+            raise ArtifactError(
+                f"{given}: state input {state_input!r} is declared {shown} in the graph, the case's state "
+                f"{name!r} is {want}"
+            )
+
+
 _META_LISTS = ("state_names", "state_inputs", "state_outputs")
 
 
@@ -146,8 +256,6 @@ def _read_sidecar(sidecar: Path) -> dict:
     lengths = {key: len(meta.get(key, [])) for key in _META_LISTS}
     if len(set(lengths.values())) > 1:
         raise ArtifactError(f"{sidecar}: meta's state lists differ in length {lengths}")
-    if "inputs" in meta and not isinstance(meta["inputs"], list):
-        raise ArtifactError(f"{sidecar}: meta.inputs must be a list, got a {type(meta['inputs']).__name__}")
     return dict(meta)
 
 
@@ -240,11 +348,7 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     copied into a private entry named by their content digest: two different files never share
     an entry, and a file changed between runs is never judged by an old copy.
     """
-    path = given.resolve()
-    if path.is_dir():
-        raise ArtifactError(f"{given}: is a directory, not an artifact file")
-    if not path.is_file():
-        raise ArtifactError(f"{given}: artifact file does not exist")
+    path = resolve_user_file(given)
     if path.stat().st_size == 0:
         raise ArtifactError(f"{given}: artifact file is empty")
     sidecar = path.with_name(path.name + ".json")
@@ -252,6 +356,8 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     problem = target.format_problem(path, tuple(case.example_inputs()))
     if problem:
         raise ArtifactError(f"{given}: {problem}")
+    if "inputs" in meta:
+        _check_sidecar_inputs(sidecar, meta["inputs"], case, tuple(case.example_inputs()))
     buffers = dict(case.build().named_buffers())  # the case's initial state, built once
     if target.takes_lifted_state(path):  # (a file keeping its state inside has none to name)
         meta.update(target.lifted_state_meta(path, case, meta))
@@ -261,6 +367,8 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
             f"(a lifted-state export), and {target.name} runs a file that keeps its state inside: give it "
             "for a target that takes lifted state (onnx-stateful, openvino)"
         )
+    if meta.get("state_inputs"):
+        _check_state_inputs(given, target, path, meta, buffers)
     files = [path, *target.companion_files(path)]
     extra: dict[str, bytes] = {}
     if meta.get("state_inputs"):

@@ -12,7 +12,13 @@ import numpy as np
 import torch
 
 from ..core.case import ModelCase
-from ..core.errors import HarnessError, TargetRunError, describe_exception, first_meaningful_line
+from ..core.errors import (
+    HarnessError,
+    TargetRunError,
+    describe_exception,
+    first_meaningful_line,
+    whole_message,
+)
 from ..core.shapes import check_call_signature, input_signature
 from .artifact import Artifact, ArtifactError
 from .dynamic_chunk import export_with_dynamic_chunk
@@ -160,6 +166,22 @@ _EXTRAS = {
 }
 
 
+def _raise_if_the_case_is_at_fault(case: ModelCase, exc: Exception) -> None:
+    """An export that failed because the case's own module rejects its own example (a wrong
+    arity, a dtype it cannot take) is the case's bug: a HarnessError naming the case module, never
+    an export failure. Probed on a freshly built module, and only after an export failed."""
+    try:
+        with torch.no_grad():
+            case.build()(*case.example_inputs())
+    except Exception as probe:
+        where = getattr(case.build, "__module__", None) or "its case module"
+        said = str(probe).splitlines()[0] if str(probe) else ""
+        raise HarnessError(
+            f"case {case.name!r} ({where}): its module does not run on its own example_inputs "
+            f"({type(probe).__name__}: {said}): the case needs fixing, no export can be judged"
+        ) from None
+
+
 class Target(ABC):
     """An export target: ``export(case, outdir) -> Artifact`` and ``load(artifact) -> Runner``.
 
@@ -226,6 +248,7 @@ class Target(ABC):
             with torch.no_grad():
                 meta = self._export_impl(module, example, case, path) or {}
         except Exception as exc:  # exporters raise anything; the cell reports it
+            _raise_if_the_case_is_at_fault(case, exc)
             raise ExportError(self.name, case.name, *describe_exception(exc)) from exc
         meta.setdefault(
             "inputs",
@@ -332,7 +355,7 @@ class Target(ABC):
             raise
         except Exception as exc:
             raise ArtifactError(
-                f"{path}: not a loadable {self.name} artifact ({type(exc).__name__}: {first_meaningful_line(exc)})"
+                f"{path}: not a loadable {self.name} artifact ({type(exc).__name__}: {whole_message(exc)})"
             ) from exc
 
     @abstractmethod

@@ -84,6 +84,13 @@ def onnx_format_problem(path: Path, example: object = None) -> str | None:
         return "an ONNX file without a graph (no nodes or no outputs): not an exported model"
     if not model.opset_import:
         return "an ONNX model that declares no opset: corrupt?"
+    folder = path.parent.resolve()
+    outside = [str(p) for p in onnx_external_data(path) if not p.resolve().is_relative_to(folder)]
+    if outside:
+        return (
+            f"its external data lies outside the model's folder ({', '.join(outside)}): the ONNX format "
+            "names external data relative to the model, beside it or below; move the files there"
+        )
     missing = [str(p.name) for p in onnx_external_data(path) if not p.is_file()]
     if missing:
         return f"its weights live in external data files that are not beside it: {missing}"
