@@ -210,11 +210,9 @@ def _check(args: argparse.Namespace) -> int:
         pytest_args.append(f"--conformance-export-cache-dir={Path(args.export_cache_dir).resolve()}")
     # What a person reads: the matrix and one line per cell that did not pass; pytest's own
     # progress, warnings and tracebacks only with -v (the JSON report keeps every reason whole).
-    pytest_args += (
-        ["-v", "--tb=short"]
-        if args.verbose
-        else ["-q", "--tb=no", "--disable-warnings", "-W", "ignore::DeprecationWarning"]
-    )
+    quiet = ["-q", "--tb=no", "--disable-warnings", "-W", "ignore::DeprecationWarning"]
+    quiet += ["--benchmark-columns=min,median,rounds"]  # pytest-benchmark's own table in 120 columns
+    pytest_args += ["-v", "--tb=short"] if args.verbose else quiet
     # The case modules were imported above to check the names; pytest would warn that it cannot
     # rewrite the asserts of plugins they imported first (hypothesis), which is no problem here.
     pytest_args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]

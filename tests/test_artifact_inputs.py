@@ -263,7 +263,18 @@ def test_the_sidecar_schema_and_the_validator_agree(exports, tmp_path):
     schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "sidecar.schema.json").read_text())
     for path in exports.values():
         jsonschema.validate(json.loads(path.with_name(path.name + ".json").read_text()), schema)
-    for bad in ([1, 2], {"meta": []}, {"meta": {"state_file": 3}}, {"meta": {"state_names": "pad"}}):
+    bad_inputs = (
+        [1, 2],
+        [{"name": "x", "dtype": "float32"}],
+        [{"name": "x", "dtype": "float32", "shape": [10**12]}],
+    )
+    for bad in (
+        [1, 2],
+        {"meta": []},
+        {"meta": {"state_file": 3}},
+        {"meta": {"state_names": "pad"}},
+        *({"meta": {"inputs": inputs}} for inputs in bad_inputs),
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
 

@@ -97,6 +97,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
                 entry.value = "../weights.bin"
     model_path.write_bytes(moved.SerializeToString())
     made["external-outside"] = out / "ext" / "model" / "m.onnx"
+    # an OpenVINO IR whose weights file is cut short: the runtime's own error, quoted whole
+    ir = harness.target("openvino").export(mlp, out / "ir").path
+    weights = ir.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    made["truncated-ir"] = ir
     return made
 
 
@@ -182,6 +187,8 @@ PROBES = [
           "does not admit the case's own example input"),
     Probe("state input of another shape", lambda t, f: [f"--artifact=onnx-stateful={f['reshaped-state']}"], 2,
           "in the graph, the case's state", case="cached_conv"),
+    Probe("truncated OpenVINO weights", lambda t, f: [f"--artifact=openvino={f['truncated-ir']}", "--", "--openvino-precision=f32"], 2,
+          "Incorrect weights in bin file"),
     Probe("external data outside the model's folder", lambda t, f: [f"--artifact=onnx={f['external-outside']}"], 2,
           "its external data lies outside the model's folder"),
 ]  # fmt: skip
@@ -230,7 +237,9 @@ def test_case_modules_with_bugs_of_their_own_are_named_not_blamed_on_an_export(t
     cells = _run(arity, "-m", "pytest", "--pyargs", "harness.suites.test_outputs", "-q", "-p", "no:cacheprovider",
                  "--conformance-targets=torchscript", "-k", "equivalence")  # fmt: skip
     flat = " ".join(cells.stdout.split())
-    assert "the case's eager module (Two from theircases) raised on its own inputs: TypeError" in flat, flat[-3000:]
+    assert "the case's eager module (Two from theircases) raised on its own inputs: TypeError" in flat, flat[
+        -3000:
+    ]
     matrix = cells.stdout.split("conformance matrix")[1].split("\nsuites:")[0]
     assert "EXPRT" not in matrix and "ERR" in matrix, matrix
 

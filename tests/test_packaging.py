@@ -234,6 +234,8 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     )
     assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
     assert "every cell on your files passed" in passed.stdout
+    wide = [line for line in passed.stdout.splitlines() if len(line) > 120 and "/" not in line]
+    assert not wide, "check's output fits 120 columns (a path is kept whole)"
     assert not (project / ".export-cache").exists() and cache.is_dir(), "check honours --export-cache-dir"
     failed = _run(
         project,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import harness
+
 PLANTED = """
 import torch
 from torch import nn
@@ -196,7 +198,8 @@ def test_a_costly_target_runs_in_the_ci_tier_on_the_cases_that_ask_for_it():
     listed = dataclasses.replace(theirs, ci_targets=("eager", "aoti"))
     assert in_quick_tier(listed, "aoti") and not in_quick_tier(listed, "onnx")
     unknown = dataclasses.replace(theirs, ci_costly_targets=("aoit",))
-    assert unknown.check_declarations(["eager", "aoti"]) == ["ci_costly_targets names unknown target 'aoit'"]
+    problems = unknown.check_declarations([t.name for t in harness.targets()])
+    assert problems == ["case 'their_case': ci_costly_targets names unknown target 'aoit'"], problems
 
 
 def test_shards_split_a_run_by_case_and_cover_it_once(inner_pytest):

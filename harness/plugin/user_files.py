@@ -43,8 +43,9 @@ def unjudged_reason(
         )
     if not pair_runs(case, target.name, streaming=False, quick=tier == "ci"):
         if target.approximate and case.approximate_metric is None:
+            note = target.judging_note()
             return (
-                f"{target.name} is judged by the case's task metric ({target.description}), and case "
+                f"{target.name} is judged by the case's task metric ({note or target.description}), and case "
                 f"{case.name!r} declares none: declare ModelCase.approximate_metric to gate such files"
             )
         return f"no suite applies to case {case.name!r} on {target.name}"

@@ -320,6 +320,7 @@ def render_html(
     trace_charts = _trace_charts(traces, colours, rank)
     page = environment.get_template("report.html.j2").render(
         versions=sorted(body.get("versions", {}).items()),
+        machine=sorted((body.get("machine") or {}).items()),
         matrix=_matrix(body),
         state_audit=sorted((body.get("state_audit") or {}).items()),
         branch_coverage=sorted((body.get("branch_coverage") or {}).items()),

@@ -207,7 +207,16 @@ class ConformanceReport:
         if self.branch_coverage:
             lines += ["", "Branch coverage (data-dependent branches, sides taken by generated inputs):", ""]
             lines += [f"- `{case}`: {summary}" for case, summary in sorted(self.branch_coverage.items())]
+        lines += ["", self._environment_line()]
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _environment_line() -> str:
+        """The libraries and the machine of this run, in one line (the JSON has them as objects)."""
+        env = environment(dependency for case in registry.cases() for dependency in case.depends_on)
+        installed = [f"{name} {version}" for name, version in env["versions"].items() if version != "absent"]
+        machine = env["machine"]
+        return f"Run with {', '.join(installed)}, on {machine['cpu']} ({machine['cores']} cores, {machine['machine']})."
 
     def observed(self) -> dict[tuple[str, str, str, str], tuple[str, str]]:
         """(case, target, suite, input) -> (status, reason) for every cell this run observed."""

@@ -194,7 +194,9 @@ def non_pass_entries(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]
                 cells.append((row["case"], row["target"]))
             else:
                 text = next((r for r in row["reasons"] if r.startswith(f"{suite_name} [")), None)
-                unexpected.append((f"{row['case']}/{row['target']}", text or f"{suite_name}: {bad[0][1]['reason']}"))
+                unexpected.append(
+                    (f"{row['case']}/{row['target']}", text or f"{suite_name}: {bad[0][1]['reason']}")
+                )
     grouped = [
         (f"{', '.join(suites)} ({status}) on {_cells_label(cells)}", reason)
         for (status, reason), (suites, cells) in declared.items()

@@ -65,7 +65,9 @@ def module_step(module: torch.nn.Module) -> Callable[[Call], tuple[np.ndarray, .
         except Exception as exc:
             kind, line = describe_exception(exc)
             owner = f"{type(module).__qualname__} from {type(module).__module__}"
-            raise HarnessError(f"the case's eager module ({owner}) raised on its own inputs: {kind}: {line}") from exc
+            raise HarnessError(
+                f"the case's eager module ({owner}) raised on its own inputs: {kind}: {line}"
+            ) from exc
         out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
         return tuple(o.detach().cpu().numpy().copy() for o in out)
 
