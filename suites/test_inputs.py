@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, target
+from hypothesis import given, target
 from hypothesis import strategies as st
 
 from harness.checks.branches import BranchRecorder
 from harness.checks.input_space import check_dynamic_shapes, check_generated_input
 from harness.core.check import Check
 from harness.core.sequence import CallList
-from harness.plugin.profiles import run_property, statistics_for
+from harness.plugin.profiles import run_property, search_settings, statistics_for
 from harness.run.eager import run_module
 
 
@@ -65,7 +65,7 @@ def test_branch_coverage(conformance, request):
     recorder = BranchRecorder(branches)
     strategy = conformance.case.strategy()
 
-    @settings(database=None)  # coverage is searched afresh; the failure database is the suites'
+    @search_settings(database=None)  # coverage is searched afresh; the failure database is the suites'
     @given(data=st.data())
     def search(data):
         calls = data.draw(strategy)

@@ -3,30 +3,18 @@ and case module (written against the public API only), through pytest and every 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.outside import SCORER, SUITES, run_outside
+
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 
-CASES = '''
-import torch
-from torch import nn
-from harness import ExpectedFailure, ModelCase, StreamingSpec, register, tol
-
-
-class Scorer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.net(x)
-
+CASES = (
+    SCORER
+    + '''
 
 class Vad(nn.Module):
     """(x, state, sr) -> (prob, stateN): explicit state, a per-call sample rate, one probability
@@ -77,6 +65,7 @@ register(ModelCase(
     ),
 ))
 '''
+)
 
 
 def _project(tmp_path: Path, ini: str = "[pytest]\nconformance_case_modules = extcases\n") -> Path:
@@ -88,12 +77,7 @@ def _project(tmp_path: Path, ini: str = "[pytest]\nconformance_case_modules = ex
 
 
 def _run(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    # only what the project itself gives; not an xdist worker of this run; a known width
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PYTEST_XDIST")}
-    env["COLUMNS"] = "120"
-    return subprocess.run(
-        [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return run_outside(project, *args, timeout=timeout)
 
 
 def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
@@ -104,13 +88,7 @@ def test_another_repository_through_pytest_and_every_cli_command(tmp_path):
 
     suites = _run(
         project,
-        "-m",
-        "pytest",
-        "--pyargs",
-        "harness.suites",
-        "-p",
-        "no:cacheprovider",
-        "-q",
+        *SUITES,
         "--conformance-targets=eager,onnx",
         "-k",
         "not benchmark and not golden",

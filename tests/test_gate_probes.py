@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import harness
+from tests.outside import run_outside
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 
@@ -47,11 +47,7 @@ def _project(root: Path, modules: str = "fixtures.toys") -> Path:
 
 
 def _run(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PYTEST_")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return run_outside(project, *args, timeout=timeout, columns=200)
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,62 @@ register(ModelCase(
     assert "planted_cases.py:" in out
 
 
+def test_branch_coverage_judges_the_models_own_branches_under_any_profile(inner_pytest):
+    """torch's own shape checks inside nn.LSTM and GroupNorm convert tensors to bools too: they are
+    not the model's branches. The search runs without a deadline under a project's own profile
+    (here 20 ms, which every call of this model outlasts)."""
+    planted = """
+import time
+import torch
+from hypothesis import strategies as st
+from harness import ModelCase, register
+
+class Tagger(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+        self.norm = torch.nn.GroupNorm(2, 4)
+
+    def forward(self, x):
+        time.sleep(0.03)
+        y, _ = self.lstm(x)
+        y = self.norm(y.transpose(1, 2)).transpose(1, 2)
+        if x.mean() > 0:
+            return y * 2.0
+        return y
+
+register(ModelCase(
+    name="tagger", build=lambda: Tagger().eval(), example_inputs=lambda: (torch.zeros(1, 5, 4),),
+    input_names=("x",), output_names=("y",), inputs={"zeros": lambda: [(torch.zeros(1, 5, 4),)]},
+    strategy=lambda: st.sampled_from([-0.5, 0.5]).map(lambda v: [(torch.full((1, 5, 4), v),)]),
+))
+"""
+    conftest = "from hypothesis import settings\n\nsettings.register_profile('theirs', max_examples=8, deadline=20)\n"
+    result = inner_pytest(
+        "-k",
+        "coverage",
+        "--hypothesis-profile=theirs",
+        cases=planted,
+        conftest=conftest,
+        suites=("test_inputs",),
+    )
+    out = result.stdout.str()
+    result.assert_outcomes(passed=1)
+    assert "DeadlineExceeded" not in out and "Flaky" not in out
+    assert "if x.mean() > 0:" in out, out[-3000:]
+    assert "rnn.py" not in out and "functional.py" not in out, out[-3000:]
+
+
+def test_library_files_are_told_from_the_models():
+    import torch.nn.modules.rnn as rnn
+
+    from harness.checks.branches import in_library
+
+    assert in_library(rnn.__file__) and in_library(torch.nn.functional.__file__)
+    assert not in_library(__file__)
+
+
 def test_recorder_counts_both_sides():
     case = harness.case("branchy")
     module = case.build()

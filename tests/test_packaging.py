@@ -5,6 +5,7 @@ by an unrelated project, by a project with its own case, and through the console
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,35 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.outside import SUITES, outside_env, run_outside, scorer_case
+
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 
-CASE_MODULE = """
-import torch
-from torch import nn
-from harness import ModelCase, register, tol
-
-
-class Scorer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-register(ModelCase(
-    name="wheel_scorer",
-    build=lambda: Scorer().eval(),
-    example_inputs=lambda: (torch.zeros(2, 8),),
-    input_names=("x",), output_names=("scores",),
-    inputs={"ramp": lambda: [(torch.linspace(-2, 2, 16).reshape(2, 8),)]},
-    tolerance={"default": tol(1e-4, 1e-4)},
-))
-"""
+CASE_MODULE = scorer_case("wheel_scorer")
 
 SCALE_WEIGHTS = """
 import sys, torch
@@ -87,18 +66,8 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _build(tmp_path_factory.mktemp("packaging"))
 
 
-def _clean_env() -> dict[str, str]:
-    """Nothing of this run: no PYTHONPATH, not an xdist worker, no venv of ours, a known width."""
-    drop = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("PYTEST_", "COV_"))}
-    env["COLUMNS"] = "120"
-    return env
-
-
 def _run(cwd: Path, *args: str | Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout
-    )
+    return run_outside(cwd, *args, python="", timeout=timeout)
 
 
 def test_the_distributions_pass_twine_and_check_wheel_contents(dist):
@@ -153,7 +122,7 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     its own case through the installed suites, and ``export-conformance list / export / check``."""
     wheel, _ = dist
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=_clean_env())
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=outside_env())
     python = venv / "bin" / "python"
     installed = _run(tmp_path, python, "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel)
     assert installed.returncode == 0, installed.stderr[-3000:]
@@ -192,13 +161,7 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     (project / "pytest.ini").write_text("[pytest]\nconformance_case_modules = theircases\n")
     (project / "theircases.py").write_text(CASE_MODULE)
     suites = (
-        "-m",
-        "pytest",
-        "--pyargs",
-        "harness.suites",
-        "-p",
-        "no:cacheprovider",
-        "-q",
+        *SUITES,
         "--conformance-targets=eager,torchscript",
     )
     recorded = _run(project, python, *suites, "-k", "golden", "--snapshot-update")
@@ -250,3 +213,19 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
         "cells on your files did not pass" in failed.stdout
         and "Traceback" not in failed.stdout + failed.stderr
     )
+    # the gate's misuse, from the wheel: one line and exit 2 each, nothing of the project written
+    golden_before = sorted(p.read_bytes() for p in (project / "golden").rglob("*") if p.is_file())
+    os.mkfifo(project / "pipe.ts.pt")
+    misuses = {
+        "gives two files for wheel_scorer:torchscript": [f"--artifact=torchscript={changed}", f"--artifact=torchscript={good}"],
+        "--snapshot-update with --conformance-artifact would record": [f"--artifact=torchscript={changed}", "--", "--snapshot-update"],
+        "is a FIFO": [f"--artifact=torchscript={project / 'pipe.ts.pt'}"],
+        "no cell would judge this file": [f"--artifact=torchscript={good}", "--targets=eager"],
+    }  # fmt: skip
+    for line, args in misuses.items():
+        refused = _run(project, script, "check", "wheel_scorer", *args, f"--export-cache-dir={cache}")
+        output = refused.stdout + refused.stderr
+        assert refused.returncode == 2 and line in output and "Traceback" not in output, output[-3000:]
+    assert sorted(p.read_bytes() for p in (project / "golden").rglob("*") if p.is_file()) == golden_before
+    report = json.loads((project / "reports" / "conformance.json").read_text())
+    assert report["versions"]["export-conformance"] == "0.1.0" and report["machine"]["cores"]

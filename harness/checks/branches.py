@@ -25,7 +25,7 @@ import torch
 
 from ..core.buffers import preserved_buffers
 
-__all__ = ["Branch", "BranchRecorder", "discover_branches"]
+__all__ = ["LIBRARY_PACKAGES", "Branch", "BranchRecorder", "discover_branches", "in_library"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,35 @@ def _if_bodies(filename: str) -> dict[int, tuple[int, int]]:
     }
 
 
+#: Libraries whose own shape checks (``nn.LSTM``'s in ``torch/nn/modules/rnn.py``,
+#: ``F.group_norm``'s) convert tensors to bools too: those are not the model's branches.
+LIBRARY_PACKAGES = ("torch", "torchvision", "torchaudio", "numpy", "scipy")
+
+
+@cache
+def _library_folders() -> tuple[str, ...]:
+    """The installed folders of ``LIBRARY_PACKAGES`` (found without importing them)."""
+    import importlib.util
+
+    folders = []
+    for name in LIBRARY_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            folders.append(os.path.realpath(location) + os.sep)
+    return tuple(folders)
+
+
+def in_library(filename: str) -> bool:
+    """Whether ``filename`` is a file of torch, torchvision, torchaudio, numpy or scipy."""
+    return os.path.realpath(filename).startswith(_library_folders())
+
+
 def discover_branches(module: torch.nn.Module, example: Sequence[torch.Tensor]) -> list[Branch]:
-    """Branches whose condition converts a tensor to a Python bool, found by tracing once.
+    """Branches in the model's own code whose condition converts a tensor to a Python bool,
+    found by tracing once (a library's own checks, ``LIBRARY_PACKAGES``, are left out).
 
     The module's buffers are restored afterwards (tracing runs forward).
     """
@@ -76,6 +103,8 @@ def discover_branches(module: torch.nn.Module, example: Sequence[torch.Tensor]) 
     found = {}
     for warning in caught:
         if warning.category.__name__ != "TracerWarning" or "Python boolean" not in str(warning.message):
+            continue
+        if in_library(warning.filename):
             continue
         body = _if_bodies(warning.filename).get(warning.lineno)
         if body is not None:

@@ -31,6 +31,7 @@ __all__ = [
     "generation_seed",
     "register_profiles",
     "run_property",
+    "search_settings",
     "statistics_for",
 ]
 
@@ -113,6 +114,15 @@ def run_property(
         except unittest.SkipTest:
             if index == len(runs) - 1:
                 raise  # the replay pass has nothing to replay when the database has no failure
+
+
+def search_settings(**overrides: Any) -> settings:
+    """The settings of a search the suites run themselves (branch coverage): the active profile
+    where it is one of ours, else ``conformance-ci``, without a deadline (a model's call takes what
+    it takes: a deadline only makes the search fail or flake) and with ``overrides``."""
+    active = settings.get_current_profile_name()
+    parent = settings() if active.startswith("conformance-") else settings.get_profile("conformance-ci")
+    return settings(parent, deadline=None, **overrides)
 
 
 @contextlib.contextmanager
