@@ -145,6 +145,13 @@ def _export(args: argparse.Namespace) -> int:
 
     case = _case(args.case)
     chosen = [_target(name) for name in _names(args.target)] or [_target(args.target)]
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise _Fail(f"{outdir}: not a folder (OUTDIR is the folder the exported files are written to)")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Fail(f"{outdir}: cannot create the output folder ({exc.strerror or exc})") from None
     paths, failures = [], []
     with quiet_torch(), Steps(args.where, len(chosen)) as steps:
         for target in chosen:

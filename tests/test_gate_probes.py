@@ -240,6 +240,15 @@ def test_case_modules_with_bugs_of_their_own_are_named_not_blamed_on_an_export(t
     assert "EXPRT" not in matrix and "ERR" in matrix, matrix
 
 
+def test_export_to_a_path_that_is_not_a_folder_is_one_line(tmp_path):
+    project = _project(tmp_path / "project")
+    for outdir in (str(REPO / "README.md"), "/dev/null", "/proc/no/such/folder"):
+        done = _run(project, "-m", "harness", "export", "conv_mlp", "torchscript", outdir)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert outdir in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def _digests(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

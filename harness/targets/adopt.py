@@ -162,30 +162,27 @@ def resolve_user_file(given: Path) -> Path:
 _ABSURD = 1 << 31
 
 
-def _check_sidecar_inputs(sidecar: Path, inputs: object, case: ModelCase, example: tuple) -> None:
-    """The sidecar's ``meta.inputs`` (docs/sidecar.schema.json), against the case: one entry per
-    input, in order, each ``{name, dtype, shape}``, a shape of sizes, ``null`` (any) or
-    ``[min, max, dim]`` ranges within bounds, and the case's own example must fit it."""
+def _check_sidecar_inputs(sidecar: Path, inputs: object, case: ModelCase) -> None:
+    """The sidecar's ``meta.inputs`` have the shape docs/sidecar.schema.json gives: one entry per
+    case input, each ``{name, dtype, shape}``, a shape of sizes, ``null`` (any) or ``[min, max,
+    dim]`` ranges within bounds. Checked before anything reads them."""
     where = f"{sidecar}: meta.inputs"
     if not isinstance(inputs, list) or len(inputs) != len(case.input_names):
         raise ArtifactError(
             f"{where} must list one entry per input {list(case.input_names)}, got {json.dumps(inputs)[:120]}"
         )
-    for i, (entry, name, x) in enumerate(zip(inputs, case.input_names, example)):
+    for i, (entry, name) in enumerate(zip(inputs, case.input_names)):
         if not isinstance(entry, dict) or not {"name", "dtype", "shape"} <= set(entry):
             raise ArtifactError(
                 f"{where}[{i}] must be an object with name, dtype and shape, got {json.dumps(entry)[:120]}"
             )
-        if entry["name"] != name:
-            raise ArtifactError(f"{where}[{i}] is named {entry['name']!r}, the case's input {i} is {name!r}")
-        want = str(x.dtype).removeprefix("torch.")
-        if entry["dtype"] != want:
-            raise ArtifactError(f"{where}[{i}] ({name}) is {entry['dtype']!r}, the case feeds it {want}")
-        shape = entry["shape"]
-        if not isinstance(shape, list) or len(shape) != x.dim():
+        if not isinstance(entry["name"], str) or not isinstance(entry["dtype"], str):
             raise ArtifactError(
-                f"{where}[{i}] ({name}) shape must be a list of {x.dim()} dimensions, got {shape!r}"
+                f"{where}[{i}]: name and dtype must be strings, got {json.dumps(entry)[:120]}"
             )
+        shape = entry["shape"]
+        if not isinstance(shape, list):
+            raise ArtifactError(f"{where}[{i}] ({name}) shape must be a list of dimensions, got {shape!r}")
         for axis, dim in enumerate(shape):
             ok = (
                 dim is None
@@ -203,6 +200,22 @@ def _check_sidecar_inputs(sidecar: Path, inputs: object, case: ModelCase, exampl
                     f"{where}[{i}] ({name}) dimension {axis} is {dim!r}: give a size, null (any) or "
                     f"[min, max, name] with 0 < min <= max < {_ABSURD}"
                 )
+
+
+def _sidecar_inputs_fit_the_case(sidecar: Path, inputs: list, case: ModelCase, example: tuple) -> None:
+    """The sidecar's ``meta.inputs`` name the case's inputs with its dtypes and ranks, and admit
+    the case's own example input (checked after the file's own signature, which says more)."""
+    where = f"{sidecar}: meta.inputs"
+    for i, (entry, name, x) in enumerate(zip(inputs, case.input_names, example)):
+        if entry["name"] != name:
+            raise ArtifactError(f"{where}[{i}] is named {entry['name']!r}, the case's input {i} is {name!r}")
+        want = str(x.dtype).removeprefix("torch.")
+        if entry["dtype"] != want:
+            raise ArtifactError(f"{where}[{i}] ({name}) is {entry['dtype']!r}, the case feeds it {want}")
+        if len(entry["shape"]) != x.dim():
+            raise ArtifactError(
+                f"{where}[{i}] ({name}) has {len(entry['shape'])} dimensions, the case's {x.dim()}"
+            )
     try:
         check_call_signature(inputs, example, "the case's example input")
     except Exception as exc:
@@ -357,7 +370,7 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     if problem:
         raise ArtifactError(f"{given}: {problem}")
     if "inputs" in meta:
-        _check_sidecar_inputs(sidecar, meta["inputs"], case, tuple(case.example_inputs()))
+        _check_sidecar_inputs(sidecar, meta["inputs"], case)
     buffers = dict(case.build().named_buffers())  # the case's initial state, built once
     if target.takes_lifted_state(path):  # (a file keeping its state inside has none to name)
         meta.update(target.lifted_state_meta(path, case, meta))
@@ -413,4 +426,6 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
         raise ArtifactError(
             f"{given}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems)
         )
+    if sidecar.is_file() and "inputs" in meta:
+        _sidecar_inputs_fit_the_case(sidecar, meta["inputs"], case, example)
     return artifact
