@@ -224,6 +224,21 @@ def test_case_modules_with_bugs_of_their_own_are_named_not_blamed_on_an_export(t
 
     arity = _project(tmp_path / "arity", modules="theircases")
     (arity / "theircases.py").write_text(WRONG_ARITY)
+    import torch
+
+    class Two(torch.nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    file = arity / "two.ts.pt"
+    torch.jit.save(torch.jit.trace(Two(), (torch.ones(2), torch.ones(2))), str(file))
+    gated = _run(arity, "-m", "harness", "check", "wrong_arity", f"--artifact=torchscript={file}")
+    assert gated.returncode == 2, gated.stdout[-3000:] + gated.stderr[-3000:]
+    assert "INTERNALERROR" not in gated.stdout + gated.stderr
+    assert (
+        "case 'wrong_arity' (theircases): its module does not run on its own example_inputs"
+        in gated.stdout + gated.stderr
+    )
     exported = _run(arity, "-m", "harness", "export", "wrong_arity", "torchscript", "out")
     assert exported.returncode == 2
     assert (

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ..core.case import ModelCase
+from ..core.errors import HarnessError, describe_exception
 from ..core.registry import case as find_case
 from ..run.external import ArtifactOverride, external_artifact, parse_artifact_option
 from ..targets import Artifact, ArtifactError, Target
@@ -84,8 +85,11 @@ def take_user_files(
     for key, override in given.items():
         try:
             artifacts[key] = external_artifact(override, workdir)
-        except ArtifactError as exc:
+        except (ArtifactError, HarnessError) as exc:  # the file's misfit, or the case's own bug
             raise pytest.UsageError(str(exc)) from exc
+        except Exception as exc:  # never an INTERNALERROR: one line naming the file
+            kind, line = describe_exception(exc)
+            raise pytest.UsageError(f"{override.path}: the file could not be taken ({kind}: {line})") from exc
     return artifacts
 
 

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from ..core.case import ModelCase
+from ..core.errors import HarnessError
 from ..core.shapes import check_call_signature, chunk_axes, input_signature
 from .artifact import Artifact, ArtifactError
-from .base import Target, TensorDecl
+from .base import Target, TensorDecl, case_fault
 
 __all__ = ["STATE_FILE_SUFFIX", "adopt_file", "check_signature", "resolve_user_file"]
 
@@ -83,7 +84,11 @@ def check_signature(artifact: Artifact, case: ModelCase, target: Target) -> list
     """Problems that make ``artifact`` unfit for ``case`` (empty: it fits): the graph's declared
     inputs and outputs where the target's format states them (``Target.io_signature``: names,
     order, dtypes, fixed dimensions), else the outputs of a run on the case's example input."""
-    example, outputs = _eager_signature(case)
+    try:
+        example, outputs = _eager_signature(case)
+    except Exception:
+        fault = case_fault(case)
+        raise HarnessError(fault or f"case {case.name!r}: its eager module cannot be run") from None
     declared = target.io_signature(artifact.path)
     if declared is not None:
         inputs, graph_outputs = declared

@@ -166,20 +166,28 @@ _EXTRAS = {
 }
 
 
-def _raise_if_the_case_is_at_fault(case: ModelCase, exc: Exception) -> None:
-    """An export that failed because the case's own module rejects its own example (a wrong
-    arity, a dtype it cannot take) is the case's bug: a HarnessError naming the case module, never
-    an export failure. Probed on a freshly built module, and only after an export failed."""
+def case_fault(case: ModelCase) -> str | None:
+    """Why the case cannot be judged at all (None: it can): its module, freshly built, rejects
+    its own example input (a wrong arity, a dtype it cannot take). The case's bug, named with
+    its module; asked only after something failed, so it costs nothing on the way that works."""
     try:
         with torch.no_grad():
             case.build()(*case.example_inputs())
     except Exception as probe:
         where = getattr(case.build, "__module__", None) or "its case module"
         said = str(probe).splitlines()[0] if str(probe) else ""
-        raise HarnessError(
+        return (
             f"case {case.name!r} ({where}): its module does not run on its own example_inputs "
             f"({type(probe).__name__}: {said}): the case needs fixing, no export can be judged"
-        ) from None
+        )
+    return None
+
+
+def _raise_if_the_case_is_at_fault(case: ModelCase, exc: Exception) -> None:
+    """An export that failed because of the case's own bug is a HarnessError, never an ExportError."""
+    fault = case_fault(case)
+    if fault:
+        raise HarnessError(fault) from None
 
 
 class Target(ABC):
