@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.outside import scorer_case
+
 pytestmark = [pytest.mark.filterwarnings("ignore")]
 
 #: The README's "Adding a target" example, verbatim but for the planted fault's subclass.
@@ -121,25 +123,7 @@ register(ModelCase(
 ))
 
 
-class Scorer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-register(ModelCase(
-    name="user_scorer",
-    build=lambda: Scorer().eval(),
-    example_inputs=lambda: (torch.zeros(2, 8),),
-    input_names=("x",), output_names=("scores",),
-    inputs={"ramp": lambda: [(torch.linspace(-2, 2, 16).reshape(2, 8),)]},
-    tolerance={"default": tol(1e-5, 1e-5)},
-))
-'''
+''' + scorer_case("user_scorer", atol=1e-5)
 
 
 @pytest.fixture

@@ -145,26 +145,6 @@ def _print(console: Console, buffer: io.StringIO, parts: Sequence[RenderableType
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).rstrip("\n")
 
 
-def grouped_reasons(rows: Sequence[Mapping[str, Any]], key: str = "reasons") -> list[tuple[str, str]]:
-    """One (cells, text) per distinct reason, in the rows' order, the cells that give it named
-    once: ``pesto/torch-export, aoti, onnx`` (``; `` between cases), so a reason that eight
-    targets share is read once."""
-    cells_by_reason: dict[str, dict[str, list[str]]] = {}
-    for row in rows:
-        for reason in row[key]:
-            cells_by_reason.setdefault(reason, {}).setdefault(row["case"], []).append(row["target"])
-    return [
-        ("; ".join(f"{case_name}/{', '.join(names)}" for case_name, names in by_case.items()), reason)
-        for reason, by_case in cells_by_reason.items()
-    ]
-
-
-#: Statuses a case declares or a tool decides (an expected failure, a skip): their cells are
-#: grouped by the declared reason, the observed detail left to the reports.
-_DECLARED = ("xfail", "skip")
-_OBSERVED = " [observed: "
-
-
 def _cells_label(cells: Sequence[tuple[str, str]]) -> str:
     by_case: dict[str, list[str]] = {}
     for case_name, target_name in cells:
@@ -174,13 +154,30 @@ def _cells_label(cells: Sequence[tuple[str, str]]) -> str:
     return "; ".join(f"{case_name}/{', '.join(names)}" for case_name, names in by_case.items())
 
 
+def grouped_reasons(rows: Sequence[Mapping[str, Any]], key: str = "reasons") -> list[tuple[str, str]]:
+    """One (cells, text) per distinct reason, in the rows' order, the cells that give it named
+    once: ``pesto/torch-export, aoti, onnx`` (``; `` between cases), so a reason that eight
+    targets share is read once."""
+    cells_by_reason: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        for reason in row[key]:
+            cells_by_reason.setdefault(reason, []).append((row["case"], row["target"]))
+    return [(_cells_label(cells), reason) for reason, cells in cells_by_reason.items()]
+
+
+#: Statuses a case declares or a tool decides (an expected failure, a skip): their cells are
+#: grouped by the declared reason, the observed detail left to the reports.
+_DECLARED = ("xfail", "skip")
+_OBSERVED = " [observed: "
+
+
 def non_pass_entries(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """The non-pass cells as (label, text), read once each: a cell that did not do what was
     expected (fail, xpass, export-error) with its whole reason; expected failures and skips
     grouped by their declared reason over every suite and target that gives it (``stream-chunks
     (xfail) on pesto/torch-export, aoti, onnx``), the observed detail left to the reports."""
     unexpected: list[tuple[str, str]] = []
-    declared: dict[tuple[str, str], tuple[list[str], list[tuple[str, str]]]] = {}
+    declared: dict[tuple[str, str], tuple[dict[str, None], list[tuple[str, str]]]] = {}
     for row in rows:
         for suite_name, body in row["suites"].items():
             bad = [(name, v) for name, v in body["inputs"].items() if v["status"] not in ("pass", "error")]
@@ -189,8 +186,8 @@ def non_pass_entries(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]
             status = body["status"] if body["status"] not in ("pass", "error") else bad[0][1]["status"]
             if status in _DECLARED:
                 reason = bad[0][1]["reason"].split(_OBSERVED)[0]
-                suites, cells = declared.setdefault((status, reason), ([], []))
-                suites.append(suite_name) if suite_name not in suites else None
+                suites, cells = declared.setdefault((status, reason), ({}, []))
+                suites[suite_name] = None  # an ordered set
                 cells.append((row["case"], row["target"]))
             else:
                 text = next((r for r in row["reasons"] if r.startswith(f"{suite_name} [")), None)

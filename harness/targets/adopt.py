@@ -374,7 +374,8 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
     problem = target.format_problem(path, tuple(case.example_inputs()))
     if problem:
         raise ArtifactError(f"{given}: {problem}")
-    if "inputs" in meta:
+    sidecar_gives_inputs = "inputs" in meta  # else the harness derives them below
+    if sidecar_gives_inputs:
         _check_sidecar_inputs(sidecar, meta["inputs"], case)
     buffers = dict(case.build().named_buffers())  # the case's initial state, built once
     if target.takes_lifted_state(path):  # (a file keeping its state inside has none to name)
@@ -431,6 +432,6 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
         raise ArtifactError(
             f"{given}: does not fit case {case.name!r} on {target.name}: " + "; ".join(problems)
         )
-    if sidecar.is_file() and "inputs" in meta:
+    if sidecar_gives_inputs:
         _sidecar_inputs_fit_the_case(sidecar, meta["inputs"], case, example)
     return artifact

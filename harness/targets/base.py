@@ -183,7 +183,7 @@ def case_fault(case: ModelCase) -> str | None:
     return None
 
 
-def _raise_if_the_case_is_at_fault(case: ModelCase, exc: Exception) -> None:
+def _raise_if_the_case_is_at_fault(case: ModelCase) -> None:
     """An export that failed because of the case's own bug is a HarnessError, never an ExportError."""
     fault = case_fault(case)
     if fault:
@@ -256,7 +256,7 @@ class Target(ABC):
             with torch.no_grad():
                 meta = self._export_impl(module, example, case, path) or {}
         except Exception as exc:  # exporters raise anything; the cell reports it
-            _raise_if_the_case_is_at_fault(case, exc)
+            _raise_if_the_case_is_at_fault(case)
             raise ExportError(self.name, case.name, *describe_exception(exc)) from exc
         meta.setdefault(
             "inputs",
