@@ -19,6 +19,7 @@ _EXPORTS = {
     "STREAM_SUITES": "core.case",
     "SUITES": "core.case",
     "ExpectedFailure": "core.case",
+    "JudgedWhere": "core.case",
     "Metric": "core.case",
     "MetricResult": "core.case",
     "ModelCase": "core.case",

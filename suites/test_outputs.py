@@ -18,7 +18,9 @@ def test_equivalence(conformance):
     """The target's outputs match eager by the cell's judge (tolerances and task metric)."""
     expected, actual = conformance.reference(), conformance.outputs()
     conformance.record_traces(expected, actual)
-    result = check_equivalence(conformance.case, conformance.target, expected, actual)
+    result = check_equivalence(
+        conformance.case, conformance.target, expected, actual, noise=conformance.eager().float_noise
+    )
     if not result and not result.judged_by_metric:  # a weight audit explains tensor mismatches
         weights = artifact_weights(conformance.runner().artifact)
         if weights is not None:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import onnx  # noqa: F401  (see below)
 import pytest
+import torch._dynamo  # noqa: F401  (see below)
 
 from harness.run.cache import ExportCache
 
 # pytester restores sys.modules after each test that uses it: a module first imported inside
 # such a test is dropped, and onnx's C extension aborts the process when imported a second time.
-# Importing it here puts it in every snapshot.
+# Importing it here puts it in every snapshot. torch._dynamo likewise: imported again, its
+# torch._inductor.test_operators registers the `_inductor_test` op library twice and raises.
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -113,7 +113,9 @@ def test_slightly_perturbed_artifact_given_with_artifact_fails(inner_pytest, tmp
     )
     result.assert_outcomes(passed=1, failed=3)  # determinism passes: the perturbed file is deterministic
     text = " ".join(result.stdout.str().split())  # the terminal wraps long reasons
-    assert "conv_mlp/onnx: equivalence [noise,zeros,loud]: onnx vs eager: logits: MISMATCH" in text
+    # a grouped reason gives each input its own cause
+    assert "conv_mlp/onnx: equivalence [noise,zeros,loud]: noise: onnx vs eager: logits: MISMATCH" in text
+    assert "; zeros: onnx vs eager: logits: MISMATCH" in text and "; loud: onnx vs eager" in text
 
 
 PLANTED = """

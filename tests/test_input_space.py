@@ -259,3 +259,20 @@ def test_dynamic_dims_naming_an_unknown_input_are_rejected():
     )
     problems = "\n".join(case.check_declarations([t.name for t in harness.targets()]))
     assert "dynamic_dims names unknown input 'xx'" in problems and "need 1 <= min <= max" in problems
+
+
+def test_a_generated_input_outside_the_cases_own_shapes_is_the_cases_error(export_cache):
+    """Found from outside: a strategy that generates a batch the case never declared made every
+    exact target 'fail' (the export rightly rejected it). It is the case's error, named; an input
+    within the declared shapes is still judged."""
+    from harness.core.errors import HarnessError
+
+    case = harness.case("conv_mlp")  # declares a dynamic batch 1-16, length 64 fixed
+    target = harness.target("torch-export")
+    with target.load(export_cache.get(case, target)) as runner:
+        eager = eager_reference(case)
+        with pytest.raises(
+            HarnessError, match="its strategy generated an input outside the shapes it declares"
+        ):
+            check_generated_input(target, runner, eager, [(torch.zeros(20, 1, 64),)])  # batch 20 > 16
+        assert check_generated_input(target, runner, eager, [(torch.zeros(3, 1, 64),)])

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..core.buffers import preserved_buffers
+from ..core.pristine import fresh_copy
 
 __all__ = ["LIBRARY_PACKAGES", "Branch", "BranchRecorder", "discover_branches", "in_library"]
 
@@ -92,12 +92,12 @@ def discover_branches(module: torch.nn.Module, example: Sequence[torch.Tensor]) 
     """Branches in the model's own code whose condition converts a tensor to a Python bool,
     found by tracing once (a library's own checks, ``LIBRARY_PACKAGES``, are left out).
 
-    The module's buffers are restored afterwards (tracing runs forward).
+    A copy of the module is traced (tracing runs forward): the module is left as it was.
     """
-    with warnings.catch_warnings(record=True) as caught, preserved_buffers(module):
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            torch.jit.trace(module, tuple(example), check_trace=False)
+            torch.jit.trace(fresh_copy(module), tuple(example), check_trace=False)
         except Exception:  # a model that cannot be traced has no trace-visible branches to report
             pass
     found = {}

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..core.buffers import preserved_buffers
 from ..core.case import Calls, ModelCase, Outputs
 from ..core.check import Check
 from ..core.judge import DETERMINISM_TOLERANCE, Judge
+from ..core.pristine import fresh_copy
 from ..core.sequence import StateThreading, run_sequence
 from ..core.shapes import resize_call
 from ..run.eager import EagerReference, module_step, run_module, stack_outputs
@@ -42,20 +42,28 @@ def eager_outputs(
     """The reference: the eager module fed the calls from its current state, which is then
     restored (explicit state threaded as the case, or ``threading``, says)."""
     if case is None and threading is not None:
-        with preserved_buffers(module):  # a bare threading, no case
-            per_call = run_sequence(module_step(module), calls, threading)
+        per_call = run_sequence(
+            module_step(fresh_copy(module)), calls, threading
+        )  # a bare threading, no case
         return stack_outputs(per_call, output_names, "eager")
     return stack_outputs(run_module(module, calls, case=case).outputs, output_names, "eager")
 
 
 def check_equivalence(
-    case: ModelCase, target: object, expected: Outputs, actual: Outputs, *, approximate: bool | None = None
+    case: ModelCase,
+    target: object,
+    expected: Outputs,
+    actual: Outputs,
+    *,
+    approximate: bool | None = None,
+    noise: Callable[[], Outputs | None] | None = None,
 ) -> Check:
     """A target's stacked outputs against eager's, by the cell's judge (tolerances and task
-    metric; an approximate target by its task metric alone, tensor comparisons reported)."""
+    metric; an approximate target by its task metric alone, tensor comparisons reported).
+    ``noise``: eager's own float noise on these calls, for a case with a ``noise_multiple``."""
     judge = Judge.for_cell(case, target, approximate=approximate)
     name = target if isinstance(target, str) else target.name  # type: ignore[attr-defined]
-    return judge.judge(expected, actual, what=f"{name} vs eager", footnote=CALL_AXIS_NOTE)
+    return judge.judge(expected, actual, what=f"{name} vs eager", footnote=CALL_AXIS_NOTE, noise=noise)
 
 
 def check_determinism(case: ModelCase, first: Outputs, second: Outputs, *, what: str) -> Check:

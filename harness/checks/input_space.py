@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from ..core.case import Calls, Outputs
+from ..core.case import Calls, ModelCase, Outputs
 from ..core.check import Check
-from ..core.errors import describe_exception
+from ..core.errors import HarnessError, describe_exception
 from ..core.judge import Judge
 from ..core.sequence import StateThreading
-from ..core.shapes import resize_call, sizes_to_try
+from ..core.shapes import (
+    InputSignatureError,
+    check_call_signature,
+    input_signature,
+    resize_call,
+    sizes_to_try,
+    unadmitted_input,
+)
 from ..run.eager import EagerReference, run_module
 from ..targets import Runner
 from .branches import Branch, BranchRecorder
@@ -45,6 +53,18 @@ def baked_branch(
     return None
 
 
+def _outside_the_case(case: ModelCase, calls: Calls) -> str | None:
+    """Why a call sequence does not fit the shapes the case itself declares (None: it fits)."""
+    example = tuple(case.example_inputs())
+    declared = input_signature(case, example, chunk_dynamic=case.streaming is not None)
+    try:
+        for call in calls:
+            check_call_signature(declared, call, f"case {case.name!r}")
+    except InputSignatureError as exc:
+        return str(exc)
+    return None
+
+
 def check_generated_input(
     target: object,
     runner: Runner,
@@ -61,14 +81,27 @@ def check_generated_input(
     case = eager.case
     judge = Judge.for_cell(case, target)
     what = f"{_name(target)} on {input_label}"
+    fixed = runner.artifact.meta.get("dims_fixed")
+    refused = unadmitted_input(fixed, case.input_names, calls) if fixed and actual is None else None
+    if refused:  # judged only on inputs the artifact takes; dynamic-shapes reports the dimension
+        return Check(what, True, f"not judged: {refused}")
     expected = eager.outputs_for(calls)
     if actual is None:
         try:
             actual = run_calls(runner, calls, case.output_names, threading=StateThreading.of(case))
+        except InputSignatureError as exc:
+            outside = _outside_the_case(case, calls)
+            if outside:  # the case's strategy's fault, not the export's
+                raise HarnessError(
+                    f"case {case.name!r}: its strategy generated an input outside the shapes it declares "
+                    f"(example_inputs, dynamic_dims, the streaming chunks): {outside}"
+                ) from exc
+            kind, line = describe_exception(exc)
+            return Check(what, False, f"the export rejects this input: {kind}: {line}")
         except Exception as exc:
             kind, line = describe_exception(exc)
             return Check(what, False, f"the export rejects this input: {kind}: {line}")
-    result = judge.judge(expected, actual, what=what, passed="ok")
+    result = judge.judge(expected, actual, what=what, passed="ok", noise=lambda: eager.float_noise(calls))
     if result:
         return result
     baked = baked_branch(eager.module, eager.branches(), [tuple(case.example_inputs())], calls[:1])
@@ -76,18 +109,33 @@ def check_generated_input(
 
 
 def check_dynamic_shapes(
-    target: object, runner: Runner, eager: EagerReference, call: tuple[torch.Tensor, ...] | None = None
+    target: object,
+    runner: Runner,
+    eager: EagerReference,
+    call: tuple[torch.Tensor, ...] | None = None,
+    *,
+    fixed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Check:
     """Every declared dynamic dimension at sizes 1, the bounds and sizes unlike the example
-    (``call``, default: the first call of the eager side's input), each judged by the cell's judge."""
+    (``call``, default: the first call of the eager side's input), each judged by the cell's judge.
+
+    ``fixed``: declared dimensions the artifact holds at one size (``dims_fixed``, by name): they
+    are held at that size and not tried (the caller reports them); the others are."""
     case = eager.case
     call = tuple(call) if call is not None else eager.calls[0]
+    fixed = fixed or {}
     judge = Judge.for_cell(case, target)
     what = f"{_name(target)} dynamic sizes"
     tried = []
     groups: dict[str, list] = {}
     for d in case.dynamic_axes():
+        if d.dim in fixed:
+            if call[d.index].shape[d.axis] != fixed[d.dim]["size"]:
+                call = resize_call(call, d.index, d.axis, int(fixed[d.dim]["size"]), seed=0)
+            continue
         groups.setdefault(d.dim, []).append(d)
+    if not groups:
+        return Check(what, True, "no declared dimension is dynamic in the artifact")
     for members in groups.values():
         first = members[0]
         name, axis, low, high = first.input, first.axis, first.low, first.high

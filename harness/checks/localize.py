@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.buffers import preserved_buffers
 from ..core.case import Calls, ModelCase
 from ..core.judge import Judge
+from ..core.pristine import built, fresh_copy
 from ..core.sequence import StateThreading, run_sequence
 from ..run.eager import run_module
 from ..targets.base import Artifact, Target, to_numpy
@@ -307,9 +307,9 @@ def localize_calls(
     module: torch.nn.Module | None = None,
 ) -> Localization:
     """Localise ``target``'s run of ``calls`` against eager, on ``call`` (default: picked).
-    ``module``: the case's eager module, if one is built already (its buffers are restored)."""
+    ``module``: the case's eager module, if one is built already (only copies of it are run)."""
     threading = StateThreading.of(case)
-    eager_module = module if module is not None else case.build().eval()
+    eager_module = module if module is not None else built(case.build).eval()
     eager_out = run_module(eager_module, calls, case=case).outputs
     with target.load(artifact) as runner:
         target_out = run_sequence(lambda c: runner.run(*c), calls, threading)
@@ -327,8 +327,7 @@ def localize_calls(
         raise LocalizationUnsupported(f"{target.name} cannot show intermediate values")
     try:
         prefix = list(calls[: call + 1])
-        with preserved_buffers(eager_module):
-            records = eager_module_outputs(eager_module, prefix, threading, keep_inputs=True)
+        records = eager_module_outputs(fresh_copy(eager_module), prefix, threading, keep_inputs=True)
         eager_last = eager_out[call]
         target_last = run_sequence(lambda call: tapped.run(*call), prefix, threading)[-1]
         skip = threading.output_indices() if threading else set()

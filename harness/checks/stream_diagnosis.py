@@ -54,7 +54,7 @@ def _state_divergence(
 
 def _state_shapes(eager: EagerReference) -> dict[str, tuple[int, ...]]:
     case = eager.case
-    shapes = {name: tuple(b.shape) for name, b in eager.module.named_buffers()}
+    shapes = {item.name: item.shape for item in eager.state_items()}
     example = tuple(case.example_inputs())
     for name in case.streaming.state if case.streaming is not None else ():
         shapes[name] = tuple(example[case.input_names.index(name)].shape)
@@ -73,18 +73,20 @@ def explain_divergence(
     if not state_names:
         return where, details
     if _reproduces(judge, eager.replay(reset_each_call=state_names), actual):
-        names = ", ".join(state_names)
+        dropped = state_names
         if len(state_names) > 1:
-            single = [n for n in state_names if _reproduces(judge, eager.replay(reset_each_call=[n]), actual)]
-            names = ", ".join(single) or names
+            dropped = [
+                n for n in state_names if _reproduces(judge, eager.replay(reset_each_call=[n]), actual)
+            ] or dropped
         return (
-            f"state dropped: every chunk sees the initial value of {names}; first wrong output at chunk {index}",
+            f"state dropped: every chunk sees the initial value of {eager.describe_state(dropped)}; "
+            f"first wrong output at chunk {index}",
             details + ["the target reproduces eager with the state reset before every chunk"],
         )
     if advanced_by_export(judge, eager, actual):
         return (
             "state advanced by export: the artifact starts from the state one forward call with the "
-            f"example input leaves ({', '.join(state_names)}); torch.jit.trace runs forward while tracing",
+            f"example input leaves ({eager.describe_state(state_names)}); torch.jit.trace runs forward while tracing",
             details,
         )
     shapes = _state_shapes(eager)
@@ -122,10 +124,10 @@ def metric_state_cause(judge: Judge, eager: EagerReference, actual: StreamRun) -
         return judge.metric_fits_both_ways(frames(case, run.outputs), observed)
 
     if fits(eager.replay(reset_each_call=state_names)):
-        return f"state dropped: every chunk sees the initial value of {', '.join(state_names)}"
+        return f"state dropped: every chunk sees the initial value of {eager.describe_state(state_names)}"
     if fits(eager.replay(preroll=True)):
         return (
             f"state advanced by export: the artifact starts from the state one forward call with the example "
-            f"input leaves ({', '.join(state_names)})"
+            f"input leaves ({eager.describe_state(state_names)})"
         )
     return None

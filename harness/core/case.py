@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .compare import Tolerance
+from .errors import HarnessError
 
 __all__ = [
     "QUICK_TARGETS",
@@ -21,6 +22,7 @@ __all__ = [
     "Calls",
     "DynamicAxis",
     "ExpectedFailure",
+    "JudgedWhere",
     "Metric",
     "MetricResult",
     "ModelCase",
@@ -100,6 +102,31 @@ class MetricResult:
         if self.figures:
             text += " [" + ", ".join(f"{k} {v:.4g}" for k, v in self.figures.items()) + "]"
         return text
+
+
+@dataclass(frozen=True)
+class JudgedWhere:
+    """The elements of one output that mean something only where eager's outputs say so: a
+    pitch where the confidence calls the frame voiced. Elsewhere the output is not compared (a
+    pitch on silence is noise of the model, not of the export); the other outputs still are.
+
+    ``select`` takes eager's outputs by name (stacked over calls) and returns a boolean mask of
+    the output's shape (or one that broadcasts to it); ``description`` says it in words.
+    """
+
+    description: str
+    select: Callable[[Outputs], np.ndarray]
+
+    def mask(self, expected: Outputs, name: str) -> np.ndarray:
+        target = np.shape(expected[name])
+        try:
+            found = np.broadcast_to(np.asarray(self.select(expected), dtype=bool), target)
+        except Exception as exc:
+            raise HarnessError(
+                f"judged_where[{name!r}] ({self.description}) gives no mask of {name}'s shape "
+                f"{list(target)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return found
 
 
 @dataclass(frozen=True)
@@ -256,6 +283,10 @@ class ModelCase:
         ci_targets: the targets the quick ``ci`` tier runs this case on (None: all but the costly).
         ci_costly_targets: costly targets (``Target.costly``) the ``ci`` tier runs this case on too.
         depends_on: distributions whose versions key this case's exports (its weights' package).
+        judged_where: outputs compared only where eager's outputs say they mean something
+            (:class:`JudgedWhere`: a pitch on the frames the confidence calls voiced).
+        noise_multiple: an element within this multiple of eager's own float32 noise on its call
+            (eager rerun in float64) agrees, where the tolerance alone would fail it.
     """
 
     name: str
@@ -296,6 +327,15 @@ class ModelCase:
     #: Distributions (PyPI names) whose versions key this case's cached exports, besides torch and
     #: the runtimes: the package its model and weights ship in, e.g. ``("my-model-weights",)``.
     depends_on: tuple[str, ...] = ()
+    #: Outputs that mean something only where eager's outputs say so (output name ->
+    #: :class:`JudgedWhere`): compared with their tolerance there only, e.g. a pitch on the frames
+    #: the confidence calls voiced.
+    judged_where: Mapping[str, JudgedWhere] = field(default_factory=dict)
+    #: Eager's own float noise as a floor: an element a target gets wrong by more than the
+    #: tolerance still agrees when within this multiple of eager's own float32 error on that call
+    #: (``|eager float32 - eager float64|``, the largest over the call's elements of that output).
+    #: None: no floor, the tolerance alone judges.
+    noise_multiple: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -305,6 +345,9 @@ class ModelCase:
         for input_name in self.inputs:
             if not input_name.replace("_", "").isalnum():
                 raise ValueError(f"case {self.name!r}: input set name {input_name!r} must be alphanumeric")
+        unknown = sorted(set(self.judged_where) - set(self.output_names))
+        if unknown:
+            raise ValueError(f"case {self.name!r}: judged_where names outputs it does not declare: {unknown}")
         if "default" not in self.tolerance:
             object.__setattr__(self, "tolerance", {"default": Tolerance(), **self.tolerance})
         if self.primary_input is not None and self.primary_input not in self.inputs:

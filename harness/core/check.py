@@ -29,6 +29,9 @@ class Check:
     metric: MetricResult | None = None
     comparisons: tuple[Comparison, ...] = field(default_factory=tuple)
     judged_by_metric: bool = False
+    #: False: the check does not apply to this artifact (its diagnosis says why); the cell is a
+    #: skip that is no verdict, e.g. stream-chunks on a file fixed at one chunk size
+    applies: bool = True
 
     def __bool__(self) -> bool:
         return self.passed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,7 +14,11 @@ __all__ = [
     "InputSignatureError",
     "chunk_axes",
     "check_call_signature",
+    "describe_fixed_dims",
+    "dims_fixed_in_file",
+    "fixed_dim_entry",
     "input_signature",
+    "unadmitted_input",
     "resize_call",
     "sizes_to_try",
     "torch_dynamic_shapes",
@@ -49,7 +54,12 @@ def chunk_axes(case: ModelCase, example: Call) -> list[DynamicAxis]:
 
 
 def input_signature(
-    case: ModelCase, example: Call, *, fixed_shapes: bool = True, chunk_dynamic: bool = False
+    case: ModelCase,
+    example: Call,
+    *,
+    fixed_shapes: bool = True,
+    chunk_dynamic: bool = False,
+    fixed_dims: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """What the exported graph takes: per input its name, dtype and shape, where a dynamic axis
     is ``[min, max, dim name]`` and a fixed one its size (stored in the artifact's sidecar).
@@ -57,9 +67,12 @@ def input_signature(
     ``fixed_shapes=False`` (eager, traced TorchScript: any size the layers accept runs) records
     undeclared axes as ``None``, so only dtype, rank and declared ranges are checked.
     ``chunk_dynamic``: the export took the streaming chunk as a dynamic dimension (``chunk_axes``).
+    ``fixed_dims``: declared dynamic dimensions the artifact holds at one size (``dims_fixed`` in
+    its metadata, by dimension name), recorded as that size.
     """
     extra = chunk_axes(case, example) if chunk_dynamic else []
-    dynamic = {(d.input, d.axis): d for d in [*case.dynamic_axes(), *extra]}
+    fixed = fixed_dims or {}
+    dynamic = {(d.input, d.axis): d for d in [*case.dynamic_axes(), *extra] if d.dim not in fixed}
     signature = []
     for name, x in zip(case.input_names, example):
         shape: list[Any] = []
@@ -115,13 +128,17 @@ def check_call_signature(signature: list[dict[str, Any]], inputs: Call, where: s
 
 
 def torch_dynamic_shapes(
-    case: ModelCase, example: Call | None = None, *, chunk: bool = False
+    case: ModelCase, example: Call | None = None, *, chunk: bool = False, declared: bool = True
 ) -> tuple[dict[int, Any] | None, ...] | None:
     """``dynamic_shapes`` for torch.export / the dynamo ONNX exporter, or None when all static.
 
     ``chunk=True`` (with the example the export traces) also makes a streaming case's chunk
-    dynamic over the sizes it admits (``chunk_axes``)."""
-    axes = [*case.dynamic_axes(), *(chunk_axes(case, example) if chunk and example is not None else [])]
+    dynamic over the sizes it admits (``chunk_axes``); ``declared=False`` leaves the case's
+    declared dynamic dimensions at the example's sizes (the fixed-shape fallback)."""
+    axes = [
+        *(case.dynamic_axes() if declared else []),
+        *(chunk_axes(case, example) if chunk and example is not None else []),
+    ]
     if not axes:
         return None
     from torch.export import Dim
@@ -154,3 +171,61 @@ def resize_call(call: Call, input_index: int, axis: int, size: int, *, seed: int
         tiled = tiled + noise.to(tiled.dtype)
     tensors[input_index] = tiled.contiguous()
     return tuple(tensors)
+
+
+def fixed_dim_entry(axis: DynamicAxis, size: int) -> dict[str, Any]:
+    """A declared dynamic dimension held at one size, as an artifact's ``dims_fixed`` records it."""
+    return {"input": axis.input, "axis": axis.axis, "size": int(size), "low": axis.low, "high": axis.high}
+
+
+def dims_fixed_in_file(
+    case: ModelCase, example: Call, shapes: Sequence[tuple[str, Sequence[int | None]]] | None
+) -> dict[str, dict[str, Any]]:
+    """The declared dynamic dimensions a written artifact holds at a fixed size, read from its
+    own input shapes (``Target.input_shapes``: None for a dynamic dimension), by dimension name;
+    empty where the format does not say or every declared dimension stayed dynamic."""
+    if not shapes:
+        return {}
+    by_name = {name: list(dims) for name, dims in shapes}
+    if not all(n in by_name for n in case.input_names):  # other names: match by position
+        if len(shapes) < len(case.input_names):
+            return {}
+        by_name = {n: list(dims) for n, (_, dims) in zip(case.input_names, shapes)}
+    fixed: dict[str, dict[str, Any]] = {}
+    for d in case.dynamic_axes():
+        dims = by_name[d.input]
+        axis = d.axis % max(example[d.index].dim(), 1)
+        if axis < len(dims) and isinstance(dims[axis], int) and d.dim not in fixed:
+            fixed[d.dim] = fixed_dim_entry(d, dims[axis])
+    return fixed
+
+
+def describe_fixed_dims(fixed: Mapping[str, Mapping[str, Any]]) -> str:
+    """``'length' (input 'tokens' axis 1) fixed at 9, declared 2-40`` for each fixed dimension."""
+    return "; ".join(
+        f"{dim!r} (input {e['input']!r} axis {e['axis']}) fixed at {e['size']}, declared {e['low']}-{e['high']}"
+        for dim, e in fixed.items()
+    )
+
+
+def unadmitted_input(
+    fixed: Mapping[str, Mapping[str, Any]], input_names: Sequence[str], calls: Sequence[Call]
+) -> str | None:
+    """Why an artifact that holds declared dynamic dimensions at one size (``fixed``) cannot take
+    these calls: the first dimension whose size differs, named; None where every call fits."""
+    index = {name: i for i, name in enumerate(input_names)}
+    for number, call in enumerate(calls):
+        for dim, entry in fixed.items():
+            position = index.get(entry["input"])
+            if position is None or position >= len(call):
+                continue
+            x = call[position]
+            axis = entry["axis"] % max(x.dim(), 1)
+            if axis < x.dim() and x.shape[axis] != entry["size"]:
+                where = f" at call {number}" if len(calls) > 1 else ""
+                return (
+                    f"the artifact holds dimension {dim!r} (input {entry['input']!r} axis {entry['axis']}) "
+                    f"at {entry['size']} (declared {entry['low']}-{entry['high']}); this input has "
+                    f"{x.shape[axis]}{where}"
+                )
+    return None

@@ -14,8 +14,9 @@ import pytest
 
 from ..checks.golden import TensorSnapshotExtension, unreadable_snapshot
 from ..core.case import MetricResult
-from ..core.errors import ConformanceFailure, HarnessError
+from ..core.errors import ConformanceFailure, HarnessError, TargetRunError
 from ..core.judge import Judge
+from ..core.shapes import describe_fixed_dims, dims_fixed_in_file, unadmitted_input
 from ..run.eager import EagerReference, StreamRun, stack_outputs
 from ..run.session import Cell, ConformanceSession, FreshRun
 from ..targets import EAGER, Artifact, ExportError, Runner, RuntimeMissing
@@ -37,6 +38,10 @@ def record_of(item: pytest.Item, cell: Cell) -> CellRecord:
         item.stash[RECORD_KEY] = record
     return record
 
+
+#: (artifact path, case, target) -> the declared dynamic dimensions that artifact holds at one
+#: size (read once per process: a user's file's input shapes come from its bytes)
+_FIXED_DIMS: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
 
 #: Suites whose failures are localised: they compare a target's outputs with eager's.
 LOCALIZED_SUITES = frozenset(s.name for s in SUITE_REGISTRY.values() if s.localized)
@@ -64,12 +69,91 @@ class CellContext:
 
     def runner(self) -> Runner:
         """The target's loaded runner for this case (whoever feeds it a sequence resets it);
-        skips when the runtime is missing."""
+        skips when the runtime is missing, and where the artifact cannot take the cell's input
+        (a declared dynamic dimension it holds at one size: ``dynamic-shapes`` reports that)."""
         try:
-            return self._session.runner(self.case, self.target)
+            runner = self._session.runner(self.case, self.target)
         except RuntimeMissing as exc:
             pytest.skip(str(exc))
         except ExportError as exc:
+            self.record.summary = str(exc)
+            raise
+        if self.cell.suite == "batch-consistency":
+            batch = [dim for dim, entry in self.fixed_dims().items() if entry["axis"] == 0]
+            if batch:
+                self.not_applicable(
+                    f"the artifact holds the batch dimension {batch[0]!r} at one size; the dynamic-shapes "
+                    "cell reports the fixed dimension"
+                )
+        elif self.cell.suite != "dynamic-shapes" and self.cell.input_name in self.case.inputs:
+            # (a generated input's cell judges only the examples the artifact takes)
+            refused = self.admission_problem()
+            if refused:
+                self.not_applicable(
+                    f"not judged on this input: {refused}; the dynamic-shapes cell reports the fixed dimension"
+                )
+        return runner
+
+    def fixed_dims(self) -> dict[str, dict[str, Any]]:
+        """The declared dynamic dimensions the artifact holds at one size, by dimension name: the
+        harness's fixed-shape fallback (``dims_fixed`` in its sidecar) or, for any file, its own
+        input shapes (``Target.input_shapes``: an exporter can fix a dimension without a word)."""
+        if self.target.name == EAGER or not self.case.dynamic_axes():
+            return {}
+        artifact = self._session.artifact(self.case, self.target)
+        key = (str(artifact.path), self.case.name, self.target.name)
+        if key not in _FIXED_DIMS:
+            in_file = {}
+            if artifact.meta.get("user_file"):  # the harness's exports read their file when written
+                example = tuple(self.case.example_inputs())
+                in_file = dims_fixed_in_file(
+                    self.case, example, self.target.input_shapes(Path(artifact.path))
+                )
+            _FIXED_DIMS[key] = {**in_file, **(artifact.meta.get("dims_fixed") or {})}
+        return _FIXED_DIMS[key]
+
+    def admission_problem(self, input_name: str | None = None) -> str | None:
+        """Why the artifact cannot take the cell's input (or another canonical one): a declared
+        dynamic dimension it holds at another size, named; None where it takes it."""
+        fixed = self.fixed_dims()
+        if not fixed:
+            return None
+        return unadmitted_input(fixed, self.case.input_names, self.calls(input_name))
+
+    def refuse_fixed_dims(self) -> None:
+        """The one verdict on an artifact that holds declared dynamic dimensions at one size: the
+        harness's own export is an ``export-error`` quoting the exporter's refusal (the other cells
+        judge its fixed-shape export); a user's file that does so is an ``error`` naming them."""
+        fixed = self.fixed_dims()
+        if not fixed:
+            return
+        artifact = self._session.artifact(self.case, self.target)
+        sizes = ", ".join(f"{dim} = {entry['size']}" for dim, entry in fixed.items())
+        because = artifact.meta.get("dims_fixed_because") or "its input shapes say so"
+        if artifact.meta.get("user_file"):
+            message = (
+                f"{artifact.meta['user_file']} holds declared dynamic dimensions at one size ({describe_fixed_dims(fixed)}): "
+                "other sizes cannot be judged on it; the other cells judge it at that size"
+            )
+            self.record.summary = message
+            raise HarnessError(message)
+        whole = artifact.meta.get("dims_fixed_refusal")
+        error = ExportError(
+            self.target.name,
+            self.case.name,
+            "its declared dynamic range",
+            f"{sizes} fixed: {because}\n{describe_fixed_dims(fixed)}" + (f"\n{whole}" if whole else ""),
+        )
+        self.record.summary = str(error)
+        raise error
+
+    @contextlib.contextmanager
+    def _recording_cause(self) -> Iterator[None]:
+        """Keep the whole message of a target's runtime error in the cell's record (the JSON
+        report's ``detail``); its first line stays the reason."""
+        try:
+            yield
+        except TargetRunError as exc:
             self.record.summary = str(exc)
             raise
 
@@ -199,12 +283,30 @@ class CellContext:
         per process: every check that judges that run (equivalence, golden, the streaming checks)
         shares it."""
         self.runner()  # export (or report the export error) and skip a missing runtime first
-        return self._session.target_run(self.case, self.target, input_name or self.cell.input_name)
+        name = input_name or self.cell.input_name
+        with self._recording_cause():
+            if name != self.case.main_input and not self._primary_input_runs():
+                # the session runs the primary input first; where that fails, this input's cell
+                # runs its own input on a freshly loaded runner instead of quoting the primary's
+                return self._session.fresh_run(self.case, self.target, name).first
+            return self._session.target_run(self.case, self.target, name)
+
+    def _primary_input_runs(self) -> bool:
+        """Whether the target takes the primary input (the runner's first run, which the
+        session's other runs follow)."""
+        if self.admission_problem(self.case.main_input):
+            return False
+        try:
+            self._session.fresh_run(self.case, self.target, self.case.main_input)
+        except Exception:  # that input's own cells report it
+            return False
+        return True
 
     def fresh_run(self) -> FreshRun:
         """The cell's input fed to a freshly loaded runner, and its replay after reset."""
         self.runner()  # export (or report the export error) and skip a missing runtime first
-        return self._session.fresh_run(self.case, self.target, self.cell.input_name)
+        with self._recording_cause():
+            return self._session.fresh_run(self.case, self.target, self.cell.input_name)
 
     def outputs(self, input_name: str | None = None) -> dict[str, Any]:
         """The target's outputs on the cell's input (or another canonical one), stacked over calls
@@ -217,6 +319,8 @@ class CellContext:
         (with the first diverging module, for suites that compare outputs, unless ``localize``
         is False: a check run once per generated example localises its final one instead)."""
         self.record.summary = result.summary()
+        if not getattr(result, "applies", True):  # said once for every target it applies to
+            self.not_applicable(result.diagnosis)
         metric = getattr(result, "metric", None)
         if isinstance(metric, MetricResult):
             self.record.metric = {

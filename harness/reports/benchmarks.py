@@ -36,17 +36,13 @@ _RUN_RECORDS = pytest.StashKey[list]()
 
 
 def flops_per_call(case: ModelCase, module: torch.nn.Module, call: Call) -> int:
-    """FLOPs of one eager call, counted by ``torch.utils.flop_counter`` (state restored after)."""
+    """FLOPs of one eager call, counted by ``torch.utils.flop_counter`` on a copy of the module."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..core.buffers import buffer_snapshot, restore_buffers
+    from ..core.pristine import fresh_copy
 
-    initial = buffer_snapshot(module)
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(*call)
-    finally:
-        restore_buffers(module, initial)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fresh_copy(module)(*call)
     return int(counter.get_total_flops())
 
 

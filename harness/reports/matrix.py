@@ -28,6 +28,9 @@ class InputResult:
     status: str
     reason: str
     metric: dict[str, Any] | None = None
+    #: the whole message behind a one-line reason (an exporter's or runtime's text, every line),
+    #: where it says more than the reason; kept in the JSON report
+    detail: str | None = None
 
 
 def runtime_settings() -> dict[str, Any]:
@@ -67,7 +70,9 @@ class ConformanceReport:
             reason = f"{reason} | {located['headline']}" if reason else located["headline"]
             name = f"{cell['case_name']}/{cell['target_name']}/{cell['input_name']}"
             self.localizations[name] = {k: v for k, v in located.items() if k != "text"}
-        self.cells[key].append(InputResult(cell["input_name"], status, reason, metric))
+        summary = (result or {}).get("summary")
+        detail = summary if isinstance(summary, str) and "\n" in summary.strip() else None
+        self.cells[key].append(InputResult(cell["input_name"], status, reason, metric, detail))
 
     @staticmethod
     def worst(results: list[InputResult]) -> InputResult:
@@ -114,7 +119,12 @@ class ConformanceReport:
                     row["suites"][suite] = {
                         "status": worst.status,
                         "inputs": {
-                            r.input_name: {"status": r.status, "reason": r.reason, "metric": r.metric}
+                            r.input_name: {
+                                "status": r.status,
+                                "reason": r.reason,
+                                "metric": r.metric,
+                                **({"detail": r.detail} if r.detail else {}),
+                            }
                             for r in results
                         },
                     }
@@ -122,11 +132,11 @@ class ConformanceReport:
                     errors = [r for r in results if r.status == "error"]
                     if errors:
                         names = ",".join(r.input_name for r in errors)
-                        row["errors"].append(f"{suite} [{names}]: {errors[0].reason}")
+                        row["errors"].append(f"{suite} [{names}]: {self._each_cause(errors)}")
                     bad = [r for r in results if r.status not in ("pass", "error")]
                     if bad:
                         names = ",".join(r.input_name for r in bad)
-                        row["reasons"].append(f"{suite} [{names}]: {self.worst(bad).reason}")
+                        row["reasons"].append(f"{suite} [{names}]: {self._each_cause(bad)}")
                     if suite == "equivalence":  # other suites' metrics measure other things
                         metrics += [r.metric for r in results if r.metric]
                 if metrics:
@@ -134,6 +144,15 @@ class ConformanceReport:
                     row["metric"] = worst_metric
                 rows.append(row)
         return rows
+
+    @classmethod
+    def _each_cause(cls, results: list[InputResult]) -> str:
+        """One reason for several inputs: the worst input's where they all give the same, else
+        each input's own cause after its name (``sweep: ...; silence: ... NaN``)."""
+        reasons = list(dict.fromkeys(r.reason for r in results))
+        if len(reasons) == 1:
+            return cls.worst(results).reason
+        return "; ".join(f"{r.input_name}: {r.reason}" for r in results)
 
     @staticmethod
     def _short_notes(row: dict[str, Any]) -> list[str]:
@@ -199,7 +218,7 @@ class ConformanceReport:
                 + f" | {self._metric_text(r)} | {notes} |"
             )
         if self.state_audit:
-            lines += ["", "State audit (buffers that forward mutates):", ""]
+            lines += ["", "State audit (what forward carries between calls):", ""]
             lines += [
                 f"- `{case}`: {'; '.join(found) or 'none'}"
                 for case, found in sorted(self.state_audit.items())

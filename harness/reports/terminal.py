@@ -276,7 +276,7 @@ def render_matrix(
         parts += _section(_ERRORS_HEADING, errors, width, "bold magenta")
     if state_audit:
         found = [(case, "; ".join(items) or "none") for case, items in sorted(state_audit.items())]
-        parts += _section("state audit (buffers forward mutates):", found, width, "bold")
+        parts += _section("state audit (what forward carries between calls):", found, width, "bold")
     if branch_coverage:
         heading = "branch coverage (data-dependent branches, sides taken by generated inputs):"
         parts += _section(heading, sorted(branch_coverage.items()), width, "bold")

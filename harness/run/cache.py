@@ -62,10 +62,13 @@ def _export_helpers_digest() -> str:
     """The harness's own export code (every target module and the helpers they import: a target
     class's file alone misses ``dynamo_onnx_export`` that several targets share)."""
     if _HELPERS_KEY not in _DIGESTS:
-        from ..core import buffers, shapes, state
+        from ..core import buffers, pristine, shapes, state
 
         folder = Path(__file__).parent.parent / "targets"
-        files = [*sorted(folder.glob("*.py")), *(Path(m.__file__) for m in (buffers, shapes, state))]
+        files = [
+            *sorted(folder.glob("*.py")),
+            *(Path(m.__file__) for m in (buffers, pristine, shapes, state)),
+        ]
         h = hashlib.sha256()
         for file in files:
             h.update(file.name.encode() + file.read_bytes())

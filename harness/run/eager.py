@@ -4,6 +4,7 @@ hypothesis where a diagnosis needs one. The session caches what it computes
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,10 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.buffers import preserved_buffers
 from ..core.case import Call, Calls, ModelCase
 from ..core.errors import HarnessError, TargetRunError, describe_exception
+from ..core.pristine import fresh_copy
 from ..core.sequence import StateThreading, run_sequence
+from ..core.state import StateItem, audit_state, created_buffers, describe_kinds, read_state, write_state
 
 __all__ = ["PerCall", "StreamRun", "module_step", "run_module", "stack_outputs"]
 
@@ -84,47 +86,52 @@ def run_module(
     swap_after_each_call: tuple[str, str] | None = None,
     preroll: Call | None = None,
 ) -> StreamRun:
-    """Eager fed ``calls`` from its current state, under a hypothesis; the module's buffers are
-    put back afterwards.
+    """Eager fed ``calls`` from the module's state, under a hypothesis, on a copy of it: the
+    module given is never changed, wherever it keeps its state.
 
-    State names are buffer names, or, for a case with explicit state, its state inputs.
+    State names are the audit's (:func:`harness.core.state.audit_state`: buffers, tensor
+    attributes, items of containers, numbers), or, for a case with explicit state, its state inputs.
 
     Args:
         case: the case, for its explicit state (threaded as every target's is).
-        state_names: buffers whose value after each call is recorded in ``states``.
-        reset_each_call: state put back to its initial value before every call (state dropped).
+        state_names: state whose value after each call is recorded in ``states``.
+        reset_each_call: state put back to its initial value before every call (state dropped);
+            state a call creates (a buffer forward registers) goes back to its value when created.
         swap_after_each_call: two states exchanged between calls (state fed back crosswise).
         preroll: one call made before the stream and not recorded (state advanced by export).
     """
     threading = StateThreading.of(case) if case is not None else None
     explicit = set(threading.names) if threading else set()
-    buffers = dict(module.named_buffers())
-    step = module_step(module)
+    work = fresh_copy(module)
+    step = module_step(work)
     states: list[dict[str, np.ndarray]] = []
-    buffer_resets = [n for n in reset_each_call if n not in explicit]
-    buffer_swap = (
+    own_resets = [n for n in reset_each_call if n not in explicit]
+    own_swap = (
         swap_after_each_call if swap_after_each_call and swap_after_each_call[0] not in explicit else None
     )
     state_swap = (
         swap_after_each_call if swap_after_each_call and swap_after_each_call[0] in explicit else None
     )
+    initial = {n: _held(read_state(work, n)) for n in own_resets}
+    recorded_names = [n for n in state_names if n not in explicit]
 
-    with preserved_buffers(module) as initial:
+    def recorded(call: Call) -> tuple[np.ndarray, ...]:
+        for name in own_resets:
+            value = initial[name] if initial[name] is not None else created.get(name)
+            if value is not None or read_state(work, name) is not None:
+                write_state(work, name, value)
+        out = step(call)
+        states.append(
+            {n: np.array(_held(v)) for n in recorded_names if (v := read_state(work, n)) is not None}
+        )
+        if own_swap is not None:
+            a, b = own_swap
+            held_a, held_b = _held(read_state(work, a)), _held(read_state(work, b))
+            write_state(work, a, held_b)
+            write_state(work, b, held_a)
+        return out
 
-        def recorded(call: Call) -> tuple[np.ndarray, ...]:
-            with torch.no_grad():
-                for name in buffer_resets:
-                    buffers[name].copy_(initial[name])
-            out = step(call)
-            states.append({n: buffers[n].detach().cpu().numpy().copy() for n in state_names if n in buffers})
-            if buffer_swap is not None:
-                a, b = buffer_swap
-                with torch.no_grad():
-                    held = buffers[a].clone()
-                    buffers[a].copy_(buffers[b])
-                    buffers[b].copy_(held)
-            return out
-
+    with created_buffers(work) as created:
         advanced = None
         if preroll is not None:
             out = step(tuple(preroll))
@@ -139,6 +146,47 @@ def run_module(
             initial_state={k: torch.as_tensor(v) for k, v in advanced.items()} if advanced else None,
         )
     return StreamRun(list(outputs), states)
+
+
+def _held(value: Any) -> Any:
+    """A state value kept apart from the module (a tensor's clone; numbers are immutable)."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+def _as_float64(call: Call) -> Call:
+    return tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in call)
+
+
+def float_noise(case: ModelCase, module: torch.nn.Module, calls: Calls) -> dict[str, np.ndarray] | None:
+    """``|eager float32 - eager float64|`` on ``calls``, by output: the largest over each call's
+    elements, broadcast over them. None where the model does not run in float64."""
+    try:
+        wide = fresh_copy(module, share_weights=False).double()
+        e64 = stack_outputs(
+            run_module(wide, [_as_float64(c) for c in calls], case=case).outputs, case.output_names, "eager"
+        )
+    except Exception:  # an op without a float64 kernel: no floor, the tolerance alone judges
+        return None
+    e32 = stack_outputs(run_module(module, calls, case=case).outputs, case.output_names, "eager")
+    noise = {}
+    for name in case.output_names:
+        if e32[name].shape != e64[name].shape or not np.issubdtype(e32[name].dtype, np.floating):
+            continue
+        diff = np.abs(e32[name].astype(np.float64) - e64[name]).reshape(len(calls), -1)
+        per_call = np.where(np.isfinite(diff), diff, 0.0).max(axis=1, initial=0.0)
+        noise[name] = np.broadcast_to(per_call.reshape(-1, *([1] * (e32[name].ndim - 1))), e32[name].shape)
+    return noise
+
+
+def calls_key(calls: Calls) -> str:
+    """A call sequence's content, as a key (generated examples are new tensors every time)."""
+    digest = hashlib.sha1()
+    for call in calls:
+        for tensor in call:
+            t = torch.as_tensor(tensor)
+            digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class EagerReference:
@@ -157,7 +205,7 @@ class EagerReference:
         case: ModelCase,
         module: torch.nn.Module | Callable[[], torch.nn.Module],
         calls: Calls,
-        state_names: Callable[[], list[str]],
+        state_items: Callable[[], list[StateItem]],
         offline_module: Callable[[], torch.nn.Module],
         *,
         outputs_for: Callable[[Calls], dict[str, np.ndarray]] | None = None,
@@ -166,12 +214,13 @@ class EagerReference:
         self.case = case
         self._module = module
         self.calls: list[Call] = list(calls)
-        self._state_names = state_names
+        self._state_items = state_items
         self._offline_module = offline_module
         self._outputs_for = outputs_for
         self._branches = branches
         self._runs: dict[tuple, StreamRun] = {}
         self._offline: PerCall | None = None
+        self._noise: dict[str, dict[str, np.ndarray] | None] = {}
 
     @property
     def module(self) -> torch.nn.Module:
@@ -197,10 +246,19 @@ class EagerReference:
             self._branches = lambda: found
         return self._branches()
 
+    def state_items(self) -> list[StateItem]:
+        """What the state audit found forward carries between calls, wherever it lives."""
+        return self._state_items()
+
     def state_names(self) -> list[str]:
-        """The state a stream carries: buffers forward mutates, and explicit state inputs."""
+        """The state a stream carries: what forward carries between calls (buffers, tensor
+        attributes, numbers: :func:`~harness.core.state.audit_state`), and explicit state inputs."""
         spec = self.case.streaming
-        return [*self._state_names(), *(spec.state if spec is not None else ())]
+        return [*(item.name for item in self._state_items()), *(spec.state if spec is not None else ())]
+
+    def describe_state(self, names: Sequence[str]) -> str:
+        """The named state, with what it is where it is not a buffer (for a diagnosis)."""
+        return ", ".join(names) + describe_kinds(self._state_items(), names)
 
     def stream(self, *, head: bool = False) -> StreamRun:
         """Eager over the calls (``head``: the first call only) from the initial state, with the
@@ -245,6 +303,16 @@ class EagerReference:
             )
         return self._runs[key]
 
+    def float_noise(self, calls: Calls | None = None) -> dict[str, np.ndarray] | None:
+        """Eager's own float32 noise on ``calls`` (default: this input's), by output: the largest
+        ``|float32 - float64|`` over each call's elements, broadcast over them (the floor a
+        case's ``noise_multiple`` scales). None where the module does not run in float64."""
+        calls = list(calls if calls is not None else self.calls)
+        key = calls_key(calls)
+        if key not in self._noise:
+            self._noise[key] = float_noise(self.case, self.module, calls)
+        return self._noise[key]
+
     def offline(self) -> PerCall:
         """The whole signal in one call, through the case's offline model (or its module)."""
         if self._offline is None:
@@ -268,12 +336,19 @@ def eager_reference(
     unless given)."""
     chosen = list(calls) if calls is not None else list(case.inputs[case.main_input]())
 
-    def names() -> list[str]:
-        if buffer_names is not None:
-            return list(buffer_names)
-        from ..core.state import audit_state
+    audited: list[StateItem] = []
 
-        return [b.name for b in audit_state(reference.module, case.example_inputs())]
+    def items() -> list[StateItem]:
+        if not audited:
+            if buffer_names is not None:
+                buffers = dict(reference.module.named_buffers())
+                audited.extend(
+                    StateItem(n, tuple(buffers[n].shape), str(buffers[n].dtype), True, True)
+                    for n in buffer_names
+                )
+            else:
+                audited.extend(audit_state(reference.module, case.example_inputs()))
+        return audited
 
     def offline() -> torch.nn.Module:
         spec = case.streaming
@@ -284,7 +359,7 @@ def eager_reference(
         case,
         module if module is not None else (lambda: case.build().eval()),
         chosen,
-        names,
+        items,
         offline,
         branches=(lambda: found) if found is not None else None,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,12 +10,13 @@ import torch
 
 from ..checks.branches import Branch, discover_branches
 from ..core.case import Calls, ModelCase
+from ..core.pristine import PristineModule
 from ..core.registry import case as find_case
 from ..core.state import StateBuffer, audit_state
 from ..targets import Artifact, Runner, Target
 from ..targets import target as find_target
 from .cache import ExportCache
-from .eager import EagerReference, StreamRun, run_module, stack_outputs
+from .eager import EagerReference, StreamRun, calls_key, run_module, stack_outputs
 from .target_runs import target_stream
 
 __all__ = ["Cell", "ConformanceSession", "FreshRun", "calls_digest"]
@@ -26,14 +26,8 @@ _EAGER_OUTPUTS_KEPT = 256
 
 
 def calls_digest(calls: Calls) -> str:
-    """A call sequence's content, as a key (generated examples are new tensors every time)."""
-    digest = hashlib.sha1()
-    for call in calls:
-        for tensor in call:
-            t = torch.as_tensor(tensor)
-            digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """A call sequence's content, as a key (:func:`harness.run.eager.calls_key`)."""
+    return calls_key(calls)
 
 
 class FreshRun:
@@ -98,10 +92,10 @@ class ConformanceSession:
         #: (case, target) -> an artifact made elsewhere (``--artifact``), used instead of exporting
         self.overrides = dict(overrides or {})
         self._runners: dict[tuple[str, str], Runner] = {}
-        self._eager: dict[str, torch.nn.Module] = {}
+        self._eager: dict[str, PristineModule] = {}
         self._calls: dict[tuple[str, str], Calls] = {}
         self._references: dict[tuple[str, str], EagerReference] = {}
-        self._offline: dict[str, torch.nn.Module] = {}
+        self._offline: dict[str, PristineModule] = {}
         self._target_runs: dict[tuple[str, str, str], StreamRun] = {}
         self._fresh_runs: dict[tuple[str, str, str], FreshRun] = {}
         self._eager_outputs: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -178,10 +172,11 @@ class ConformanceSession:
         return self._branches[case.name]
 
     def eager_module(self, case: ModelCase) -> torch.nn.Module:
-        """The case's module, built once per process (every eager run restores its buffers)."""
+        """The case's module, built once per process and never called: every eager run, the
+        audit, branch discovery and localisation run copies of it (:mod:`harness.core.pristine`)."""
         if case.name not in self._eager:
-            self._eager[case.name] = case.build().eval()
-        return self._eager[case.name]
+            self._eager[case.name] = PristineModule(lambda: case.build().eval())
+        return self._eager[case.name].module
 
     def offline_module(self, case: ModelCase) -> torch.nn.Module:
         """The whole-signal model of a streaming case: its declared offline model, else its module."""
@@ -189,8 +184,8 @@ class ConformanceSession:
         if spec is None or spec.offline is None:
             return self.eager_module(case)
         if case.name not in self._offline:
-            self._offline[case.name] = spec.offline().eval()
-        return self._offline[case.name]
+            self._offline[case.name] = PristineModule(lambda: spec.offline().eval())
+        return self._offline[case.name].module
 
     def eager_reference(self, case: ModelCase, input_name: str) -> EagerReference:
         """The eager side of one canonical input (its runs, replays and offline output), once per
@@ -201,7 +196,7 @@ class ConformanceSession:
                 case,
                 self.eager_module(case),
                 self.calls(case, input_name),
-                lambda: [b.name for b in self.state_audit(case)],
+                lambda: self.state_audit(case),
                 lambda: self.offline_module(case),
                 outputs_for=lambda calls: self.eager_outputs(case, calls),
                 branches=lambda: self.branches(case),

@@ -26,7 +26,8 @@ import torch
 
 from ..core.case import ModelCase
 from ..core.errors import HarnessError
-from ..core.shapes import check_call_signature, chunk_axes, input_signature
+from ..core.pristine import built
+from ..core.shapes import check_call_signature, chunk_axes, dims_fixed_in_file, input_signature
 from .artifact import Artifact, ArtifactError
 from .base import Target, TensorDecl, case_fault
 
@@ -54,7 +55,7 @@ def _declares_inputs(target: Target, path: Path, names: Sequence[str]) -> bool:
 
 
 def _eager_signature(case: ModelCase) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    module = case.build()
+    module = built(case.build)
     example = list(case.example_inputs())
     with torch.no_grad():
         out = module(*example)
@@ -420,9 +421,14 @@ def adopt_file(target: Target, given: Path, case: ModelCase, workdir: Path) -> A
             example,
             fixed_shapes=target.fixed_shapes,
             chunk_dynamic=_file_takes_chunks(target, path, case, example),
+            fixed_dims=dims_fixed_in_file(
+                case, example, target.input_shapes(path)
+            ),  # as the file states them
         ),
     )
     meta["user_file"] = str(path)  # what the reports name (the private copy is what runs)
+    # whether the input shapes are the file's own word (its format, or its sidecar), not a guess
+    meta["shapes_stated"] = sidecar_gives_inputs or target.input_shapes(path) is not None
     artifact = Artifact(local / path.name, target.name, case.name, case.input_names, case.output_names, meta)
     try:
         problems = check_signature(artifact, case, target)

@@ -53,6 +53,7 @@ class AotiTarget(Target):
     name = "aoti"
     suffix = ".aoti.pt2"
     via_torch_export = True
+    carries_state = True
     description = "torch.export compiled by AOTInductor (aoti_compile_and_package), C++ on CPU"
     #: A C++ compile per case (11-60 s here): the quick CI tier runs these cases, the nightly all.
     costly = True  # a C++ compile per export: the ci tier runs it on the cases that ask for it

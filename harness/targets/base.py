@@ -17,9 +17,11 @@ from ..core.errors import (
     TargetRunError,
     describe_exception,
     first_meaningful_line,
+    full_message,
     whole_message,
 )
-from ..core.shapes import check_call_signature, input_signature
+from ..core.pristine import built
+from ..core.shapes import check_call_signature, describe_fixed_dims, dims_fixed_in_file, input_signature
 from .artifact import Artifact, ArtifactError
 from .dynamic_chunk import export_with_dynamic_chunk
 
@@ -39,7 +41,11 @@ __all__ = [
 
 
 class ExportError(RuntimeError):
-    """The exporter refused the model; the cell is an ``export-error``, not a crash."""
+    """The exporter refused the model; the cell is an ``export-error``, not a crash.
+
+    ``message``'s first line is the cause in one line (the exporter's headline and its salient
+    lines: guard, user source line, unsupported operator); the lines after it, where there are
+    any, are the exporter's whole message (kept in the cell's record and the JSON report)."""
 
     def __init__(self, target: str, case: str, exc_type: str, message: str) -> None:
         self.target = target
@@ -47,6 +53,13 @@ class ExportError(RuntimeError):
         self.exc_type = exc_type
         self.message = message
         super().__init__(f"export-error: {target} could not export {case}: {exc_type}: {message}")
+
+    @classmethod
+    def of(cls, target: str, case: str, exc: BaseException) -> ExportError:
+        """The refusal ``exc`` as an ExportError: its cause in one line, then its whole message."""
+        kind, line = describe_exception(exc)
+        whole = full_message(exc)
+        return cls(target, case, kind, f"{line}\n{whole}" if "\n" in whole else line)
 
 
 #: The reference target's name: the case's own module, which every other target is compared with.
@@ -117,9 +130,10 @@ class Runner(ABC):
                     f"the case's own module rejects its inputs ({described}): {kind}: {line}; "
                     "fix the case's inputs, no export is at fault"
                 ) from exc
+            whole = full_message(exc)
             raise TargetRunError(
                 f"{self.where}: the {self.artifact.target} runtime raised on inputs eager accepts "
-                f"({described}): {kind}: {line}"
+                f"({described}): {kind}: {line}" + (f"\n{whole}" if "\n" in whole else "")
             ) from exc
         return tuple(to_numpy(o) for o in outputs)
 
@@ -172,7 +186,7 @@ def case_fault(case: ModelCase) -> str | None:
     its module; asked only after something failed, so it costs nothing on the way that works."""
     try:
         with torch.no_grad():
-            case.build()(*case.example_inputs())
+            built(case.build)(*case.example_inputs())
     except Exception as probe:
         where = getattr(case.build, "__module__", None) or "its case module"
         said = str(probe).splitlines()[0] if str(probe) else ""
@@ -221,6 +235,10 @@ class Target(ABC):
     #: Whether the export goes through ``torch.export``: it refuses what torch.export refuses
     #: (``TORCH_EXPORT_TARGETS``, which cases name in their expected failures).
     via_torch_export: bool = False
+    #: Whether its exporter keeps buffer state between calls (torch.export's buffer mutation, a
+    #: lifted state): the harness then registers the model's tensor-attribute state as buffers
+    #: for its own export (``module_for_export``); a user's export is judged as it is.
+    carries_state: bool = False
     #: Whether its exports take seconds, not minutes (``QUICK_TARGETS``: the targets large
     #: cases run on in the quick ``ci`` tier, through ``ModelCase.ci_targets``).
     quick: bool = False
@@ -248,25 +266,77 @@ class Target(ABC):
         self.require_runtime()
         outdir.mkdir(parents=True, exist_ok=True)
         path = outdir / f"{case.name}{self.suffix}"
-        module = case.build()
+        module = built(case.build)
         if module.training:
             raise ValueError(f"case {case.name!r}: build() returned a module in training mode; call .eval()")
         example = tuple(case.example_inputs())
+        module, carried = self.module_for_export(module, example)
         try:
             with torch.no_grad():
-                meta = self._export_impl(module, example, case, path) or {}
+                meta = {**carried, **(self._export_impl(module, example, case, path) or {})}
         except Exception as exc:  # exporters raise anything; the cell reports it
             _raise_if_the_case_is_at_fault(case)
-            raise ExportError(self.name, case.name, *describe_exception(exc)) from exc
+            raise ExportError.of(self.name, case.name, exc) from exc
+        meta.update(self._dims_the_file_fixed(case, example, path, meta))
         meta.setdefault(
             "inputs",
             input_signature(
-                case, example, fixed_shapes=self.fixed_shapes, chunk_dynamic=bool(meta.get("chunk_dynamic"))
+                case,
+                example,
+                fixed_shapes=self.fixed_shapes,
+                chunk_dynamic=bool(meta.get("chunk_dynamic")),
+                fixed_dims=meta.get("dims_fixed"),
             ),
         )
         artifact = Artifact(path, self.name, case.name, case.input_names, case.output_names, meta)
         artifact.write_sidecar()
         return artifact
+
+    def _dims_the_file_fixed(
+        self, case: ModelCase, example: tuple[torch.Tensor, ...], path: Path, meta: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``dims_fixed`` / ``dims_fixed_because`` for the declared dynamic dimensions the written
+        file holds at one size (its own input shapes, ``input_shapes``), beyond those the export
+        already fell back on: an exporter can fix a declared dimension without a word (the dynamo
+        ONNX exporter fixes a GRU's sequence length at the example's)."""
+        if not case.dynamic_axes():
+            return {}
+        known = dict(meta.get("dims_fixed") or {})
+        found = {
+            dim: entry
+            for dim, entry in dims_fixed_in_file(case, example, self.input_shapes(path)).items()
+            if dim not in known
+        }
+        if not found:
+            return {}
+        said = meta.get("dims_fixed_because")
+        silent = f"the {self.name} exporter wrote {describe_fixed_dims(found)}, without an error" + (
+            f" ({meta['dims_fixed_note']})" if meta.get("dims_fixed_note") else ""
+        )
+        return {
+            "dims_fixed": {**known, **found},
+            "dims_fixed_because": f"{said}; {silent}" if said else silent,
+        }
+
+    def module_for_export(
+        self, module: torch.nn.Module, example: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.nn.Module, dict[str, list[str]]]:
+        """The freshly built, never-called module this target exports, and notes for the sidecar.
+
+        A target that ``carries_state`` (its exporter keeps buffer state between calls) gets
+        the model's state outside buffers (tensor attributes, numbers) registered as buffers,
+        where the model computes the same that way (``state_registered_as_buffers``), and the
+        state it cannot carry named (``state_not_carried``); others export the module as built,
+        as a user's own export would."""
+        if not self.carries_state:
+            return module, {}
+        from ..core.state import audit_state, state_in_buffers
+
+        items = audit_state(module, example)
+        if all(item.is_buffer for item in items):
+            return module, {}
+        converted, carried = state_in_buffers(module, example, items)
+        return converted, carried.notes()
 
     def format_problem(self, path: Path, example: tuple[torch.Tensor, ...] | None = None) -> str | None:
         """Why a user's file is not this target's format, in a few words (None: it may be).

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
 import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core.errors import first_meaningful_line
-from ..core.shapes import torch_dynamic_shapes
+from ..core.errors import LoggedRuntimeError, first_meaningful_line
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format, pte_header_problem
 
@@ -75,6 +78,54 @@ def _probe_problem(done: subprocess.CompletedProcess) -> str | None:
     return f"the ExecuTorch runtime cannot load and run it ({how}: {last})"
 
 
+class NativeLog:
+    """What the ExecuTorch C++ runtime writes to stderr (file descriptor 2) during a load or a run:
+    its exceptions say only ``error 0x10``, the cause (``Attempted to resize a static tensor.
+    Expected shape (2, 3), but received (3, 3).``) is in that log. The log is passed on to the
+    real stderr as before; a failure is raised again as a LoggedRuntimeError that quotes it."""
+
+    #: lines of the log a failure quotes (its last ones: the runtime logs the cause last)
+    QUOTED_LINES = 12
+    _KEPT_BYTES = 1 << 20
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+
+    @contextlib.contextmanager
+    def around(self) -> Iterator[None]:
+        fd = self._file.fileno()
+        if os.lseek(fd, 0, os.SEEK_END) > self._KEPT_BYTES:
+            os.ftruncate(fd, 0)
+        start = os.lseek(fd, 0, os.SEEK_END)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(fd, 2)
+        said = io.StringIO()  # the Python runtime's log goes through sys.stderr, its C++ to fd 2
+        failure: BaseException | None = None
+        try:
+            with contextlib.redirect_stderr(said):
+                yield
+        except Exception as exc:
+            failure = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        logged = self._read(start) + said.getvalue()
+        if logged:
+            sys.stderr.write(logged)  # what the runtime said, where it would have gone
+        if failure is not None:
+            lines = [line.strip() for line in logged.splitlines() if line.strip()]
+            raise LoggedRuntimeError(failure, lines[-self.QUOTED_LINES :]) from None
+
+    def _read(self, start: int) -> str:
+        fd = self._file.fileno()
+        end = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, end - start, start).decode(errors="replace") if end > start else ""
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class ExecuTorchRunner(Runner):
     """A loaded ``forward`` method; mutable buffers persist across calls.
 
@@ -86,19 +137,25 @@ class ExecuTorchRunner(Runner):
         super().__init__(artifact)
         self._program_bytes = artifact.path.read_bytes()
         check_pte_bytes(artifact.path, self._program_bytes)
+        self._log = NativeLog()
         self.method = self._load_method()
 
     def _load_method(self) -> Any:
         from executorch.runtime import Runtime
 
-        program = Runtime.get().load_program(self._program_bytes)
-        method = program.load_method("forward")
+        with self._log.around():
+            program = Runtime.get().load_program(self._program_bytes)
+            method = program.load_method("forward")
         if method is None:
             raise ValueError("program has no 'forward' method")
         return method
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
-        return self.method.execute([x.contiguous() for x in inputs])
+        with self._log.around():
+            return self.method.execute([x.contiguous() for x in inputs])
+
+    def close(self) -> None:
+        self._log.close()
 
     def _reset_impl(self) -> None:
         self.method = self._load_method()
@@ -291,6 +348,7 @@ class ExecuTorchTarget(Target):
     dynamic_chunk = True
     requires = ("executorch",)
     via_torch_export = True
+    carries_state = True
 
     def __init__(self, backend: str) -> None:
         if backend not in ("xnnpack", "portable"):
@@ -322,10 +380,9 @@ class ExecuTorchTarget(Target):
                     warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
                 return edge, edge.to_executorch(config), initialized
 
-        if self.dynamic_chunk:
-            (edge, program_manager, initialized), chunk_meta = export_with_dynamic_chunk(case, example, lower)
-        else:
-            (edge, program_manager, initialized), chunk_meta = lower(torch_dynamic_shapes(case)), {}
+        (edge, program_manager, initialized), chunk_meta = export_with_dynamic_chunk(
+            case, example, lower, chunk=self.dynamic_chunk
+        )
         path.write_bytes(program_manager.buffer)
         return {
             "backend": self.backend,

@@ -89,6 +89,7 @@ class LiftedOnnxTarget(OnnxRuntimeSettings, Target):
     suffix = ".stateful.onnx"
     lifted_state = True
     via_torch_export = True
+    carries_state = True
     quick = True
     requires = ("onnx", "onnxruntime", "onnxscript")
     description = "dynamo ONNX with mutated buffers lifted to inputs/outputs, state fed back by the runner"

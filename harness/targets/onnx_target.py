@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..core.case import ModelCase
+from ..core.errors import describe_exception
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
 
@@ -84,8 +85,12 @@ def dynamo_onnx_export(
     input_names: Sequence[str],
     output_names: Sequence[str],
     dynamic_shapes: Any = None,
-) -> None:
-    """``torch.onnx.export(dynamo=True)`` into one self-contained file, the way a user calls it."""
+) -> dict[str, str]:
+    """``torch.onnx.export(dynamo=True)`` into one self-contained file, the way a user calls it.
+
+    Returns notes for the sidecar: where the written graph holds a declared dynamic dimension at
+    one size (the exporter does that without a word), ``dims_fixed_note`` says what torch.export
+    itself says of that range."""
     if _chunk_requested(dynamic_shapes):
         # the exporter falls back to a static graph where torch.export refuses a dynamic chunk,
         # after a full export: ask torch.export first, so a refusal costs one trace and has a reason
@@ -101,7 +106,7 @@ def dynamo_onnx_export(
         external_data=False,
         verbose=False,
     )
-    fixed = _fixed_chunk_axes(path, input_names, dynamic_shapes)
+    fixed = _fixed_axes(path, input_names, dynamic_shapes, chunk=True)
     if fixed:
         # the exporter falls back to a static graph where torch.export refuses the dynamic chunk:
         # ask torch.export itself why, so the cell can say it
@@ -112,6 +117,14 @@ def dynamo_onnx_export(
                 f"the ONNX exporter fixed {fixed}: torch.export refused the dynamic chunk"
             ) from exc
         raise RuntimeError(f"the ONNX exporter fixed {fixed} although torch.export accepts a dynamic chunk")
+    if not _fixed_axes(path, input_names, dynamic_shapes, chunk=False):
+        return {}
+    # a declared dimension fixed in the graph: what torch.export says of the range (one trace)
+    try:
+        torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as exc:
+        return {"dims_fixed_note": "torch.export refuses the range: " + ": ".join(describe_exception(exc))}
+    return {"dims_fixed_note": "torch.export accepts the range"}
 
 
 def _chunk_requested(dynamic_shapes: Any) -> bool:
@@ -127,8 +140,9 @@ def _chunk_requested(dynamic_shapes: Any) -> bool:
     return any(getattr(d, "__name__", None) == CHUNK_DIM for d in dims(dynamic_shapes))
 
 
-def _fixed_chunk_axes(path: Path, input_names: Sequence[str], dynamic_shapes: Any) -> str:
-    """The inputs whose dynamic chunk axis the written graph holds at a fixed size ('' if none)."""
+def _fixed_axes(path: Path, input_names: Sequence[str], dynamic_shapes: Any, *, chunk: bool) -> str:
+    """The inputs whose dynamic axes (``chunk``: the streaming chunk; else the declared ones)
+    the written graph holds at a fixed size ('' if none)."""
     from ..core.shapes import CHUNK_DIM
 
     if not dynamic_shapes:
@@ -138,19 +152,19 @@ def _fixed_chunk_axes(path: Path, input_names: Sequence[str], dynamic_shapes: An
         if len(dynamic_shapes) == 1 and isinstance(dynamic_shapes[0], tuple)
         else dynamic_shapes
     )
-    chunked = {
-        name: axis
+    chosen = {
+        (name, axis)
         for name, spec in zip(input_names, wanted)
         for axis, dim in (spec or {}).items()
-        if getattr(dim, "__name__", None) == CHUNK_DIM
+        if (getattr(dim, "__name__", None) == CHUNK_DIM) == chunk
     }
-    if not chunked:
+    if not chosen:
         return ""
     import onnx
 
     graph_inputs = {i.name: i for i in onnx.load(str(path), load_external_data=False).graph.input}
     fixed = []
-    for name, axis in chunked.items():
+    for name, axis in sorted(chosen):
         dims = graph_inputs[name].type.tensor_type.shape.dim if name in graph_inputs else []
         if axis < len(dims) and dims[axis].HasField("dim_value"):
             fixed.append(f"input {name!r} axis {axis} at {dims[axis].dim_value}")
@@ -301,14 +315,14 @@ class OnnxTarget(OnnxRuntimeSettings, Target):
     description = "torch.onnx.export(dynamo=True) on onnxruntime CPU, ORT_ENABLE_ALL"
 
     def _export_impl(self, module, example, case, path):
-        _, meta = export_with_dynamic_chunk(
+        notes, meta = export_with_dynamic_chunk(
             case,
             example,
             lambda shapes: dynamo_onnx_export(
                 module, example, path, case.input_names, case.output_names, shapes
             ),
         )
-        return meta
+        return {**meta, **(notes or {})}
 
     def _load_impl(self, artifact: Artifact) -> Runner:
         return OnnxRunner(artifact)

@@ -175,6 +175,7 @@ class OpenVinoTarget(Target):
     name = "openvino"
     suffix = ".openvino.xml"
     via_torch_export = True
+    carries_state = True
     requires = ("openvino", "onnx", "onnxruntime", "onnxscript")
     description = "OpenVINO IR from the lifted-state ONNX export, stateful, CPU plugin with default settings"
     #: OpenVINO keeps the state itself (ReadValue/Assign): streamed at any precision

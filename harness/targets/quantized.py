@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ..core.buffers import buffer_snapshot, restore_buffers
-from ..core.shapes import torch_dynamic_shapes
+from ..core.pristine import built
 from .base import Runner, to_numpy
+from .dynamic_chunk import export_with_dynamic_chunk
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import onnx_value_modules
@@ -124,16 +125,27 @@ class ExecuTorchInt8Target(ExecuTorchTarget):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         initial = buffer_snapshot(module)
-        shapes = torch_dynamic_shapes(case)
-        captured = torch.export.export(module, example, dynamic_shapes=shapes, strict=False).module()
+        # the declared dynamic dimensions, or the example's sizes where torch.export refuses them
+        program, fixed = export_with_dynamic_chunk(
+            case,
+            example,
+            lambda shapes: torch.export.export(module, example, dynamic_shapes=shapes, strict=False),
+            chunk=False,
+        )
+        captured = program.module()
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared = prepare_pt2e(captured, quantizer)
             with torch.no_grad():
                 for input_name in case.inputs:
+                    calls = case.inputs[input_name]()
+                    if fixed.get("dims_fixed") and any(
+                        tuple(x.shape) != tuple(e.shape) for c in calls for x, e in zip(c, example)
+                    ):
+                        continue  # a fixed-shape capture calibrates on the inputs it takes
                     restore_buffers(prepared, initial)  # each calibration stream starts fresh
-                    for call in case.inputs[input_name]():
+                    for call in calls:
                         prepared(*call)
             converted = convert_pt2e(prepared)
         restore_buffers(converted, initial)  # calibration advanced the streaming state
@@ -151,5 +163,5 @@ class ExecuTorchInt8Target(ExecuTorchTarget):
         if not artifact.meta.get("instruction_modules"):
             return super().tapped_runner(artifact, case)
         example = tuple(case.example_inputs())
-        converted = self._prepare_module(case.build(), example, case)
+        converted = self._prepare_module(built(case.build), example, case)
         return ConvertedTappedRunner(artifact, converted, self.load(artifact))

@@ -11,6 +11,7 @@ import torch
 
 from ..core.buffers import buffer_snapshot, restore_buffers
 from ..core.case import ModelCase
+from ..core.pristine import built, fresh_copy
 from .base import EAGER, Artifact, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format
 
@@ -25,12 +26,19 @@ __all__ = [
 
 
 class ModuleRunner(Runner):
-    """Runs any callable torch module; reset restores the buffers it had when loaded."""
+    """Runs any callable torch module; reset returns it to its state when loaded.
+
+    An eager module may keep state anywhere (tensor attributes, numbers, buffers it creates on
+    its first call): it is reset to a copy of itself as loaded. A TorchScript or torch.export
+    module keeps only its buffers (exporters froze the rest as constants): those are put back.
+    """
 
     def __init__(self, artifact: Artifact, module: Any) -> None:
         super().__init__(artifact)
         self.module = module
         self._initial = buffer_snapshot(module)
+        exported = isinstance(module, (torch.jit.ScriptModule, torch.fx.GraphModule))
+        self._as_loaded = None if exported else fresh_copy(module)
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
         with torch.no_grad():
@@ -38,7 +46,10 @@ class ModuleRunner(Runner):
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
     def _reset_impl(self) -> None:
-        restore_buffers(self.module, self._initial)
+        if self._as_loaded is not None:
+            self.module = fresh_copy(self._as_loaded)
+        else:
+            restore_buffers(self.module, self._initial)
 
     def state(self) -> dict[str, np.ndarray] | None:
         return {name: buf.detach().cpu().numpy().copy() for name, buf in self.module.named_buffers()}
@@ -165,7 +176,7 @@ class EagerTarget(Target):
     def _load_impl(self, artifact: Artifact) -> Runner:
         from ..core.registry import case as find_case
 
-        module = find_case(artifact.case).build()
+        module = built(find_case(artifact.case).build)
         state = torch.load(artifact.path, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
         return ModuleRunner(artifact, module.eval())
@@ -213,6 +224,7 @@ class TorchExportTarget(Target):
     name = "torch-export"
     suffix = ".pt2"
     via_torch_export = True
+    carries_state = True
     quick = True
     description = "torch.export.export, run via ExportedProgram.module()"
 
