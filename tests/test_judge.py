@@ -69,3 +69,78 @@ def test_first_divergence_is_the_first_call_any_output_leaves_its_reference():
     assert judge.first_divergence(ragged, bent, names=["a"])[0] == 1
     with pytest.raises(ValueError, match="2 calls ran, 6 expected"):
         judge.first_divergence(calls, calls[:2], names=["a", "b"])
+
+
+def _voiced_case(**extra):
+    import torch
+
+    return harness.ModelCase(
+        name="voiced",
+        build=lambda: torch.nn.Identity(),
+        example_inputs=lambda: (torch.zeros(1, 4),),
+        input_names=("x",),
+        output_names=("pitch", "confidence"),
+        inputs={"tone": lambda: [(torch.zeros(1, 4),)]},
+        tolerance={"default": harness.tol(1e-3)},
+        **extra,
+    )
+
+
+def test_an_output_judged_where_eager_says_it_means_something():
+    """A pitch that moves on an unvoiced frame passes (the note says what was judged); the same
+    change on a voiced frame fails; without the declaration it fails everywhere."""
+    where = harness.JudgedWhere("where the frame is voiced", lambda o: o["confidence"] > 0.5)
+    expected = {"pitch": np.array([[60.0, 61.0, 62.0]]), "confidence": np.array([[0.9, 0.06, 0.9]])}
+    unvoiced = {**expected, "pitch": np.array([[60.0, 61.5, 62.0]])}
+    voiced = {**expected, "pitch": np.array([[60.0, 61.0, 62.5]])}
+    judged = Judge.for_cell(_voiced_case(judged_where={"pitch": where}), "eager")
+    passed = judged.judge(expected, unvoiced, what="t")
+    assert passed and "pitch judged where the frame is voiced: 2 of 3 elements" in passed.report()
+    failed = judged.judge(expected, voiced, what="t")
+    assert not failed and "pitch: MISMATCH" in failed.diagnosis
+    assert not Judge.for_cell(_voiced_case(), "eager").judge(expected, unvoiced, what="t")
+    assert (
+        judged.first_divergence(
+            [[expected["pitch"], expected["confidence"]]], [[unvoiced["pitch"], unvoiced["confidence"]]]
+        )
+        is None
+    )
+    with pytest.raises(ValueError, match="judged_where names outputs it does not declare"):
+        _voiced_case(judged_where={"volume": where})
+
+
+def test_eager_float_noise_is_a_floor_a_fault_is_not():
+    """Within the declared multiple of eager's own float32 error (eager rerun in float64) an
+    element agrees, and the reason quotes the floor; ten times further it fails; a case that
+    declares no multiple is judged by its tolerance alone."""
+    import torch
+
+    from harness.checks.equivalence import check_equivalence
+    from harness.run.eager import eager_reference
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 8).eval()
+    signal = torch.randn(1, 64) * 100
+
+    def case(multiple):
+        return harness.ModelCase(
+            name="linear",
+            build=lambda: layer,
+            example_inputs=lambda: (signal,),
+            input_names=("x",),
+            output_names=("y",),
+            inputs={"loud": lambda: [(signal,)]},
+            tolerance={"default": harness.tol(0.0)},
+            noise_multiple=multiple,
+        )
+
+    eager = eager_reference(case(4.0))
+    expected = eager.outputs()
+    floor = eager.float_noise()["y"]
+    assert floor.max() > 0  # float32 rounding on a 64-term sum of values near 100
+    near = {"y": expected["y"] + 2.0 * floor}
+    far = {"y": expected["y"] + 40.0 * floor}
+    within = check_equivalence(case(4.0), "eager", expected, near, noise=eager.float_noise)
+    assert within and "within 4x eager's own float32 noise" in within.diagnosis
+    assert not check_equivalence(case(4.0), "eager", expected, far, noise=eager.float_noise)
+    assert not check_equivalence(case(None), "eager", expected, near, noise=eager.float_noise)

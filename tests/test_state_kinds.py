@@ -274,3 +274,34 @@ def test_a_factory_that_hands_out_one_shared_module_never_has_it_called(tmp_path
     assert artifact.meta["state_registered_as_buffers"] == ["hidden", "cell"]
     assert torch.equal(shared.hidden, initial) and not shared._forward_pre_hooks
     shared(*case.example_inputs())  # the user's module still runs as theirs
+
+
+def test_state_the_harness_cannot_carry_is_left_as_it_is_and_said():
+    """A counter that forward sets back to a Python int cannot be a buffer: the harness's export
+    keeps the module as built and the sidecar says why (refuted: the plain counter is carried)."""
+    from harness.core.state import state_in_buffers
+
+    class Wrapping(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 2:
+                self.calls = 0  # an int into a buffer raises
+            return x * (1.0 + self.calls)
+
+    example = (torch.ones(2),)
+    module = Wrapping()
+    same, carried = state_in_buffers(module, example, audit_state(module, example))
+    assert same is module and not carried.registered
+    assert "calls: not made buffers (the model does not run that way (TypeError" in carried.not_carried[0]
+    from tests.state_kinds import PythonCounter
+
+    counter = PythonCounter()
+    converted, carried = state_in_buffers(counter, _CHUNK, audit_state(counter, _CHUNK))
+    assert carried.registered == ("calls",) and "calls" in dict(converted.named_buffers())
+
+
+_CHUNK = (torch.zeros(1, 4, 8),)

@@ -157,9 +157,12 @@ def _as_float64(call: Call) -> Call:
     return tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in call)
 
 
-def float_noise(case: ModelCase, module: torch.nn.Module, calls: Calls) -> dict[str, np.ndarray] | None:
-    """``|eager float32 - eager float64|`` on ``calls``, by output: the largest over each call's
-    elements, broadcast over them. None where the model does not run in float64."""
+def float_noise(
+    case: ModelCase, module: torch.nn.Module, calls: Calls, e32: dict[str, np.ndarray]
+) -> dict[str, np.ndarray] | None:
+    """``|eager float32 - eager float64|`` on ``calls``, by output (``e32``: eager's stacked
+    float32 outputs on them): the largest over each call's elements, broadcast over them. None
+    where the model does not run in float64."""
     try:
         wide = fresh_copy(module, share_weights=False).double()
         e64 = stack_outputs(
@@ -167,7 +170,6 @@ def float_noise(case: ModelCase, module: torch.nn.Module, calls: Calls) -> dict[
         )
     except Exception:  # an op without a float64 kernel: no floor, the tolerance alone judges
         return None
-    e32 = stack_outputs(run_module(module, calls, case=case).outputs, case.output_names, "eager")
     noise = {}
     for name in case.output_names:
         if e32[name].shape != e64[name].shape or not np.issubdtype(e32[name].dtype, np.floating):
@@ -309,8 +311,8 @@ class EagerReference:
         case's ``noise_multiple`` scales). None where the module does not run in float64."""
         calls = list(calls if calls is not None else self.calls)
         key = calls_key(calls)
-        if key not in self._noise:
-            self._noise[key] = float_noise(self.case, self.module, calls)
+        if key not in self._noise:  # eager's float32 run of these calls is the session's, shared
+            self._noise[key] = float_noise(self.case, self.module, calls, self.outputs_for(calls))
         return self._noise[key]
 
     def offline(self) -> PerCall:

@@ -19,15 +19,10 @@ from .cache import ExportCache
 from .eager import EagerReference, StreamRun, calls_key, run_module, stack_outputs
 from .target_runs import target_stream
 
-__all__ = ["Cell", "ConformanceSession", "FreshRun", "calls_digest"]
+__all__ = ["Cell", "ConformanceSession", "FreshRun"]
 
 #: Eager outputs of generated or resized inputs kept per process (each target asks for the same).
 _EAGER_OUTPUTS_KEPT = 256
-
-
-def calls_digest(calls: Calls) -> str:
-    """A call sequence's content, as a key (:func:`harness.run.eager.calls_key`)."""
-    return calls_key(calls)
 
 
 class FreshRun:
@@ -151,7 +146,7 @@ class ConformanceSession:
     def eager_outputs(self, case: ModelCase, calls: Calls) -> dict[str, np.ndarray]:
         """Eager's stacked outputs for any call sequence (a generated example, a resized input),
         cached by content: every target judged on the same example shares one eager run."""
-        key = (case.name, calls_digest(calls))
+        key = (case.name, calls_key(calls))
         if key not in self._eager_outputs:
             if len(self._eager_outputs) >= _EAGER_OUTPUTS_KEPT:
                 self._eager_outputs.pop(next(iter(self._eager_outputs)))
