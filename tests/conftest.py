@@ -8,13 +8,19 @@ from pathlib import Path
 import onnx  # noqa: F401  (see below)
 import pytest
 import torch._dynamo  # noqa: F401  (see below)
+import torch.export._trace  # noqa: F401  (see below)
+import torch.onnx._internal.exporter._core  # noqa: F401  (see below)
 
 from harness.run.cache import ExportCache
 
 # pytester restores sys.modules after each test that uses it: a module first imported inside
 # such a test is dropped, and onnx's C extension aborts the process when imported a second time.
 # Importing it here puts it in every snapshot. torch._dynamo likewise: imported again, its
-# torch._inductor.test_operators registers the `_inductor_test` op library twice and raises.
+# torch._inductor.test_operators registers the `_inductor_test` op library twice and raises;
+# torch.export._trace (through torch._inductor.codecache) its mega-cache artifact type ("Artifact
+# of type=autotune already registered"); and the ONNX exporter imported again no longer knows its
+# own SymbolicTensor ("Unexpected onnxscript value type"). A test that exports in-process beside
+# pytester drops them all unless they are imported here (seen on a subset run under xdist).
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -74,6 +74,7 @@ class CellContext:
         try:
             runner = self._session.runner(self.case, self.target)
         except RuntimeMissing as exc:
+            self.record.runtime_missing = True
             pytest.skip(str(exc))
         except ExportError as exc:
             self.record.summary = str(exc)

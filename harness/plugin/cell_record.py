@@ -46,6 +46,9 @@ class CellRecord:
     outcome: Outcome | None = None
     #: the check does not apply to this case (a skip that is not a user's file left unjudged)
     not_applicable: bool = False
+    #: skipped because the target's runtime is not installed here: an environment's fact, not a
+    #: status, so the baseline neither records nor compares the cell in this run
+    runtime_missing: bool = False
     #: what the report shows beside the matrix
     state: list[str] | None = None
     trace: dict[str, Any] | None = None

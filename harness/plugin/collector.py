@@ -98,10 +98,12 @@ class MatrixCollector:
         self.gate_note = ""
         #: cells on a user's file (``--artifact``) that did not pass: they fail the run
         self.external_problems: list[str] = []
+        #: cells skipped because their target's runtime is not installed: not gated in this run
+        self.runtime_missing: set[tuple[str, str, str, str]] = set()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        observed = self.report.observed()
+        observed = {cell: v for cell, v in self.report.observed().items() if cell not in self.runtime_missing}
         if self.external_problems:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         judged = {f"{case}/{target}" for (case, target, _) in self.report.cells}
@@ -148,6 +150,9 @@ class MatrixCollector:
                 if count
                 else "conformance baseline: no gated cell in this run (benchmark cells are not gated)"
             )
+        missing = sorted({cell[1] for cell in self.runtime_missing})
+        if missing and self.gate_note:
+            self.gate_note += f"; {len(self.runtime_missing)} cells not gated: the runtime of {', '.join(missing)} is not installed"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = dict(report.user_properties).get(RECORD_PROPERTY)
@@ -168,6 +173,10 @@ class MatrixCollector:
         status = status_of(report, record)
         if status is not None:
             self.report.add(cell, *status, record.result())
+            if record.runtime_missing:
+                self.runtime_missing.add(
+                    (record.case_name, record.target_name, record.suite, record.input_name)
+                )
             # a skip is no verdict where the check does not apply, or on a benchmark (it times,
             # it does not judge; under xdist it times nothing)
             does_not_apply = status[0] == "skip" and (record.not_applicable or record.suite in UNGATED_SUITES)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .aoti_target import AotiTarget
 from .base import EAGER, Artifact, ArtifactError, ExportError, Runner, RuntimeMissing, Target, TensorDecl
 from .executorch_target import ExecuTorchTarget
+from .litert_target import LiftedLiteRtTarget, LiteRtInt8Target, LiteRtTarget
 from .onnx_legacy import LegacyOnnxTarget
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import OnnxTarget
@@ -92,7 +93,10 @@ for _builtin in (
     ExecuTorchTarget("xnnpack"),
     ExecuTorchTarget("portable"),
     OpenVinoTarget(),
+    LiteRtTarget(),
+    LiftedLiteRtTarget(),
     OnnxInt8Target(),
     ExecuTorchInt8Target(),
+    LiteRtInt8Target(),
 ):
     register_target(_builtin)

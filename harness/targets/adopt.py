@@ -37,9 +37,13 @@ __all__ = ["STATE_FILE_SUFFIX", "adopt_file", "check_signature", "resolve_user_f
 STATE_FILE_SUFFIX = ".state.npz"
 
 
-def _names_problem(kind: str, graph: list[str], declared: list[str]) -> str | None:
+def _names_problem(kind: str, graph: list[str], declared: list[str], target: Target) -> str | None:
     if graph == declared:
         return None
+    if target.io_names_are_positions and sorted(graph) != sorted(declared):
+        if len(graph) == len(declared):
+            return None  # matched by position (a .tflite signature's args_N / output_N)
+        return f"{kind} differ in number: the file has {len(graph)} {graph}, the case declares {len(declared)} {declared}"
     if sorted(graph) == sorted(declared):
         return f"{kind} are reordered: the graph has {graph}, the case declares {declared}"
     missing = [n for n in declared if n not in graph]
@@ -100,8 +104,8 @@ def check_signature(artifact: Artifact, case: ModelCase, target: Target) -> list
         problems = [
             p
             for p in (
-                _names_problem("inputs", [i[0] for i in case_in], list(case.input_names)),
-                _names_problem("outputs", [o[0] for o in case_out], list(case.output_names)),
+                _names_problem("inputs", [i[0] for i in case_in], list(case.input_names), target),
+                _names_problem("outputs", [o[0] for o in case_out], list(case.output_names), target),
             )
             if p
         ]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Artifact", "ArtifactError"]
+import numpy as np
+
+__all__ = ["Artifact", "ArtifactError", "read_initial_state"]
 
 
 class ArtifactError(ValueError):
@@ -67,3 +70,15 @@ class Artifact:
             output_names=tuple(body["output_names"]),
             meta=body.get("meta", {}),
         )
+
+
+def read_initial_state(artifact: Artifact, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """A lifted-state artifact's initial state by name, from the ``.state.npz`` file its sidecar
+    names (``meta["state_file"]``, beside the artifact); ArtifactError naming that file where it
+    cannot be read or lacks a name."""
+    state_file = Path(artifact.path).with_name(artifact.meta.get("state_file", ""))
+    try:
+        with np.load(state_file) as stored:
+            return {name: stored[name] for name in names}
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{state_file}: cannot read the initial state ({exc})") from exc

@@ -30,6 +30,7 @@ __all__ = [
     "Artifact",
     "ArtifactError",
     "ExportError",
+    "ProgramBeside",
     "Runner",
     "RuntimeMissing",
     "Target",
@@ -170,6 +171,33 @@ class Runner(ABC):
         self.close()
 
 
+class ProgramBeside:
+    """For a tapped runner that reads its intermediate values from a mirror of the program (a
+    converted module, reference kernels) and answers with the program's own outputs: run the
+    program beside the mirror (``_beside``), keep how far apart they are (``gap``: the largest
+    relative difference of an output, said with the taps), reset and close both."""
+
+    program: Runner
+    gap: float = 0.0
+
+    def _beside(self, mirrored: Sequence[Any], inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
+        actual = self.program.run(*inputs)
+        gap = 0.0
+        for m, a in zip((to_numpy(x) for x in mirrored), actual):
+            scale = float(np.abs(a).max()) if a.size else 0.0
+            if scale > 0 and m.shape == a.shape:
+                gap = max(gap, float(np.abs(m - a).max()) / scale)
+        self.gap = gap
+        return actual
+
+    def _reset_impl(self) -> None:
+        super()._reset_impl()  # type: ignore[misc]
+        self.program.reset()
+
+    def close(self) -> None:
+        self.program.close()
+
+
 #: The package extra that installs each optional runtime (pyproject.toml's optional-dependencies).
 _EXTRAS = {
     "onnx": "onnx",
@@ -177,6 +205,9 @@ _EXTRAS = {
     "onnxscript": "onnx",
     "executorch": "executorch",
     "openvino": "openvino",
+    "litert_torch": "litert",
+    "ai_edge_litert": "litert",
+    "ai_edge_quantizer": "litert",
 }
 
 
@@ -242,6 +273,9 @@ class Target(ABC):
     #: Whether its exports take seconds, not minutes (``QUICK_TARGETS``: the targets large
     #: cases run on in the quick ``ci`` tier, through ``ModelCase.ci_targets``).
     quick: bool = False
+    #: Whether the format names a graph's inputs and outputs by position (a .tflite signature's
+    #: ``args_0``, ``output_0``), not by the case's names: a user's file is then matched by order.
+    io_names_are_positions: bool = False
 
     def missing_runtime(self) -> str | None:
         """Why this target cannot run here, or None when its runtime is installed."""

@@ -75,11 +75,15 @@ def _export_chunk(
     return export(shapes), {"chunk_dynamic": False, "chunk_fixed_because": reason}
 
 
-#: torch.export's words for a dynamic range it refuses (``Constraints violated (h)!``, a guard
-#: that holds on part of the range, a dimension specialised to the example's size)
+#: the exporters' words for a dynamic range they refuse: torch.export's (``Constraints violated
+#: (h)!``, a guard that holds on part of the range, a dimension specialised to the example's
+#: size), and litert_torch's lowering, which meets a dynamic dimension as the int64 minimum
+#: (``broadcast_in_dim shape must have every element be nonnegative, got (-9223372036854775808,
+#: 1, 1, 64)``)
 _RANGE_REFUSAL = re.compile(
     r"constraints violated|satisfy the generated guard|specialized it to be a constant"
-    r"|not all values of .* in the specified range",
+    r"|not all values of .* in the specified range"
+    r"|must have every element be nonnegative, got \([^)]*-9223372036854775808",
     re.IGNORECASE,
 )
 

@@ -29,8 +29,10 @@ def zip_members(path: Path) -> list[str] | None:
 def describe_format(path: Path) -> str:
     """A few words naming what the file is: 'an ExecuTorch program', 'a TorchScript archive',
     'a torch.export archive', 'an AOTInductor package', 'a torch.save file', 'a zip archive', 'a text file', 'an ONNX-like
-    protobuf' or 'unrecognised bytes'."""
+    protobuf', 'a LiteRT (TFLite) flatbuffer' or 'unrecognised bytes'."""
     head = _head(path)
+    if len(head) >= 8 and head[4:8] == b"TFL3":
+        return "a LiteRT (TFLite) flatbuffer"
     if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():
         return "an ExecuTorch program"
     if head.startswith(b"PK\x03\x04"):

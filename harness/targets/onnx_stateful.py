@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..core.state import LiftedState, mutated_buffer_names
+from .artifact import read_initial_state
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import (
     onnx_companion_files,
@@ -57,12 +58,7 @@ class LiftedOnnxRunner(OnnxRunner):
         self._case_outputs = [
             i for i, name in enumerate(graph_outputs) if name not in set(self.state_outputs)
         ]
-        state_file = artifact.path.with_name(meta.get("state_file", ""))
-        try:
-            with np.load(state_file) as stored:
-                self._initial = {name: stored[name] for name in self.state_names}
-        except (OSError, KeyError, ValueError) as exc:
-            raise ArtifactError(f"{state_file}: cannot read the initial state ({exc})") from exc
+        self._initial = read_initial_state(artifact, self.state_names)
         self._state = {k: v.copy() for k, v in self._initial.items()}
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:

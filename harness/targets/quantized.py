@@ -12,12 +12,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..core.buffers import buffer_snapshot, restore_buffers
 from ..core.pristine import built
-from .base import Runner, to_numpy
+from .base import ProgramBeside, Runner
 from .dynamic_chunk import export_with_dynamic_chunk
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
@@ -27,7 +26,7 @@ from .torch_targets import NodeTappedRunner
 __all__ = ["ConvertedTappedRunner", "ExecuTorchInt8Target", "OnnxInt8Target"]
 
 
-class ConvertedTappedRunner(NodeTappedRunner):
+class ConvertedTappedRunner(ProgramBeside, NodeTappedRunner):
     """The PT2E-converted module run node by node beside the program itself: ``run`` answers
     with the program's outputs, the taps come from the converted module, and how far the two
     are apart on the localised call is said with them."""
@@ -35,24 +34,9 @@ class ConvertedTappedRunner(NodeTappedRunner):
     def __init__(self, artifact: Any, converted: torch.fx.GraphModule, program: Runner) -> None:
         super().__init__(artifact, converted)
         self.program = program
-        self._gap = 0.0
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
-        mirrored = [to_numpy(o) for o in super()._run_impl(inputs)]
-        actual = self.program.run(*inputs)
-        gap = 0.0
-        for m, a in zip(mirrored, actual):
-            scale = float(np.abs(a).max()) if a.size else 0.0
-            gap = max(gap, float(np.abs(m - a).max()) / scale if scale > 0 and m.shape == a.shape else 0.0)
-        self._gap = gap
-        return actual
-
-    def _reset_impl(self) -> None:
-        super()._reset_impl()
-        self.program.reset()
-
-    def close(self) -> None:
-        self.program.close()
+        return self._beside(super()._run_impl(inputs), inputs)
 
     def taps(self, eager: Sequence[Any]) -> Any:
         from ..checks.taps import Taps
@@ -63,7 +47,7 @@ class ConvertedTappedRunner(NodeTappedRunner):
             "the PT2E-converted module the .pte was lowered from (XNNPACK delegates hide the "
             "program's own intermediate values), run node by node, modules from nn_module_stack",
             notes=[
-                f"the converted module's outputs differ from the .pte's by {self._gap:.3g} relative on this "
+                f"the converted module's outputs differ from the .pte's by {self.gap:.3g} relative on this "
                 "call (XNNPACK's int8 kernels against the reference quantized ops)"
             ],
         )
