@@ -339,8 +339,11 @@ def _cell_of(item: pytest.Item) -> Cell | None:
 
 @pytest.fixture
 def conformance(request: pytest.FixtureRequest, cell: Cell) -> CellContext:
-    """The cell's context; only for tests marked ``@pytest.mark.conformance``."""
-    return CellContext(cell, request.config.stash[SESSION_KEY], request.node)
+    """The cell's context; only for tests marked ``@pytest.mark.conformance``. A cell whose
+    target's runtime is not installed is skipped here, before eager or anything else runs for it."""
+    context = CellContext(cell, request.config.stash[SESSION_KEY], request.node)
+    context.skip_if_runtime_missing()
+    return context
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

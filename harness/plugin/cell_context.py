@@ -67,13 +67,21 @@ class CellContext:
         #: what this cell tells the controller (one typed record, see harness.plugin.cell_record)
         self.record = record_of(item, cell)
 
+    def skip_if_runtime_missing(self) -> None:
+        """Skip the cell, naming the extra to install, where its target's runtime is absent (not
+        gated by the baseline: see ``CellRecord.runtime_missing``)."""
+        reason = self.target.missing_runtime()
+        if reason:
+            self.record.runtime_missing = True
+            pytest.skip(reason)
+
     def runner(self) -> Runner:
         """The target's loaded runner for this case (whoever feeds it a sequence resets it);
         skips when the runtime is missing, and where the artifact cannot take the cell's input
         (a declared dynamic dimension it holds at one size: ``dynamic-shapes`` reports that)."""
         try:
             runner = self._session.runner(self.case, self.target)
-        except RuntimeMissing as exc:
+        except RuntimeMissing as exc:  # a target whose runtime check passed but whose load did not
             self.record.runtime_missing = True
             pytest.skip(str(exc))
         except ExportError as exc:
