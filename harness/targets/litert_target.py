@@ -160,8 +160,9 @@ class LiteRtRunner(Runner):
         self._dtypes = {name: d["dtype"] for name, d in self.signature.get_input_details().items()}
 
     def _feed(self, name: str, value: np.ndarray) -> np.ndarray:
-        """The value as the signature's dtype: the converter writes int64 inputs as int32 (its
-        default, ``enable_x64=False``), which a caller on the device passes."""
+        """The value as the signature's dtype: the converter writes int64 inputs and state as
+        int32 (its default, ``enable_x64=False``), which a caller on the device passes (a Python
+        counter carried as a buffer starts as int64 in the initial-state file)."""
         want = self._dtypes.get(name)
         if want is not None and value.dtype != want and np.issubdtype(value.dtype, np.integer):
             return value.astype(want)
@@ -170,7 +171,7 @@ class LiteRtRunner(Runner):
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
         feed = {name: self._feed(name, to_numpy(x)) for name, x in zip(self.feed_names, inputs)}
         for name, graph_input in zip(self.state_names, self.state_inputs):
-            feed[graph_input] = self._state[name]
+            feed[graph_input] = self._feed(graph_input, self._state[name])
         outputs = self.signature(**feed)
         for name, graph_output in zip(self.state_names, self.state_outputs):
             self._state[name] = np.array(outputs[graph_output], copy=True)
