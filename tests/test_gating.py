@@ -235,3 +235,35 @@ def test_a_snapshot_in_an_older_folder_is_pointed_at_not_silently_rerecorded(inn
     assert again.ret == pytest.ExitCode.TESTS_FAILED
     assert "is stored where an older version kept it: move" in text and "test_suites" in text
     assert "golden snapshots that belong to no cell" in text  # listed as misplaced too
+
+
+ABSENT_RUNTIME_TARGET = """
+from harness import register_target
+from harness.targets.torch_targets import TorchScriptTarget
+
+
+class AbsentRuntime(TorchScriptTarget):
+    name = "absent-runtime"
+    requires = ("no_such_runtime_module_here",)
+
+
+register_target(AbsentRuntime())
+"""
+
+
+def test_cells_of_a_runtime_that_is_not_installed_are_neither_recorded_nor_compared(inner_pytest, pytester):
+    """A missing runtime is a fact of the machine: its cells are skips naming it, the baseline
+    written beside them holds none of them, and a later run (where the runtime may be there or
+    not) is gated on the cells that ran, saying how many it left out."""
+    select = ("--conformance-targets", "torchscript,absent-runtime", "-k", "conv_mlp and equivalence")
+    written = inner_pytest(
+        *select, "--conformance-baseline-update", modules=TOYS, cases=ABSENT_RUNTIME_TARGET
+    )
+    assert written.ret == 0, written.stdout.str()[-3000:]
+    assert "no_such_runtime_module_here" in written.stdout.str()
+    body = json.loads((pytester.path / "golden" / "conformance-baseline.json").read_text())
+    assert "torchscript" in body["cells"]["conv_mlp"] and "absent-runtime" not in body["cells"]["conv_mlp"]
+    again = inner_pytest(*select, modules=TOYS, cases=ABSENT_RUNTIME_TARGET)
+    assert again.ret == 0, again.stdout.str()[-3000:]
+    said = again.stdout.str()
+    assert "conformance baseline gate passed" in said and "not gated: the runtime of absent-runtime" in said
