@@ -33,8 +33,7 @@ def _record(conformance, benchmark, request, **fields) -> None:
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable: run once as a test, nothing was timed
         return
-    conformance.record_benchmark(median_s=stats.stats.median, **fields)
-    record = conformance.record.benchmark
+    record = conformance.record_benchmark(median_s=stats.stats.median, **fields)
     earlier = run_records(request.config)
     benchmark.extra_info.update(benchmark_extra_info(record, earlier))
     earlier.append(record)

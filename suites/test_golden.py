@@ -43,4 +43,4 @@ def test_golden_eager(conformance, snapshot):
 @pytest.mark.conformance("golden", skip_targets=("eager",))
 def test_golden_target(conformance, snapshot):
     """Each target's outputs match their snapshot (catches runtime regressions)."""
-    _assert_matches_snapshot(conformance, snapshot, conformance.outputs())
+    _assert_matches_snapshot(conformance, snapshot, conformance.evidence().outputs())

@@ -23,9 +23,17 @@ from typing import Any
 
 import torch
 
+from ..core.check import Check
 from ..core.pristine import fresh_copy
 
-__all__ = ["LIBRARY_PACKAGES", "Branch", "BranchRecorder", "discover_branches", "in_library"]
+__all__ = [
+    "LIBRARY_PACKAGES",
+    "Branch",
+    "BranchRecorder",
+    "coverage_verdict",
+    "discover_branches",
+    "in_library",
+]
 
 
 @dataclass(frozen=True)
@@ -168,3 +176,12 @@ class BranchRecorder:
             f"{b.describe()}: true x{self.counts[b][True]}, false x{self.counts[b][False]}"
             for b in self.branches
         )
+
+
+def coverage_verdict(recorder: BranchRecorder) -> Check:
+    """Every side of every branch taken by some input the recorder watched, or the sides never taken."""
+    unreached = recorder.unreached()
+    if unreached:
+        missing = "; ".join(f"the {str(side).lower()} side of {b.describe()}" for b, side in unreached)
+        return Check("branch coverage", False, f"never exercised by the generated inputs: {missing}")
+    return Check("branch coverage", True, f"covered: {recorder.summary()}")

@@ -1,21 +1,21 @@
-"""Running a target over call sequences, and the equivalence, determinism and batch checks."""
+"""The equivalence, determinism and batch checks, each a function of the cell's evidence."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ..core.case import Calls, ModelCase, Outputs
+from ..core.case import Calls, ModelCase
 from ..core.check import Check
 from ..core.judge import DETERMINISM_TOLERANCE, Judge
 from ..core.pristine import fresh_copy
 from ..core.sequence import StateThreading, run_sequence
-from ..core.shapes import resize_call
-from ..run.eager import EagerReference, module_step, run_module, stack_outputs
+from ..run.eager import module_step, run_module, stack_outputs
+from ..run.evidence import Evidence, Need
 from ..run.target_runs import run_calls
-from ..targets import Runner
+from .weights import audit_weights
 
 __all__ = [
     "DETERMINISM_TOLERANCE",
@@ -49,25 +49,30 @@ def eager_outputs(
     return stack_outputs(run_module(module, calls, case=case).outputs, output_names, "eager")
 
 
-def check_equivalence(
-    case: ModelCase,
-    target: object,
-    expected: Outputs,
-    actual: Outputs,
-    *,
-    approximate: bool | None = None,
-    noise: Callable[[], Outputs | None] | None = None,
-) -> Check:
-    """A target's stacked outputs against eager's, by the cell's judge (tolerances and task
-    metric; an approximate target by its task metric alone, tensor comparisons reported).
-    ``noise``: eager's own float noise on these calls, for a case with a ``noise_multiple``."""
-    judge = Judge.for_cell(case, target, approximate=approximate)
-    name = target if isinstance(target, str) else target.name  # type: ignore[attr-defined]
-    return judge.judge(expected, actual, what=f"{name} vs eager", footnote=CALL_AXIS_NOTE, noise=noise)
+def check_equivalence(evidence: Evidence) -> Check:
+    """The target's canonical run against eager's outputs, by the cell's judge (tolerances and
+    task metric; an approximate target by its task metric alone, tensor comparisons reported),
+    eager's own float noise allowed for a case with a ``noise_multiple``. A tensor mismatch is
+    explained by the weight audit where the suite declared the artifact's weights."""
+    result = evidence.judge.judge(
+        evidence.eager.outputs(),
+        evidence.outputs(),
+        what=f"{evidence.target.name} vs eager",
+        footnote=CALL_AXIS_NOTE,
+        noise=evidence.eager.float_noise,
+    )
+    if result or result.judged_by_metric or Need.WEIGHTS not in evidence.declared or evidence.weights is None:
+        return result
+    audit = audit_weights(evidence.eager.module, evidence.weights)
+    return result if audit else result.caused_by(audit.diagnosis())
 
 
-def check_determinism(case: ModelCase, first: Outputs, second: Outputs, *, what: str) -> Check:
-    """Two runs of the same input from a reset state must agree (a training-mode export does not)."""
+def check_determinism(evidence: Evidence) -> Check:
+    """Two runs of the same input from a reset state must agree (a training-mode export does not):
+    a freshly loaded runner's first run and its replay after ``reset()``."""
+    case, what = evidence.case, evidence.target.name
+    first = stack_outputs(evidence.fresh.outputs, case.output_names, what)
+    second = stack_outputs(evidence.replay.outputs, case.output_names, what)
     result = Judge.identical(case).judge(first, second, what=f"{what} run twice", footnote=CALL_AXIS_NOTE)
     if result:
         return result
@@ -77,27 +82,18 @@ def check_determinism(case: ModelCase, first: Outputs, second: Outputs, *, what:
     return result.caused_by(f"outputs change between identical runs: {hint}")
 
 
-def check_batch_consistency(
-    target: object, runner: Runner, eager: EagerReference, batch: int | None = None
-) -> Check:
-    """Each sample of a batch of ``batch`` (default: the case's ``batch_consistency``) must come
-    out as it does alone, by the cell's judge, on the first call of the eager side's input: a
-    model whose output for one image depends on the others in the batch (BatchNorm using batch
-    statistics, as in a training-mode export; activation scales computed over the batch, as
-    dynamic quantization does) fails."""
-    case, call = eager.case, eager.calls[0]
-    batch = batch if batch is not None else case.batch_consistency
-    judge = Judge.for_cell(case, target)
-    name = target if isinstance(target, str) else target.name  # type: ignore[attr-defined]
-    what = f"{name} batch {batch} vs batch 1"
-    batched = call
-    for index in range(len(call)):
-        batched = resize_call(batched, index, 0, batch, seed=batch)
-    together = run_calls(runner, [batched], case.output_names)
+def check_batch_consistency(evidence: Evidence) -> Check:
+    """Each sample of a batch of the case's ``batch_consistency`` must come out as it does alone,
+    by the cell's judge, on the first call of the cell's input: a model whose output for one
+    image depends on the others in the batch (BatchNorm using batch statistics, as in a
+    training-mode export; activation scales computed over the batch, as dynamic quantization
+    does) fails."""
+    case, judge, runs = evidence.case, evidence.judge, evidence.batched
+    batch = runs.batch
+    what = f"{evidence.target.name} batch {batch} vs batch 1"
     worst = None
-    for sample in range(batch):
-        alone = run_calls(runner, [tuple(x[sample : sample + 1] for x in batched)], case.output_names)
-        in_batch = {out: together[out][:, sample : sample + 1] for out in case.output_names}
+    for sample, alone in enumerate(runs.alone):
+        in_batch = {out: runs.together[out][:, sample : sample + 1] for out in case.output_names}
         judged = judge.judge(alone, in_batch, what=what)
         if not judged:
             cause = (

@@ -217,7 +217,9 @@ def _within_tolerances(judge: Judge, expected: Sequence[Any], actual: Sequence[A
     )
 
 
-def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list) -> tuple[int, bool]:
+def pick_call(
+    case: ModelCase, target: Target, eager_out: list, target_out: list, *, judge: Judge | None = None
+) -> tuple[int, bool]:
     """The call to localise and whether its outputs fail: the first call whose outputs leave the
     case's tolerances (exact targets); for approximate targets, whose every call differs a
     little, a call where the task metric is worst; else (and for targets that pass) the call
@@ -226,7 +228,7 @@ def pick_call(case: ModelCase, target: Target, eager_out: list, target_out: list
     skip = threading.output_indices() if threading else set()
     if not eager_out:
         raise ValueError("no calls to localise")
-    judge = Judge.for_cell(case, target)
+    judge = judge if judge is not None else Judge.for_cell(case, target)
     if not judge.by_metric:
         for i, (e, a) in enumerate(zip(eager_out, target_out)):
             if not _within_tolerances(judge, e, a, skip):
@@ -272,9 +274,9 @@ def _stacked(case: ModelCase, per_call: Sequence[Sequence[Any]]) -> dict[str, np
     }
 
 
-def _metric_summary(case: ModelCase, target: Target, expected: list, actual: list) -> str | None:
+def _metric_summary(case: ModelCase, judge: Judge, expected: list, actual: list) -> str | None:
     """The cell judge's task metric (the approximate one for quantized targets) on these calls."""
-    metric = Judge.for_cell(case, target).metric
+    metric = judge.metric
     if metric is None:
         return None
     try:
@@ -305,23 +307,25 @@ def localize_calls(
     input_name: str = "",
     call: int | None = None,
     module: torch.nn.Module | None = None,
+    judge: Judge | None = None,
 ) -> Localization:
     """Localise ``target``'s run of ``calls`` against eager, on ``call`` (default: picked).
-    ``module``: the case's eager module, if one is built already (only copies of it are run)."""
+    ``module``: the case's eager module, if one is built already (only copies of it are run);
+    ``judge``: the cell's judge (default: ``Judge.for_cell``)."""
     threading = StateThreading.of(case)
+    judge = judge if judge is not None else Judge.for_cell(case, target)
     eager_module = module if module is not None else built(case.build).eval()
     eager_out = run_module(eager_module, calls, case=case).outputs
     with target.load(artifact) as runner:
         target_out = run_sequence(lambda c: runner.run(*c), calls, threading)
-    picked, failing = pick_call(case, target, eager_out, target_out)
+    picked, failing = pick_call(case, target, eager_out, target_out, judge=judge)
     chosen = call is not None
     if call is None:
         call = picked
     else:
         skip = threading.output_indices() if threading else set()
-        judge = Judge.for_cell(case, target)
         failing = judge.by_metric or not _within_tolerances(judge, eager_out[call], target_out[call], skip)
-    metric = _metric_summary(case, target, eager_out[: call + 1], target_out[: call + 1])
+    metric = _metric_summary(case, judge, eager_out[: call + 1], target_out[: call + 1])
     tapped = target.tapped_runner(artifact, case)
     if tapped is None:
         raise LocalizationUnsupported(f"{target.name} cannot show intermediate values")
@@ -365,6 +369,7 @@ def localize(
     *,
     chunk: int | None = None,
     module: torch.nn.Module | None = None,
+    judge: Judge | None = None,
 ) -> Localization:
     """Localise ``target`` on one of the case's canonical inputs (default: its primary input)."""
     name = input_name or case.main_input
@@ -375,7 +380,51 @@ def localize(
         raise ValueError(
             f"input {name!r} of case {case.name!r} has {len(calls)} calls; chunk {chunk} is out of range"
         )
-    return localize_calls(case, target, artifact, calls, input_name=name, call=chunk, module=module)
+    return localize_calls(
+        case, target, artifact, calls, input_name=name, call=chunk, module=module, judge=judge
+    )
 
 
-__all__ += ["TappedRunner", "Tap", "Taps", "ModuleOutput", "compare_modules", "pick_call"]
+def localization_record(
+    case: ModelCase,
+    target: Target,
+    artifact: Artifact,
+    input_name: str,
+    *,
+    calls: Calls | None = None,
+    module: torch.nn.Module | None = None,
+    judge: Judge | None = None,
+) -> dict[str, object]:
+    """The localisation of ``target`` on one canonical input (or on ``calls``), as a JSON-ready
+    dict with its rendered ``text``; one that cannot be made is a dict whose headline says why
+    (it never fails the cell by itself)."""
+    try:
+        if calls is not None:
+            result = localize_calls(
+                case, target, artifact, list(calls), input_name=input_name, module=module, judge=judge
+            )
+        else:
+            result = localize(case, target, artifact, input_name, module=module, judge=judge)
+        return {**result.as_dict(), "text": result.render()}
+    except Exception as exc:  # any failure to localise is reported, never raised
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        headline = f"first divergence: not localised ({type(exc).__name__}: {first})"
+        return {
+            "case": case.name,
+            "target": target.name,
+            "input": input_name,
+            "headline": headline,
+            "text": headline,
+            "rows": [],
+        }
+
+
+__all__ += [
+    "localization_record",
+    "TappedRunner",
+    "Tap",
+    "Taps",
+    "ModuleOutput",
+    "compare_modules",
+    "pick_call",
+]

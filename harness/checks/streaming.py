@@ -1,9 +1,8 @@
 """Streaming checks for stateful cases, each with a diagnosis in words.
 
-Every check takes the target (or its name), a runner and the case's :class:`EagerReference`
-(the eager side, computed once per worker), and where it judges the target's run over the
-canonical calls, that run if it was made already (``actual``: one run judged by many checks);
-it returns a :class:`Check`: truthy on pass,
+Every check is a function of the cell's :class:`~harness.run.evidence.Evidence` (the eager
+side, computed once per worker, and the target's runs its suite declares); it runs nothing and
+returns a :class:`Check`: truthy on pass,
 ``summary()`` one line saying what went wrong (state dropped, state advanced by export, buffers
 swapped, batch rows sharing state, a reset that does not reset, a chunk size the artifact
 rejects), ``report()`` the details. Outputs are judged by the cell's :class:`Judge`; causes are
@@ -12,18 +11,20 @@ found by :mod:`harness.checks.stream_diagnosis`.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
-from ..core.case import Call, Calls, ModelCase
+import numpy as np
+
+from ..core.case import ModelCase
 from ..core.check import Check
 from ..core.errors import HarnessError, TargetRunError, describe_exception
 from ..core.judge import Judge
 from ..core.shapes import InputSignatureError
 from ..run.eager import EagerReference, StreamRun
-from ..run.target_runs import target_stream
-from ..targets import Runner
-from .framing import framed_outputs, frames, rechunk, streaming_spec, whole_signal
+from ..run.evidence import Evidence
+from .framing import framed_outputs, frames, streaming_spec
 from .stream_diagnosis import advanced_by_export, explain_divergence, metric_state_cause
 
 __all__ = [
@@ -33,14 +34,7 @@ __all__ = [
     "check_initial_state",
     "check_offline",
     "check_reset",
-    "rechunk",
-    "target_stream",
-    "whole_signal",
 ]
-
-
-def _name(target: object) -> str:
-    return target if isinstance(target, str) else str(getattr(target, "name", target))
 
 
 def _judge_frames(
@@ -76,16 +70,13 @@ def _require_varying(case: ModelCase, framed: dict[str, np.ndarray], what: str) 
         )
 
 
-def check_continuity(
-    target: object, runner: Runner, eager: EagerReference, *, actual: StreamRun | None = None
-) -> Check:
+def check_continuity(evidence: Evidence) -> Check:
     """Chunk by chunk, the target matches eager fed the same chunks from the initial state."""
-    case, calls = eager.case, eager.calls
-    judge = Judge.for_cell(case, target)
-    what = f"{_name(target)} streamed vs eager streamed"
+    case, calls, eager, judge = evidence.case, evidence.calls, evidence.eager, evidence.judge
+    what = f"{evidence.target.name} streamed vs eager streamed"
     expected = eager.stream()
     _require_varying(case, frames(case, expected.outputs), what)
-    actual = actual if actual is not None else target_stream(runner, calls, case=case)
+    actual = evidence.run
     passed = f"ok over {len(calls)} chunks"
     if judge.by_metric:
         verdict = _judge_frames(
@@ -113,41 +104,26 @@ def _advice(eager: EagerReference) -> str:
     return "reset the buffers after tracing"
 
 
-def check_initial_state(
-    target: object,
-    fresh_runner: Runner | None,
-    eager: EagerReference,
-    *,
-    first: StreamRun | None = None,
-    start_state: dict[str, np.ndarray] | None = None,
-) -> Check:
+def check_initial_state(evidence: Evidence) -> Check:
     """A freshly loaded artifact starts from the module's initial state (export consumed none).
 
     Only evidence about the state counts: a readable initial state that differs from the
     module's, or a first chunk that eager reproduces from the advanced state. A first chunk
     that differs for any other reason (other weights, swapped or constant outputs) is reported
-    as such, never as a start-state problem. ``first`` (a freshly loaded runner's run, of which
-    the first call is judged) and ``start_state`` (its state after ``reset()``) may be given.
+    as such, never as a start-state problem. Judged: the first call of a freshly loaded
+    runner's run, and the state ``reset()`` returns it to (where the runtime lets it be read).
     """
-    case = eager.case
-    judge = Judge.for_cell(case, target)
+    case, eager, judge = evidence.case, evidence.eager, evidence.judge
     state_names = eager.state_names()
-    what = f"{_name(target)} freshly loaded"
-    if first is not None:
-        actual = StreamRun(first.outputs[:1], first.states[:1] if first.states is not None else None)
-    else:
-        assert fresh_runner is not None
-        actual = target_stream(fresh_runner, eager.calls[:1], reset=False, case=case)
+    what = f"{evidence.target.name} freshly loaded"
+    first = evidence.fresh
+    actual = StreamRun(first.outputs[:1], first.states[:1] if first.states is not None else None)
     expected = eager.stream(head=True)
     details = []
     state = actual.states[0] if actual.states else None
     if state is not None:
         initial = {n: b.detach().cpu().numpy() for n, b in eager.module.named_buffers() if n in state_names}
-        if start_state is None:
-            assert fresh_runner is not None
-            fresh_runner.reset()
-            start_state = fresh_runner.state()
-        start = start_state or {}
+        start = evidence.start_state or {}
         same = Judge.identical(case, reference="the module's initial state")
         for name in state_names:
             if name in start and name in initial and not same.compare_one(name, initial[name], start[name]):
@@ -181,24 +157,11 @@ def check_initial_state(
     )
 
 
-def check_reset(
-    target: object,
-    fresh_runner: Runner | None,
-    eager: EagerReference,
-    *,
-    first: StreamRun | None = None,
-    replay: StreamRun | None = None,
-) -> Check:
-    """After ``reset()``, replaying a stream gives what the freshly loaded artifact gave (the two
-    runs may be given: a freshly loaded runner's first run, and its run after ``reset()``)."""
-    case, calls = eager.case, eager.calls
-    what = f"{_name(target)} reset"
-    if first is None or replay is None:
-        assert fresh_runner is not None
-        first = target_stream(fresh_runner, calls, reset=False, case=case)
-        fresh_runner.reset()
-        replay = target_stream(fresh_runner, calls, reset=False, case=case)
-    divergence = Judge.identical(case).first_divergence(first.outputs, replay.outputs)
+def check_reset(evidence: Evidence) -> Check:
+    """After ``reset()``, replaying a stream gives what the freshly loaded artifact gave."""
+    case, calls = evidence.case, evidence.calls
+    what = f"{evidence.target.name} reset"
+    divergence = Judge.identical(case).first_divergence(evidence.fresh.outputs, evidence.replay.outputs)
     if divergence is None:
         return Check(what, True, f"ok: replay after reset identical over {len(calls)} chunks")
     index, comparison = divergence
@@ -210,8 +173,7 @@ def check_reset(
     )
 
 
-def _refused_chunk_reason(runner: Runner, chunk: int, exc: Exception) -> str:
-    meta = runner.artifact.meta
+def _refused_chunk_reason(meta: Mapping[str, Any], chunk: int, exc: Exception) -> str:
     fixed_because = meta.get("chunk_fixed_because")
     if fixed_because:
         return f"the exporter refused a dynamic chunk, so it is fixed at {chunk} ({fixed_because})"
@@ -225,21 +187,20 @@ def _refused_chunk_reason(runner: Runner, chunk: int, exc: Exception) -> str:
     return f"exported at chunk {chunk} with static shapes?"
 
 
-def check_chunk_sizes(
-    target: object, runner: Runner, eager: EagerReference, *, actual: StreamRun | None = None
-) -> Check:
+def check_chunk_sizes(evidence: Evidence) -> Check:
     """The same signal in every admitted chunk size gives the same frames as the main chunk."""
-    case, calls = eager.case, eager.calls
+    case, meta = evidence.case, evidence.meta
     spec = streaming_spec(case)
-    judge = Judge.for_cell(case, target, reference=f"chunk {spec.chunk}")
-    what = f"{_name(target)} chunk sizes {[spec.chunk, *spec.other_chunks]}"
-    main = actual if actual is not None else target_stream(runner, calls, case=case)
-    reference = frames(case, main.outputs)
-    meta = runner.artifact.meta
+    judge = replace(evidence.judge, reference=f"chunk {spec.chunk}")
+    what = f"{evidence.target.name} chunk sizes {[spec.chunk, *spec.other_chunks]}"
+    reference = frames(case, evidence.run.outputs)
     not_admitted = []
-    for chunk in spec.other_chunks:
+    for chunk, attempt in evidence.rechunked.items():
         try:
-            other = frames(case, target_stream(runner, rechunk(case, calls, chunk), case=case).outputs)
+            if attempt.error is not None:
+                raise attempt.error
+            assert attempt.run is not None
+            other = frames(case, attempt.run.outputs)
         except InputSignatureError as exc:
             # a file whose own shapes fix the chunk is judged on what it takes (a user's file whose
             # format states no shapes was only assumed fixed: that fails, saying how to declare them)
@@ -250,11 +211,11 @@ def check_chunk_sizes(
             return Check(
                 what,
                 False,
-                f"artifact rejects chunk {chunk} ({_refused_chunk_reason(runner, spec.chunk, exc)}): {kind}: {line}",
+                f"artifact rejects chunk {chunk} ({_refused_chunk_reason(meta, spec.chunk, exc)}): {kind}: {line}",
             )
         except TargetRunError as exc:
             kind, line = describe_exception(exc)
-            why = _refused_chunk_reason(runner, spec.chunk, exc)
+            why = _refused_chunk_reason(meta, spec.chunk, exc)
             return Check(what, False, f"artifact rejects chunk {chunk} ({why}): {kind}: {line}")
         result = _judge_frames(judge, case, reference, other, what, "ok")
         if not result:
@@ -279,13 +240,11 @@ def check_chunk_sizes(
     return Check(what, True, "ok: same frames for every admitted chunk size")
 
 
-def check_offline(
-    target: object, runner: Runner, eager: EagerReference, *, actual: StreamRun | None = None
-) -> Check:
+def check_offline(evidence: Evidence) -> Check:
     """Streamed output matches whole-signal (offline) output after the warm-up frames."""
-    case = eager.case
+    case, eager = evidence.case, evidence.eager
     spec = streaming_spec(case)
-    what = f"{_name(target)} streamed vs offline"
+    what = f"{evidence.target.name} streamed vs offline"
     try:
         offline = frames(case, eager.offline())
     except HarnessError as exc:
@@ -295,8 +254,7 @@ def check_offline(
         raise HarnessError(
             f"{source} cannot take the whole signal in one call ({exc}); declare StreamingSpec(offline=...)"
         ) from exc
-    run = actual if actual is not None else target_stream(runner, eager.calls, case=case)
-    streamed = frames(case, run.outputs)
+    streamed = frames(case, evidence.run.outputs)
     aligned_streamed, aligned_offline = {}, {}
     for name in framed_outputs(case):
         axis = spec.frame_axis(name)
@@ -310,36 +268,16 @@ def check_offline(
             offline[name], range(start - spec.latency, stop - spec.latency), axis=axis
         )
     _require_varying(case, aligned_offline, what)
-    judge = Judge.for_offline(case, target)
+    judge = Judge.for_offline(case, evidence.target)
     return _judge_frames(judge, case, aligned_offline, aligned_streamed, what)
 
 
-def _altered_rows(case: ModelCase, calls: Calls) -> list[Call]:
-    """The same calls with every batch row but the first of each time input replaced by other data."""
-    axes = streaming_spec(case).time_axes(case.input_names)
-    altered = []
-    for call in calls:
-        new = []
-        for name, tensor in zip(case.input_names, call):
-            if name in axes and tensor.dim() > 0:
-                t = tensor.clone()
-                t[1:] = torch.flip(t[1:], dims=[-1]) * -0.7 + 0.05
-                new.append(t)
-            else:
-                new.append(tensor)
-        altered.append(tuple(new))
-    return altered
-
-
-def check_batch_isolation(
-    target: object, runner: Runner, eager: EagerReference, *, actual: StreamRun | None = None
-) -> Check:
+def check_batch_isolation(evidence: Evidence) -> Check:
     """Batch rows are independent streams: changing the other rows leaves row 0 unchanged."""
-    case, calls = eager.case, eager.calls
-    what = f"{_name(target)} batch isolation"
+    case, calls = evidence.case, evidence.calls
+    what = f"{evidence.target.name} batch isolation"
     same = Judge.identical(case, reference="row 0 before")
-    base = (actual if actual is not None else target_stream(runner, calls, case=case)).outputs
-    changed = target_stream(runner, _altered_rows(case, calls), case=case).outputs
+    base, changed = evidence.run.outputs, evidence.altered_rows.outputs
     framed = set(framed_outputs(case))
     for index, (a, b) in enumerate(zip(base, changed)):
         for name, x, y in zip(case.output_names, a, b):

@@ -5,12 +5,14 @@ each with one compute thread, and compares their CPU time (user + system of each
 
 * **the harness**: ``pytest suites -p no:xdist -k "CASE and not benchmark"`` (every suite's
   cells for the case, as CI runs them, the benchmarks left out: they time, they do not judge);
-* **the least work** those verdicts need, timed without the harness (``--bare``): every target
-  the run has cells for (eager's reloaded module, the eager column, among them), loaded once, fed
-  every canonical input once from its initial state, plus one replay of the primary input
-  (determinism and reset), the primary input in every other chunk size (stream-chunks) and the
-  generated examples of the hypothesis profile; and eager's reference: every canonical input,
-  the generated examples and the whole signal (stream-offline), once each.
+* **the least work** those verdicts need, timed without the harness (``--bare``), read from
+  the evidence each suite declares (``Suite.evidence``) for the cells the run has: every target
+  with cells (eager's reloaded module, the eager column, among them) loaded once and fed every
+  canonical input once from its initial state, then what each declared need feeds beyond that
+  (``harness.run.evidence.target_feeds``: one replay, other chunk sizes, altered batch rows,
+  the batch sample by sample, the dynamic sizes) and the generated examples of the hypothesis
+  profile; and eager's reference over every sequence a target is judged on, plus the whole
+  signal where stream-offline has cells. When a suite changes what it declares, this follows.
 
 Run side by side on a two-core machine, both see the same machine: a runtime's speed drifts by
 a tenth between runs minutes apart (ExecuTorch's portable kernels, most of PESTO's least work),
@@ -34,7 +36,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .run_clock import CLOCK_ENV
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ..checks.framing import whole_signal
+from ..core import registry
+from ..core.case import ModelCase
+from ..plugin.profiles import generation_seed
+from ..plugin.suites import SUITE_REGISTRY, pair_runs
+from ..run.cache import ExportCache
+from ..run.eager import calls_key, run_module
+from ..run.evidence import Need, target_feeds
+from ..run.target_runs import target_stream
+from ..targets import EAGER, ExportError, RuntimeMissing, Target, targets
+from .run_clock import CLOCK_ENV, EAGER_REFERENCE
 
 __all__ = ["least_work", "main", "measure"]
 
@@ -94,21 +110,9 @@ def _own(clock: dict[str, Any]) -> float:
 
 
 def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
-    """CPU seconds per target of the runs the verdicts need (see the module's docstring)."""
-    import torch
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
+    """CPU seconds per target of the runs the verdicts need, read from the suites' declared
+    evidence (``Suite.evidence``, the sequences each need feeds: ``harness.run.evidence.target_feeds``)."""
     from ..__main__ import _load_cases, project_config
-    from ..checks.framing import rechunk, whole_signal
-    from ..core import registry
-    from ..plugin.profiles import generation_seed
-    from ..plugin.suites import pair_runs
-    from ..run.cache import ExportCache
-    from ..run.eager import run_module
-    from ..run.target_runs import target_stream
-    from ..targets import ExportError, RuntimeMissing, targets
-    from .run_clock import EAGER_REFERENCE
 
     torch.set_num_threads(1)
     _load_cases()
@@ -133,44 +137,77 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
         draw._hypothesis_internal_use_seed = generation_seed(f"{case.name}/generated")  # type: ignore[attr-defined]
         draw()
     figures: dict[str, float] = {}
+    eager_feeds: dict[str, list[Any]] = {}  # eager's reference: every sequence some target is judged on
     module = case.build().eval()
     for target in targets():
-        if not pair_runs(case, target.name, streaming=False, quick=tier == "ci"):
+        plan = work_plan(case, target, tier=tier)
+        if not plan:
             continue
         start = time.process_time()
         try:
             target.require_runtime()
-            runner = target.load(cache.get(case, target))
+            artifact = cache.get(case, target)
+            runner = target.load(artifact)
         except (RuntimeMissing, ExportError):  # a missing runtime or an export error: no run needed
             continue
-
-        def feed(calls: list, runner: Any = runner) -> None:
-            target_stream(runner, calls, case=case, record_state=False)
-
-        for calls in inputs.values():
-            feed(calls)
-        feed(primary)  # the replay: determinism and reset
-        spec = case.streaming
-        if spec is not None and pair_runs(case, target.name, streaming=True, quick=tier == "ci"):
-            for chunk in spec.other_chunks:
-                try:
-                    feed(rechunk(case, primary, chunk))
-                except Exception:  # a fixed-chunk export refuses other sizes: the refusal is the verdict
-                    pass
-        for calls in generated:
+        feeds = target_work(case, plan, inputs, generated, artifact.meta.get("dims_fixed") or {})
+        for label, calls in feeds:
             try:
-                feed(calls)
-            except Exception:  # an export that rejects a generated input: that is its verdict
+                target_stream(runner, calls, case=case, record_state=False)
+            except Exception:  # a refusal (a fixed chunk, a rejected size or example) is its verdict
                 pass
+            if label != "replay":
+                eager_feeds.setdefault(calls_key(calls), calls)
         figures[target.name] = time.process_time() - start
-    start = time.process_time()  # eager's reference: what every target is judged against
-    for calls in [*inputs.values(), *generated]:
+    start = time.process_time()
+    for calls in eager_feeds.values():
         run_module(module, calls, case=case)
-    if case.streaming is not None:  # the offline reference: the case's whole-signal model, if it declares one
+    if case.streaming is not None and any(Need.OFFLINE in needs for needs in _all_needs(case, tier)):
         offline = case.streaming.offline().eval() if case.streaming.offline is not None else module
         run_module(offline, [whole_signal(case, primary)])
     figures[EAGER_REFERENCE] = time.process_time() - start
     return {"case": case_name, "tier": tier, "examples": len(generated), "per_target_cpu_s": figures}
+
+
+def work_plan(case: ModelCase, target: Target, *, tier: str) -> dict[str, frozenset[Need]]:
+    """Input name -> the evidence the suites that have cells for this (case, target) declare on
+    it (``generated`` is the primary input's cell of the generated-input suites)."""
+    plan: dict[str, set[Need]] = {}
+    for suite in SUITE_REGISTRY.values():
+        if not suite.evidence or suite.reason_not_applied(case) is not None:
+            continue
+        if not pair_runs(case, target, streaming=suite.streaming, quick=tier == "ci"):
+            continue
+        for name in suite.input_names(case, eager=target.name == EAGER):
+            plan.setdefault(case.main_input if name == "generated" else name, set()).update(suite.evidence)
+    return {name: frozenset(needs) for name, needs in plan.items()}
+
+
+def _all_needs(case: ModelCase, tier: str) -> list[frozenset[Need]]:
+    return [needs for t in targets() for needs in work_plan(case, t, tier=tier).values()]
+
+
+def target_work(
+    case: ModelCase,
+    plan: dict[str, frozenset[Need]],
+    inputs: dict[str, list[Any]],
+    generated: list[Any],
+    fixed: dict[str, Any],
+) -> list[tuple[str, list[Any]]]:
+    """(label, calls) the target is fed for ``plan``: each input once from its initial state (a
+    freshly loaded runner's first run is the primary input's, shared), then what each declared
+    need feeds beyond it (``target_feeds``), the generated examples last."""
+    feeds: list[tuple[str, list[Any]]] = []
+    for name, needs in plan.items():
+        calls = inputs[name]
+        if needs & {Need.CANONICAL, Need.FRESH, Need.REPLAY}:
+            feeds.append((name, calls))
+        for need in sorted(needs, key=lambda n: n.name):
+            for extra in target_feeds(need, case, calls, fixed):
+                feeds.append(("replay" if need is Need.REPLAY else need.name.lower(), extra))
+        if Need.GENERATED in needs:
+            feeds += [("generated", list(example)) for example in generated]
+    return feeds
 
 
 def measure(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from .check import Check
 from .compare import Comparison, Tolerance, compare, disagreeing
 from .errors import HarnessError
 
-__all__ = ["DETERMINISM_TOLERANCE", "Judge"]
+__all__ = ["DETERMINISM_TOLERANCE", "Judge", "JudgedTarget"]
 
 #: Two runs of the same export on the same input may differ only by float reordering noise.
 DETERMINISM_TOLERANCE = Tolerance(atol=1e-6, rtol=1e-6)
@@ -28,15 +29,16 @@ DETERMINISM_TOLERANCE = Tolerance(atol=1e-6, rtol=1e-6)
 PerCall = Sequence[Sequence[np.ndarray]]
 
 
-def _is_approximate(target: object) -> bool:
-    if isinstance(target, str):
-        from ..targets import target as find_target
+class JudgedTarget(Protocol):
+    """What a judge reads of a target (:class:`~harness.targets.Target` is one): its name, for
+    the case's per-target tolerances, and whether its outputs are approximate (int8, OpenVINO
+    below f32)."""
 
-        try:
-            return bool(find_target(target).approximate)
-        except KeyError:
-            return False
-    return bool(getattr(target, "approximate", False))
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def approximate(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,19 @@ class Judge:
 
     @classmethod
     def for_cell(
-        cls, case: ModelCase, target: object, *, approximate: bool | None = None, reference: str = "eager"
+        cls,
+        case: ModelCase,
+        target: JudgedTarget,
+        *,
+        approximate: bool | None = None,
+        reference: str = "eager",
     ) -> Judge:
-        """The judge of ``case`` on ``target`` (a :class:`~harness.targets.Target` or its name).
+        """The judge of ``case`` on ``target``.
 
-        ``approximate`` overrides the target's own answer (a user's int8 file given as a float
-        target is still judged as the target it was given for)."""
-        name = target if isinstance(target, str) else getattr(target, "name", str(target))
-        approx = _is_approximate(target) if approximate is None else approximate
+        ``approximate`` overrides the target's own answer (the offline comparison of a stream
+        with its own metric judges tensors too)."""
+        name = target.name
+        approx = bool(target.approximate) if approximate is None else approximate
         tolerances = {out: case.tolerance_for(out, name) for out in case.output_names}
         default = case.tolerance_for("default", name)
         if approx:
@@ -94,7 +101,7 @@ class Judge:
         )
 
     @classmethod
-    def for_offline(cls, case: ModelCase, target: object) -> Judge:
+    def for_offline(cls, case: ModelCase, target: JudgedTarget) -> Judge:
         """Streamed frames against the whole signal's: the stream's ``offline_metric`` where the
         case declares one (streaming and offline differ by design at the edges), else the cell's."""
         spec = case.streaming

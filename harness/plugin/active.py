@@ -262,7 +262,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 continue
             if (only_targets is not None and target.name not in only_targets) or target.name in skip_targets:
                 continue
-            if not pair_runs(case, target.name, streaming=suite.streaming, quick=quick):
+            if not pair_runs(case, target, streaming=suite.streaming, quick=quick):
                 continue
             inputs = suite.input_names(case, eager=target.name == EAGER)
             cells += [Cell(case.name, target.name, name, suite.name) for name in inputs]
@@ -313,13 +313,19 @@ def pytest_collection_modifyitems(
             item.add_marker(pytest.mark.xfail(reason=expected.reason, strict=True, raises=raises))
     if _selected_targets(config) is not None:
         return  # a target subset cannot judge declarations about the others
+    registered = {t.name: t for t in targets()}
     stale = [
         f"case {c.name!r}: expected failure ({e.target}, {e.suite}, inputs={list(e.inputs) or 'all'}) matches no test"
         for c in registry.cases()
         for e in c.expected
         # an export declaration is judged where every (case, target) pair gets a cell: equivalence
         if (e.suite in suites_generated or (e.suite == "export" and "equivalence" in suites_generated))
-        and pair_runs(c, e.target, streaming=e.suite in STREAM_SUITES, quick=_tier(config) == "ci")
+        and (
+            e.target not in registered  # named at the edge: an unknown name is reported as stale
+            or pair_runs(
+                c, registered[e.target], streaming=e.suite in STREAM_SUITES, quick=_tier(config) == "ci"
+            )
+        )
         and not any(
             cell.case_name == c.name and e.matches(cell.target_name, cell.suite, cell.input_name)
             for cell in generated
@@ -353,17 +359,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     cell = _cell_of(item)
     if cell is not None:
-        record = record_of(item, cell)
         session = item.config.stash.get(SESSION_KEY, None)
         override = session.overrides.get((cell.case_name, cell.target_name)) if session else None
-        record.external = override is not None
-        if override is not None:
-            record.artifact = artifact_identity(Path(override.meta.get("user_file", override.path)))
+        outcome = None
         if report.when == "call" and not report.skipped:
             if call.excinfo is not None:
-                record.outcome = Outcome(**outcome_of(call.excinfo.value))
+                outcome = Outcome(**outcome_of(call.excinfo.value))
             elif report.failed:  # nothing raised, yet failed: a strict expected failure passed
-                record.outcome = Outcome("xpass")
+                outcome = Outcome("xpass")
+        record = record_of(
+            item,
+            cell,
+            external=override is not None,
+            artifact=artifact_identity(Path(override.meta.get("user_file", override.path)))
+            if override is not None
+            else None,
+            outcome=outcome,
+        )
         report.user_properties.append((RECORD_PROPERTY, record.as_dict()))
     return report
 

@@ -6,37 +6,62 @@ from __future__ import annotations
 import contextlib
 import glob
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
 from ..checks.golden import TensorSnapshotExtension, unreadable_snapshot
-from ..core.case import MetricResult
+from ..checks.localize import localization_record
+from ..core.case import Calls, MetricResult
 from ..core.errors import ConformanceFailure, HarnessError, TargetRunError
 from ..core.judge import Judge
 from ..core.shapes import describe_fixed_dims, dims_fixed_in_file, unadmitted_input
-from ..run.eager import EagerReference, StreamRun, stack_outputs
-from ..run.session import Cell, ConformanceSession, FreshRun
+from ..run.eager import EagerReference, StreamRun
+from ..run.evidence import Attempt, Evidence, gather, run_example
+from ..run.session import Cell, ConformanceSession
+from ..run.target_runs import FreshRun
 from ..targets import EAGER, Artifact, ExportError, Runner, RuntimeMissing
-from .cell_record import CellRecord
+from .cell_record import CellRecord, Outcome
 from .profiles import EXAMPLE_DATABASE
-from .suites import SUITE_REGISTRY
+from .suites import SUITE_REGISTRY, Suite
 
 __all__ = ["LOCALIZED_SUITES", "CellContext", "Verdict", "record_of"]
 
 
-RECORD_KEY = pytest.StashKey[CellRecord]()
+CONTEXT_KEY = pytest.StashKey["CellContext"]()
+
+#: What a cell's context may note for its record (its identity and outcome come from the plugin).
+_NOTED = frozenset(f.name for f in fields(CellRecord)) - {
+    "case_name",
+    "target_name",
+    "input_name",
+    "suite",
+    "external",
+    "artifact",
+    "outcome",
+}
 
 
-def record_of(item: pytest.Item, cell: Cell) -> CellRecord:
-    """The cell's record, made on first use and kept on the item for every phase's report."""
-    record = item.stash.get(RECORD_KEY, None)
-    if record is None:
-        record = CellRecord(cell.case_name, cell.target_name, cell.input_name, cell.suite)
-        item.stash[RECORD_KEY] = record
-    return record
+def record_of(
+    item: pytest.Item, cell: Cell, *, artifact: dict[str, str] | None, external: bool, outcome: Outcome | None
+) -> CellRecord:
+    """The one place a :class:`CellRecord` is made: the cell's identity, what the plugin knows
+    (a user's file, the outcome it classified) and what the cell's context noted while it ran."""
+    context = item.stash.get(CONTEXT_KEY, None)
+    noted = dict(context.noted) if context is not None else {}
+    return CellRecord(
+        cell.case_name,
+        cell.target_name,
+        cell.input_name,
+        cell.suite,
+        external=external,
+        artifact=artifact,
+        outcome=outcome,
+        **noted,
+    )
 
 
 #: (artifact path, case, target) -> the declared dynamic dimensions that artifact holds at one
@@ -64,15 +89,22 @@ class CellContext:
         self.target = cell.target
         self._session = session
         self._item = item
-        #: what this cell tells the controller (one typed record, see harness.plugin.cell_record)
-        self.record = record_of(item, cell)
+        #: what this cell has found for its record (summary, metric, state, ...), by record field;
+        #: the plugin makes the record from it (:func:`record_of`), once per report
+        self.noted: dict[str, Any] = {}
+        item.stash[CONTEXT_KEY] = self
+
+    def _note(self, **facts: Any) -> None:
+        unknown = set(facts) - _NOTED
+        assert not unknown, f"not a field a cell notes: {sorted(unknown)}"
+        self.noted.update(facts)
 
     def skip_if_runtime_missing(self) -> None:
         """Skip the cell, naming the extra to install, where its target's runtime is absent (not
         gated by the baseline: see ``CellRecord.runtime_missing``)."""
         reason = self.target.missing_runtime()
         if reason:
-            self.record.runtime_missing = True
+            self._note(runtime_missing=True)
             pytest.skip(reason)
 
     def runner(self) -> Runner:
@@ -82,10 +114,10 @@ class CellContext:
         try:
             runner = self._session.runner(self.case, self.target)
         except RuntimeMissing as exc:  # a target whose runtime check passed but whose load did not
-            self.record.runtime_missing = True
+            self._note(runtime_missing=True)
             pytest.skip(str(exc))
         except ExportError as exc:
-            self.record.summary = str(exc)
+            self._note(summary=str(exc))
             raise
         if self.cell.suite == "batch-consistency":
             batch = [dim for dim, entry in self.fixed_dims().items() if entry["axis"] == 0]
@@ -96,7 +128,7 @@ class CellContext:
                 )
         elif self.cell.suite != "dynamic-shapes" and self.cell.input_name in self.case.inputs:
             # (a generated input's cell judges only the examples the artifact takes)
-            refused = self.admission_problem()
+            refused = self._admission_problem()
             if refused:
                 self.not_applicable(
                     f"not judged on this input: {refused}; the dynamic-shapes cell reports the fixed dimension"
@@ -121,7 +153,7 @@ class CellContext:
             _FIXED_DIMS[key] = {**in_file, **(artifact.meta.get("dims_fixed") or {})}
         return _FIXED_DIMS[key]
 
-    def admission_problem(self, input_name: str | None = None) -> str | None:
+    def _admission_problem(self, input_name: str | None = None) -> str | None:
         """Why the artifact cannot take the cell's input (or another canonical one): a declared
         dynamic dimension it holds at another size, named; None where it takes it."""
         fixed = self.fixed_dims()
@@ -144,7 +176,7 @@ class CellContext:
                 f"{artifact.meta['user_file']} holds declared dynamic dimensions at one size ({describe_fixed_dims(fixed)}): "
                 "other sizes cannot be judged on it; the other cells judge it at that size"
             )
-            self.record.summary = message
+            self._note(summary=message)
             raise HarnessError(message)
         whole = artifact.meta.get("dims_fixed_refusal")
         error = ExportError(
@@ -153,7 +185,7 @@ class CellContext:
             "its declared dynamic range",
             f"{sizes} fixed: {because}\n{describe_fixed_dims(fixed)}" + (f"\n{whole}" if whole else ""),
         )
-        self.record.summary = str(error)
+        self._note(summary=str(error))
         raise error
 
     @contextlib.contextmanager
@@ -163,7 +195,7 @@ class CellContext:
         try:
             yield
         except TargetRunError as exc:
-            self.record.summary = str(exc)
+            self._note(summary=str(exc))
             raise
 
     def fresh_runner(self) -> Runner:
@@ -174,7 +206,7 @@ class CellContext:
     def eager_module(self) -> Any:
         return self._session.eager_module(self.case)
 
-    def state_names(self) -> list[str]:
+    def _note_state(self) -> list[str]:
         """Names of the buffers forward mutates, recorded for the report's state audit."""
         audit = self._session.state_audit(self.case)
         found = [b.describe() for b in audit]
@@ -183,10 +215,10 @@ class CellContext:
             found += [
                 f"{name} -> {output} (explicit state in the signature)" for name, output in spec.state.items()
             ]
-        self.record.state = found
+        self._note(state=found)
         return [b.name for b in audit]
 
-    def record_traces(self, expected: Any, actual: Any, *, max_points: int = 2000) -> None:
+    def _note_traces(self, expected: Any, actual: Any, *, max_points: int = 2000) -> None:
         """Keep outputs with one value per call (a pitch curve) for the report's plots."""
 
         def series(values: Any) -> list[float | None]:
@@ -199,11 +231,11 @@ class CellContext:
                 "eager": {n: series(expected[n]) for n in per_call},
                 "target": {n: series(actual[n]) for n in per_call if actual[n].shape == expected[n].shape},
             }
-            self.record.trace = trace
+            self._note(trace=trace)
 
     def record_branches(self, summary: str) -> None:
         """Branch coverage for the report, per case."""
-        self.record.branches = summary
+        self._note(branches=summary)
 
     def branches(self) -> Any:
         """The case's data-dependent branches (cached per process)."""
@@ -212,7 +244,7 @@ class CellContext:
     def not_applicable(self, reason: str) -> None:
         """Skip a check that does not apply to this case (as opposed to a file that went
         unjudged, e.g. for a missing runtime): a user's file is not failed for it."""
-        self.record.not_applicable = True
+        self._note(not_applicable=True)
         pytest.skip(reason)
 
     def updating_snapshots(self) -> bool:
@@ -255,7 +287,7 @@ class CellContext:
         """The artifact this cell judges: the harness's export, or the user's file (``--artifact``)."""
         return self._session.artifact(self.case, self.target)
 
-    def record_benchmark(self, **fields: Any) -> None:
+    def record_benchmark(self, **fields: Any) -> dict[str, Any]:
         """Benchmark figures for the report's table (ratios against eager are taken there)."""
         figures = {"case": self.case.name, "target": self.target.name, **fields}
         # thread counts decide step times on small models: recorded with every figure
@@ -268,7 +300,8 @@ class CellContext:
             figures["cold_s"] = fields["median_s"]
         else:
             figures["step_s"] = fields["median_s"]
-        self.record.benchmark = figures
+        self._note(benchmark=figures)
+        return figures
 
     def calls(self, input_name: str | None = None) -> Any:
         return self._session.calls(self.case, input_name or self.cell.input_name)
@@ -287,7 +320,7 @@ class CellContext:
         approximate target."""
         return Judge.for_cell(self.case, self.target, reference=reference)
 
-    def target_run(self, input_name: str | None = None) -> StreamRun:
+    def _target_run(self, input_name: str | None = None) -> StreamRun:
         """The target fed the cell's input (or another canonical one) from its initial state, once
         per process: every check that judges that run (equivalence, golden, the streaming checks)
         shares it."""
@@ -303,7 +336,7 @@ class CellContext:
     def _primary_input_runs(self) -> bool:
         """Whether the target takes the primary input (the runner's first run, which the
         session's other runs follow)."""
-        if self.admission_problem(self.case.main_input):
+        if self._admission_problem(self.case.main_input):
             return False
         try:
             self._session.fresh_run(self.case, self.target, self.case.main_input)
@@ -311,37 +344,70 @@ class CellContext:
             return False
         return True
 
-    def fresh_run(self) -> FreshRun:
-        """The cell's input fed to a freshly loaded runner, and its replay after reset."""
+    def _fresh_run(self, input_name: str | None = None) -> FreshRun:
+        """The cell's input (or another canonical one) fed to a freshly loaded runner, and its
+        replay after reset."""
         self.runner()  # export (or report the export error) and skip a missing runtime first
         with self._recording_cause():
-            return self._session.fresh_run(self.case, self.target, self.cell.input_name)
+            return self._session.fresh_run(self.case, self.target, input_name or self.cell.input_name)
 
-    def outputs(self, input_name: str | None = None) -> dict[str, Any]:
-        """The target's outputs on the cell's input (or another canonical one), stacked over calls
-        (from :meth:`target_run`)."""
-        run = self.target_run(input_name)
-        return stack_outputs(run.outputs, self.case.output_names, self.target.name)
+    @property
+    def suite(self) -> Suite:
+        return SUITE_REGISTRY[self.cell.suite]
+
+    def evidence(self) -> Evidence:
+        """What the cell's suite declares it is judged on (``Suite.evidence``), gathered once:
+        the eager side of its input and the target's runs (the canonical run shared with every
+        check on that input). A generated-input cell's evidence is the primary input's; its
+        examples are run one by one (:meth:`run_example`)."""
+        input_name = self.case.main_input if self.suite.inputs == "generated" else self.cell.input_name
+        self.runner()  # export (or report the export error) and skip what does not apply first
+        if self.suite.streaming:
+            self._note_state()  # recorded for the report's state audit
+        with self._recording_cause():
+            return gather(
+                self.case,
+                self.target,
+                input_name,
+                self.eager(input_name),
+                _CellRuns(self, input_name),
+                self.suite.evidence,
+                judge=self.judge(),
+                fixed_dims=self.fixed_dims(),
+            )
+
+    def run_example(self, calls: Calls) -> Attempt:
+        """A generated example through the cell's target from its initial state."""
+        return run_example(self.runner(), self.case, calls)
+
+    def judge_by(self, check: Callable[[Evidence], Verdict]) -> None:
+        """Gather the cell's evidence, judge it by ``check`` and record the verdict."""
+        evidence = self.evidence()
+        if self.cell.suite == "equivalence":
+            self._note_traces(evidence.eager.outputs(), evidence.outputs())
+        self.verdict(check(evidence))
 
     def verdict(self, result: Verdict, *, localize: bool = True) -> None:
         """Record the result for the matrix, and fail the test with its report unless it passed
         (with the first diverging module, for suites that compare outputs, unless ``localize``
         is False: a check run once per generated example localises its final one instead)."""
-        self.record.summary = result.summary()
+        self._note(summary=result.summary())
         if not getattr(result, "applies", True):  # said once for every target it applies to
             self.not_applicable(result.diagnosis)
         metric = getattr(result, "metric", None)
         if isinstance(metric, MetricResult):
-            self.record.metric = {
-                "name": metric.name,
-                "value": metric.value,
-                "unit": metric.unit,
-                "figures": dict(metric.figures),
-            }
+            self._note(
+                metric={
+                    "name": metric.name,
+                    "value": metric.value,
+                    "unit": metric.unit,
+                    "figures": dict(metric.figures),
+                }
+            )
         if not result:
             located = self._localize() if localize else None
             if located is not None:
-                self.record.localization = located
+                self._note(localization=located)
             text = result.report()
             if located is not None:
                 text += "\n" + located["text"]
@@ -357,7 +423,7 @@ class CellContext:
             located = self._localize(calls=failed[-1]) if failed else None
             if located is None:
                 raise
-            self.record.localization = located
+            self._note(localization=located)
             located_failure = ConformanceFailure(f"{exc}\n{located['text']}")
             for note in getattr(exc, "__notes__", ()):  # hypothesis's failing example and its reproduce blob
                 located_failure.add_note(note)
@@ -373,4 +439,31 @@ class CellContext:
             return None
         if mode == "failures" and self._item.get_closest_marker("xfail") is not None:
             return None
-        return self._session.localization(self.case, self.target, self.cell.input_name, calls)
+        key = (self.case.name, self.target.name, self.cell.input_name)
+        if key not in self._session.localizations:
+            self._session.localizations[key] = localization_record(
+                self.case,
+                self.target,
+                self.artifact(),
+                self.cell.input_name,
+                calls=calls,
+                module=self.eager_module(),
+                judge=self.judge(),
+            )
+        return self._session.localizations[key]
+
+
+class _CellRuns:
+    """The session's shared runs of one cell's target, as :func:`~harness.run.evidence.gather` asks."""
+
+    def __init__(self, context: CellContext, input_name: str) -> None:
+        self._context, self._input = context, input_name
+
+    def runner(self) -> Runner:
+        return self._context.runner()
+
+    def canonical(self) -> StreamRun:
+        return self._context._target_run(self._input)
+
+    def fresh(self) -> FreshRun:
+        return self._context._fresh_run(self._input)

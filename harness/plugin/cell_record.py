@@ -27,9 +27,11 @@ class Outcome:
     reason: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CellRecord:
-    """Everything a cell reports beyond pass/fail, in one place."""
+    """Everything a cell reports beyond pass/fail, in one place: made once per report, from the
+    cell's identity, the plugin's outcome and what the cell's context noted
+    (:func:`harness.plugin.cell_context.record_of`)."""
 
     case_name: str
     target_name: str

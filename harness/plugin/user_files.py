@@ -37,12 +37,12 @@ def unjudged_reason(
         return (
             f"--conformance-targets={','.join(selected)} leaves out {target.name}: add it to judge the file"
         )
-    if tier == "ci" and not in_quick_tier(case, target.name):
+    if tier == "ci" and not in_quick_tier(case, target):
         return (
             f"the ci tier does not run case {case.name!r} on {target.name} (the case's ci_targets / "
             "ci_costly_targets): run with --conformance-tier=nightly, or declare it there"
         )
-    if not pair_runs(case, target.name, streaming=False, quick=tier == "ci"):
+    if not pair_runs(case, target, streaming=False, quick=tier == "ci"):
         if target.approximate and case.approximate_metric is None:
             note = target.judging_note()
             return (

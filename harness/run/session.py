@@ -17,31 +17,12 @@ from ..targets import Artifact, Runner, Target
 from ..targets import target as find_target
 from .cache import ExportCache
 from .eager import EagerReference, StreamRun, calls_key, run_module, stack_outputs
-from .target_runs import target_stream
+from .target_runs import FreshRun, target_stream
 
 __all__ = ["Cell", "ConformanceSession", "FreshRun"]
 
 #: Eager outputs of generated or resized inputs kept per process (each target asks for the same).
 _EAGER_OUTPUTS_KEPT = 256
-
-
-class FreshRun:
-    """A freshly loaded runner's run over one input (``first``), and on demand its ``replay()``
-    after ``reset()``, with the state reset returned to (where the runtime lets it be read)."""
-
-    def __init__(self, runner: Runner, calls: Calls, case: ModelCase) -> None:
-        self.runner = runner
-        self._calls, self._case = calls, case
-        self.first = target_stream(runner, calls, reset=False, case=case)
-        self._replay: tuple[StreamRun, dict[str, np.ndarray] | None] | None = None
-
-    def replay(self) -> tuple[StreamRun, dict[str, np.ndarray] | None]:
-        """(the run after ``reset()``, the state ``reset()`` left before it ran)."""
-        if self._replay is None:
-            self.runner.reset()
-            start = self.runner.state()
-            self._replay = (target_stream(self.runner, self._calls, reset=False, case=self._case), start)
-        return self._replay
 
 
 @dataclass(frozen=True)
@@ -96,7 +77,9 @@ class ConformanceSession:
         self._eager_outputs: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._state_audits: dict[str, list[StateBuffer]] = {}
         self._branches: dict[str, list[Branch]] = {}
-        self._localizations: dict[tuple[str, str, str], dict[str, object]] = {}
+        #: (case, target, input) -> a failing cell's localisation, made once per process by the
+        #: plugin (``harness.checks.localize.localization_record``)
+        self.localizations: dict[tuple[str, str, str], dict[str, object]] = {}
 
     def artifact(self, case: ModelCase, target: Target) -> Artifact:
         override = self.overrides.get((case.name, target.name))
@@ -207,39 +190,6 @@ class ConformanceSession:
     def reference(self, case: ModelCase, input_name: str) -> dict[str, np.ndarray]:
         """Eager outputs for one canonical input set, from the initial state."""
         return self.eager_reference(case, input_name).outputs()
-
-    def localization(
-        self, case: ModelCase, target: Target, input_name: str, calls: Calls | None = None
-    ) -> dict[str, object]:
-        """The failure localisation of ``target`` on one canonical input, once per process, as
-        a JSON-ready dict with its rendered ``text``; a localisation that cannot be made is a
-        dict whose headline says why (it never fails the cell by itself)."""
-        key = (case.name, target.name, input_name)
-        if key not in self._localizations:
-            from ..checks.localize import localize, localize_calls
-
-            try:
-                artifact = self.artifact(case, target)
-                module = self.eager_module(case)
-                if calls is not None:
-                    result = localize_calls(
-                        case, target, artifact, list(calls), input_name=input_name, module=module
-                    )
-                else:
-                    result = localize(case, target, artifact, input_name, module=module)
-                found = {**result.as_dict(), "text": result.render()}
-            except Exception as exc:  # any failure to localise is reported, never raised
-                headline = f"first divergence: not localised ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
-                found = {
-                    "case": case.name,
-                    "target": target.name,
-                    "input": input_name,
-                    "headline": headline,
-                    "text": headline,
-                    "rows": [],
-                }
-            self._localizations[key] = found
-        return self._localizations[key]
 
     def close(self) -> None:
         runners = {

@@ -12,7 +12,7 @@ from ..core.sequence import StateThreading, run_sequence
 from ..targets import Runner
 from .eager import StreamRun, stack_outputs
 
-__all__ = ["run_calls", "target_stream"]
+__all__ = ["FreshRun", "run_calls", "target_stream"]
 
 
 def target_stream(
@@ -54,3 +54,22 @@ def run_calls(
     stacked on a leading call axis."""
     run = target_stream(runner, calls, threading=threading, record_state=False)
     return stack_outputs(run.outputs, output_names, str(runner.artifact.path))
+
+
+class FreshRun:
+    """A freshly loaded runner's run over one input (``first``), and on demand its ``replay()``
+    after ``reset()``, with the state reset returned to (where the runtime lets it be read)."""
+
+    def __init__(self, runner: Runner, calls: Calls, case: ModelCase) -> None:
+        self.runner = runner
+        self._calls, self._case = calls, case
+        self.first = target_stream(runner, calls, reset=False, case=case)
+        self._replay: tuple[StreamRun, dict[str, np.ndarray] | None] | None = None
+
+    def replay(self) -> tuple[StreamRun, dict[str, np.ndarray] | None]:
+        """(the run after ``reset()``, the state ``reset()`` left before it ran)."""
+        if self._replay is None:
+            self.runner.reset()
+            start = self.runner.state()
+            self._replay = (target_stream(self.runner, self._calls, reset=False, case=self._case), start)
+        return self._replay
