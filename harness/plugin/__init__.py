@@ -1,9 +1,9 @@
 """The pytest entry point ``export_conformance``: options, and nothing heavy until a run uses it.
 
 Installing the package registers this module with every pytest run in the environment, so it
-imports only pytest and hypothesis (already loaded by hypothesis's own plugin) and the
-runtimes' own option declarations (light modules of :mod:`harness.targets`, which imports no
-target until one is used). The active plugin
+imports only pytest and hypothesis (already loaded by hypothesis's own plugin), the hookspecs
+(:mod:`harness.plugin.hookspec`) and the runtimes' own option declarations (light modules of
+:mod:`harness.targets`, which imports no target until one is used). The active plugin
 (:mod:`harness.plugin.active`: torch, the runtimes, the case modules) is registered only when
 the run configures case modules or uses a conformance option. A run that collects the
 conformance suites without any case is told so, instead of a silent "16 skipped".
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ..targets import builtin_runtime_options
+from . import hookspec
 from .profiles import register_profiles
 
 register_profiles()  # our own names only; before hypothesis's pytest_configure reads --hypothesis-profile
@@ -31,6 +32,11 @@ _ACTIVATING_OPTIONS = (
     "conformance_baseline_update",
     "conformance_shard",
 )
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The hooks a project's conftest may implement (:mod:`harness.plugin.hookspec`)."""
+    pluginmanager.add_hookspecs(hookspec)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -31,6 +31,7 @@ from ..targets.options import runtime_option_values
 from .cell_context import CellContext, record_of
 from .cell_record import RECORD_PROPERTY, Outcome
 from .collector import MatrixCollector
+from .hooks import register_hook_targets
 from .profiles import EXAMPLE_DATABASE
 from .suites import MARKER_KWARGS, SUITE_REGISTRY, Suite, pair_runs
 from .user_files import check_writes_allowed, take_user_files
@@ -45,6 +46,7 @@ NOTHING_COLLECTED_KEY = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    register_hook_targets(config)  # a conftest's targets (pytest_conformance_targets), before the cases
     try:
         registry.load_case_modules(config.getini("conformance_case_modules"))
     except registry.CaseError as exc:
