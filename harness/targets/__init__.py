@@ -130,12 +130,8 @@ def _register_builtins() -> None:
     except BaseException:
         _builtins_registered = False
         raise
-    earlier = dict(_TARGETS)
-    _TARGETS.clear()
-    for builtin in builtins:
+    for builtin in builtins:  # first: every registry function calls this before it adds or reads
         _TARGETS[builtin.name] = builtin
-    for new_target in earlier.values():
-        register_target(new_target)
 
 
 def register_target(new_target: Target) -> Target:
