@@ -1,10 +1,12 @@
 """The pytest entry point ``export_conformance``: options, and nothing heavy until a run uses it.
 
 Installing the package registers this module with every pytest run in the environment, so it
-imports only pytest and hypothesis (already loaded by hypothesis's own plugin). The active
-plugin (:mod:`harness.plugin.active`: torch, the runtimes, the case modules) is registered
-only when the run configures case modules or uses a conformance option. A run that collects
-the conformance suites without any case is told so, instead of a silent "16 skipped".
+imports only pytest and hypothesis (already loaded by hypothesis's own plugin), the hookspecs
+(:mod:`harness.plugin.hookspec`) and the runtimes' own option declarations (light modules of
+:mod:`harness.targets`, which imports no target until one is used). The active plugin
+(:mod:`harness.plugin.active`: torch, the runtimes, the case modules) is registered only when
+the run configures case modules or uses a conformance option. A run that collects the
+conformance suites without any case is told so, instead of a silent "16 skipped".
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from ..targets import builtin_runtime_options
+from . import hookspec
 from .profiles import register_profiles
 
 register_profiles()  # our own names only; before hypothesis's pytest_configure reads --hypothesis-profile
@@ -28,6 +32,11 @@ _ACTIVATING_OPTIONS = (
     "conformance_baseline_update",
     "conformance_shard",
 )
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The hooks a project's conftest may implement (:mod:`harness.plugin.hookspec`)."""
+    pluginmanager.add_hookspecs(hookspec)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -114,31 +123,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the K-th of N shards: every cell of a case in one shard (cases dealt round-robin "
         "by name), self-tests by file; for splitting a nightly run across jobs",
     )
-    group.addoption(
-        "--conformance-ort-optimization",
-        "--ort-optimization",
-        dest="ort_optimization",
-        choices=("disable", "basic", "extended", "all"),
-        default=None,
-        help="onnxruntime graph optimisation level for ONNX targets (default: all)",
-    )
-    group.addoption(
-        "--conformance-ort-threads",
-        "--ort-threads",
-        dest="ort_threads",
-        type=int,
-        default=None,
-        help="onnxruntime intra-op threads (0: its default)",
-    )
-    group.addoption(
-        "--conformance-openvino-precision",
-        "--openvino-precision",
-        dest="openvino_precision",
-        choices=("default", "f32", "bf16", "f16"),
-        default=None,
-        help="OpenVINO CPU INFERENCE_PRECISION_HINT (default: the plugin's own, bf16 on CPUs with AMX; "
-        "anything but f32 is judged by the case's task metric)",
-    )
+    for option in builtin_runtime_options():  # each runtime's own knobs, declared by its targets
+        option.add_to(group)
     parser.addini("conformance_baseline", default="golden/conformance-baseline.json", help="baseline file")
     parser.addini("conformance_case_modules", type="linelist", default=[], help="modules that register cases")
     parser.addini("conformance_tier", default="nightly", help="ci or nightly (see --conformance-tier)")

@@ -27,9 +27,11 @@ from ..reports.matrix import ConformanceReport
 from ..run.cache import ExportCache
 from ..run.session import Cell, ConformanceSession
 from ..targets import EAGER, ExportError, targets
+from ..targets.options import runtime_option_values
 from .cell_context import CellContext, record_of
 from .cell_record import RECORD_PROPERTY, Outcome
 from .collector import MatrixCollector
+from .hooks import register_hook_targets
 from .profiles import EXAMPLE_DATABASE
 from .suites import MARKER_KWARGS, SUITE_REGISTRY, Suite, pair_runs
 from .user_files import check_writes_allowed, take_user_files
@@ -44,6 +46,7 @@ NOTHING_COLLECTED_KEY = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    register_hook_targets(config)  # a conftest's targets (pytest_conformance_targets), before the cases
     try:
         registry.load_case_modules(config.getini("conformance_case_modules"))
     except registry.CaseError as exc:
@@ -73,9 +76,10 @@ def pytest_configure(config: pytest.Config) -> None:
     threads = None
     if workerinput is not None and int(workerinput.get("workercount", 1)) > 1:
         threads = share_cores_between_workers()
-    options = {name: config.getoption(name, default=None) for name in RUNTIME_OPTIONS}
-    for target in targets():  # each target takes its own knobs (onnxruntime's, OpenVINO's precision)
-        target.configure({**options, "threads": threads})
+    for target in targets():  # each target takes the options it declares (Target.runtime_options)
+        target.configure(
+            {**runtime_option_values(target.runtime_options, config.getoption), "threads": threads}
+        )
     session_id = workerinput["conformance_session_id"] if workerinput else uuid.uuid4().hex
     config.stash[SESSION_ID_KEY] = session_id
     cache_dir = config.getoption("export_cache_dir") or config.getini("conformance_export_cache")
@@ -115,10 +119,6 @@ def pytest_configure(config: pytest.Config) -> None:
             external={f"{c}/{t}": a.meta.get("user_file", str(a.path)) for (c, t), a in overrides.items()},
         )
         config.pluginmanager.register(collector, "conformance-matrix")
-
-
-#: The plugin's options that are runtime knobs, handed to every target (``Target.configure``).
-RUNTIME_OPTIONS = ("ort_optimization", "ort_threads", "openvino_precision")
 
 
 def share_cores_between_workers() -> int:

@@ -6,7 +6,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from ..core.pristine import built
 from ..core.shapes import check_call_signature, describe_fixed_dims, dims_fixed_in_file, input_signature
 from .artifact import Artifact, ArtifactError
 from .dynamic_chunk import export_with_dynamic_chunk
+from .options import RuntimeOption
 
 __all__ = [
     "EAGER",
@@ -276,6 +277,11 @@ class Target(ABC):
     #: Whether the format names a graph's inputs and outputs by position (a .tflite signature's
     #: ``args_0``, ``output_0``), not by the case's names: a user's file is then matched by order.
     io_names_are_positions: bool = False
+    #: The command-line options this target takes (``harness.targets.options.RuntimeOption``):
+    #: the plugin adds a built-in target's to the ``conformance`` option group and hands their
+    #: values to ``configure``. Declare them in a module that imports no runtime (the pytest
+    #: entry point reads the built-in ones without importing torch).
+    runtime_options: ClassVar[tuple[RuntimeOption, ...]] = ()
 
     def missing_runtime(self) -> str | None:
         """Why this target cannot run here, or None when its runtime is installed."""
@@ -392,10 +398,10 @@ class Target(ABC):
         return None
 
     def configure(self, options: Mapping[str, Any]) -> None:
-        """Take this run's runtime options: the plugin's knobs by option name (``ort_threads``,
-        ``ort_optimization``, ``openvino_precision``, ... : None where not given) and ``threads``,
-        the compute threads each worker may use (None: the runtime's default). Called once per
-        process on every registered target; a target reads its own and ignores the rest."""
+        """Take this run's runtime options: the values of the target's own ``runtime_options``
+        by ``dest`` (``ort_threads``, ``openvino_precision``, ...: their default, None, where not
+        given) and ``threads``, the compute threads each worker may use (None: the runtime's
+        default). Called once per process on every registered target."""
         return None
 
     def runtime_settings(self) -> dict[str, str]:

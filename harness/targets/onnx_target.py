@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,14 +15,9 @@ from ..core.case import ModelCase
 from ..core.errors import describe_exception
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
+from .onnx_runtime import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV, OnnxRuntimeSettings
 
 __all__ = ["OnnxRunner", "OnnxTappedRunner", "OnnxTarget", "dynamo_onnx_export", "onnx_value_modules"]
-
-
-#: Environment variables for onnxruntime's intra-op thread count (0: its default) and graph
-#: optimisation level (disable, basic, extended, all); set by --ort-threads / --ort-optimization.
-ORT_THREADS_ENV = "EXPORT_CONFORMANCE_ORT_THREADS"
-ORT_OPTIMIZATION_ENV = "EXPORT_CONFORMANCE_ORT_OPTIMIZATION"
 
 
 class OnnxRunner(Runner):
@@ -283,25 +278,6 @@ def onnx_tapped_runner(target: Target, artifact: Artifact) -> Runner:
 
     folder = Path(tempfile.mkdtemp(prefix="conformance-taps-"))
     return OnnxTappedRunner(artifact, target._load_impl, folder)
-
-
-class OnnxRuntimeSettings:
-    """onnxruntime's knobs, for every target that runs on it: graph optimisation and intra-op
-    threads, carried in the environment (sessions read them when they open)."""
-
-    def configure(self, options: Mapping[str, Any]) -> None:
-        if options.get("ort_optimization"):
-            os.environ[ORT_OPTIMIZATION_ENV] = str(options["ort_optimization"])
-        if options.get("ort_threads") is not None:
-            os.environ[ORT_THREADS_ENV] = str(options["ort_threads"])
-        elif options.get("threads"):
-            os.environ.setdefault(ORT_THREADS_ENV, str(options["threads"]))
-
-    def runtime_settings(self) -> dict[str, str]:
-        return {
-            "ort_optimization": os.environ.get(ORT_OPTIMIZATION_ENV, "all"),
-            "ort_threads": os.environ.get(ORT_THREADS_ENV, "default"),
-        }
 
 
 class OnnxTarget(OnnxRuntimeSettings, Target):

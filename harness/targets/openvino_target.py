@@ -30,19 +30,16 @@ from .formats import describe_format
 from .onnx_files import onnx_format_problem, onnx_input_shapes, onnx_io, onnx_lifted_state_meta, onnx_weights
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import ORT_THREADS_ENV
+from .openvino_settings import OPENVINO_OPTIONS, OPENVINO_PRECISION_ENV, PRECISIONS
 
 __all__ = ["OPENVINO_PRECISION_ENV", "OpenVinoRunner", "OpenVinoTarget", "openvino_precision"]
-
-#: The CPU plugin's ``INFERENCE_PRECISION_HINT`` (f32, bf16, f16); unset or "default": the plugin's own.
-OPENVINO_PRECISION_ENV = "EXPORT_CONFORMANCE_OPENVINO_PRECISION"
-_PRECISIONS = ("default", "f32", "bf16", "f16")
 
 
 def requested_precision() -> str | None:
     """The precision hint the user asked for (None: the plugin's default)."""
     value = os.environ.get(OPENVINO_PRECISION_ENV, "").strip().lower() or "default"
-    if value not in _PRECISIONS:
-        raise ValueError(f"{OPENVINO_PRECISION_ENV}={value!r}: expected one of {', '.join(_PRECISIONS)}")
+    if value not in PRECISIONS:
+        raise ValueError(f"{OPENVINO_PRECISION_ENV}={value!r}: expected one of {', '.join(PRECISIONS)}")
     return None if value == "default" else value
 
 
@@ -180,6 +177,7 @@ class OpenVinoTarget(Target):
     description = "OpenVINO IR from the lifted-state ONNX export, stateful, CPU plugin with default settings"
     #: OpenVINO keeps the state itself (ReadValue/Assign): streamed at any precision
     streams_when_approximate = True
+    runtime_options = OPENVINO_OPTIONS  # --conformance-openvino-precision, read in configure
 
     @property
     def approximate(self) -> bool:  # type: ignore[override]
