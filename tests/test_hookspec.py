@@ -106,7 +106,8 @@ def test_the_hook_loosens_one_cell(request):
 def test_other_cells_keep_the_cases_judge(request):
     judge, verdict = _verdict(request.config, "torchscript", 1.2)
     assert not verdict
-    assert judge == Judge.for_cell(Cell("doubler", "torchscript", "ones", "equivalence").case, "torchscript")
+    cell = Cell("doubler", "torchscript", "ones", "equivalence")
+    assert judge == Judge.for_cell(cell.case, cell.target)
 """
 
 JUDGE_CONFTEST = """
@@ -218,6 +219,45 @@ def test_a_conftests_judge_changes_a_cells_verdict(inner_pytest, pytester):
     pytester.makepyfile(test_judge_hook=JUDGE_TEST)
     result = inner_pytest("test_judge_hook.py", cases=_cases(), conftest=JUDGE_CONFTEST)
     result.assert_outcomes(passed=2)
+
+
+#: A conftest that loosens one target's equivalence cells (its own target's, planted 20% off).
+LOOSE_JUDGE_CONFTEST = """
+
+import dataclasses
+
+from harness import tol
+
+
+def pytest_conformance_judge(cell, judge):
+    if cell.target_name == "my-traced" and cell.suite == "equivalence":
+        loose = tol(0.5, 0.0)
+        return dataclasses.replace(
+            judge, default_tolerance=loose, tolerances=dict.fromkeys(judge.tolerances, loose), metric=None
+        )
+    return None
+"""
+
+
+def test_a_conftests_judge_decides_the_suites_verdict(inner_pytest):
+    """End to end: the suites judge a cell with the judge the hook returns (through its evidence),
+    and only that cell: the same planted fault fails without the hook, and determinism, judged
+    by two runs of the export, is left alone."""
+    args = (
+        "--conformance-targets=eager,my-traced",
+        "--conformance-my-scale=1.2",
+        "-v",
+        "-k",
+        "doubler and (equivalence or determinism)",
+    )
+    strict = inner_pytest(*args, cases=_cases(), conftest=TARGET_CONFTEST)
+    out = strict.stdout.str()
+    assert strict.ret == 1 and "test_equivalence[doubler-my-traced-ones] FAILED" in out, out[-3000:]
+    loose = inner_pytest(*args, cases=_cases(), conftest=TARGET_CONFTEST + LOOSE_JUDGE_CONFTEST)
+    out = loose.stdout.str()
+    assert loose.ret == 0, out[-3000:]
+    assert "test_equivalence[doubler-my-traced-ones] PASSED" in out, out[-3000:]
+    assert "test_determinism[doubler-my-traced-ones] PASSED" in out, out[-3000:]
 
 
 def test_without_an_implementation_a_cells_judge_is_the_cases_own(request):

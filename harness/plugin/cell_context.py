@@ -25,6 +25,7 @@ from ..run.session import Cell, ConformanceSession
 from ..run.target_runs import FreshRun
 from ..targets import EAGER, Artifact, ExportError, Runner, RuntimeMissing
 from .cell_record import CellRecord, Outcome
+from .hooks import cell_judge
 from .profiles import EXAMPLE_DATABASE
 from .suites import SUITE_REGISTRY, Suite
 
@@ -317,8 +318,10 @@ class CellContext:
 
     def judge(self, *, reference: str = "eager") -> Judge:
         """The cell's judge: the case's tolerances and task metric, or the metric alone for an
-        approximate target."""
-        return Judge.for_cell(self.case, self.target, reference=reference)
+        approximate target, unless a conftest's ``pytest_conformance_judge`` gives another."""
+        return cell_judge(
+            self._item.config, self.cell, Judge.for_cell(self.case, self.target, reference=reference)
+        )
 
     def _target_run(self, input_name: str | None = None) -> StreamRun:
         """The target fed the cell's input (or another canonical one) from its initial state, once
