@@ -12,10 +12,11 @@ from pathlib import Path
 def main(case_name: str, target_name: str, path: str, work: str) -> None:
     import fixtures.toys  # noqa: F401  (registers the toy cases)
     import harness
-    from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
+    from harness.checks.equivalence import check_equivalence
     from harness.core.errors import TargetRunError
-    from harness.core.sequence import StateThreading
     from harness.core.shapes import InputSignatureError
+    from harness.plugin.suites import evidence_for
+    from harness.run.eager import eager_reference
     from harness.run.external import ArtifactOverride, external_artifact
 
     case, target = harness.case(case_name), harness.target(target_name)
@@ -23,10 +24,9 @@ def main(case_name: str, target_name: str, path: str, work: str) -> None:
         artifact = external_artifact(ArtifactOverride(case_name, target_name, Path(path)), Path(work))
         with target.load(artifact) as runner:
             calls = case.inputs[case.main_input]()
-            threading = StateThreading.of(case)
-            actual = run_calls(runner, calls, case.output_names, threading=threading)
-            expected = eager_outputs(case.build(), calls, case.output_names, threading=threading)
-            verdict = check_equivalence(case, target_name, expected, actual)
+            verdict = check_equivalence(
+                evidence_for("equivalence", target, runner, eager_reference(case, calls))
+            )
         print(
             json.dumps(
                 {"outcome": "verdict-pass" if verdict else "verdict-fail", "message": verdict.summary()}

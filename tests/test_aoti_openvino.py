@@ -13,6 +13,7 @@ import torch
 
 import harness
 from harness.checks.streaming import check_continuity, check_initial_state, check_reset
+from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
 from harness.run.external import ArtifactOverride, external_artifact
 from harness.targets import ArtifactError
@@ -26,6 +27,12 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 def f32(monkeypatch: pytest.MonkeyPatch) -> None:
     """OpenVINO compiled with INFERENCE_PRECISION_HINT=f32: held to the tensor tolerances."""
     monkeypatch.setenv(OPENVINO_PRECISION_ENV, "f32")
+
+
+def _continuity(target_name: str, runner, case, calls, names, module):
+    """stream-continuity judged on its suite's evidence from ``runner`` (freshly loaded)."""
+    eager = eager_reference(case, calls, names, module=module)
+    return check_continuity(evidence_for("stream-continuity", harness.target(target_name), runner, eager))
 
 
 def _scaled_conv_case(case_name: str, factor: float = 1.5):
@@ -50,15 +57,15 @@ def test_each_runtime_keeps_the_streaming_state(export_cache, f32, target_name, 
     assert not target.approximate
     artifact = export_cache.get(case, target)
     with target.load(artifact) as runner:
-        assert check_continuity(target_name, runner, eager_reference(case, calls, names, module=module))
-        assert check_initial_state(
-            target_name, target.load(artifact), eager_reference(case, calls, names, module=module)
-        )
+        assert _continuity(target_name, runner, case, calls, names, module)
         if target_name == "openvino":  # OpenVINO's variables are readable, under the buffers' names
             runner.reset()
             assert set(runner.state()) == set(names)
     with target.load(artifact) as fresh:
-        assert check_reset(target_name, fresh, eager_reference(case, calls))
+        eager = eager_reference(case, calls, names, module=module)
+        assert check_initial_state(evidence_for("stream-initial", target, fresh, eager))
+    with target.load(artifact) as fresh:
+        assert check_reset(evidence_for("stream-reset", target, fresh, eager_reference(case, calls)))
 
 
 def test_two_loads_of_one_aoti_package_do_not_share_state(export_cache):
@@ -79,7 +86,7 @@ def test_a_weight_fault_is_not_called_a_state_fault(tmp_path, f32, target_name):
     target = harness.target(target_name)
     artifact = target.export(_scaled_conv_case("cached_conv"), tmp_path)
     with target.load(artifact) as runner:
-        result = check_continuity(target_name, runner, eager_reference(case, calls, names, module=module))
+        result = _continuity(target_name, runner, case, calls, names, module)
     assert not result
     # wrong from the first chunk on, and no state hypothesis (dropped, advanced, swapped) fits
     assert result.diagnosis.startswith("outputs diverge from eager at chunk 0 (features: MISMATCH"), (
@@ -102,7 +109,7 @@ def test_an_ir_converted_from_the_plain_onnx_export_is_diagnosed_as_state_droppe
     artifact = external_artifact(ArtifactOverride("cached_conv", "openvino", user_ir), tmp_path / "work")
     assert artifact.path.with_suffix(".bin").is_file()  # the weights travel with the IR
     with harness.target("openvino").load(artifact) as runner:
-        result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
+        result = _continuity("openvino", runner, case, calls, names, module)
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of"), (
         result.diagnosis
@@ -124,9 +131,7 @@ def test_a_users_onnx_file_runs_on_openvino_its_lifted_state_made_internal(expor
             ArtifactOverride("cached_conv", "openvino", mine), tmp_path / source / "work"
         )
         with harness.target("openvino").load(artifact) as runner:
-            verdicts[source] = check_continuity(
-                "openvino", runner, eager_reference(case, calls, names, module=module)
-            )
+            verdicts[source] = _continuity("openvino", runner, case, calls, names, module)
             if source == "onnx-stateful":
                 assert set(runner.state()) == set(names)
     assert verdicts["onnx"].diagnosis.startswith("state dropped"), verdicts["onnx"].diagnosis
@@ -246,7 +251,7 @@ def test_the_harness_own_openvino_export_is_accepted_as_a_users_file(export_cach
         ArtifactOverride("cached_conv", "openvino", mine / original.name), tmp_path / "w"
     )
     with harness.target("openvino").load(artifact) as runner:
-        assert check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
+        assert _continuity("openvino", runner, case, calls, names, module)
 
 
 def test_a_users_file_with_a_dynamic_chunk_needs_no_sidecar(export_cache, tmp_path, f32):
@@ -265,14 +270,17 @@ def test_a_users_file_with_a_dynamic_chunk_needs_no_sidecar(export_cache, tmp_pa
         shutil.copyfile(export_cache.get(case, harness.target(source)).path, folder / name)
         artifact = external_artifact(ArtifactOverride("cached_conv", as_target, folder / name), folder / "w")
         assert artifact.meta["inputs"][0]["shape"][-1] == [32, 64, "chunk"], source
-        with harness.target(as_target).load(artifact) as runner:
-            assert check_chunk_sizes(as_target, runner, eager_reference(case, calls)), source
+        target = harness.target(as_target)
+        with target.load(artifact) as runner:
+            evidence = evidence_for("stream-chunks", target, runner, eager_reference(case, calls))
+            assert check_chunk_sizes(evidence), source
     package = tmp_path / "aoti" / "mine.pt2"
     package.parent.mkdir()
     shutil.copyfile(export_cache.get(case, harness.target("aoti")).path, package)
     artifact = external_artifact(ArtifactOverride("cached_conv", "aoti", package), tmp_path / "aoti" / "w")
-    with harness.target("aoti").load(artifact) as runner:
-        result = check_chunk_sizes("aoti", runner, eager_reference(case, calls))
+    aoti = harness.target("aoti")
+    with aoti.load(artifact) as runner:
+        result = check_chunk_sizes(evidence_for("stream-chunks", aoti, runner, eager_reference(case, calls)))
     assert not result and "your file states no dynamic chunk" in result.diagnosis, result.diagnosis
 
 
@@ -300,7 +308,7 @@ def test_a_dropped_state_is_named_at_bf16_too(export_cache, tmp_path, monkeypatc
     ov.save_model(ov.convert_model(str(plain)), str(user_ir), compress_to_fp16=False)
     artifact = external_artifact(ArtifactOverride("pesto", "openvino", user_ir), tmp_path / "work")
     with harness.target("openvino").load(artifact) as runner:
-        result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
+        result = _continuity("openvino", runner, case, calls, names, module)
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of hcqt"), (
         result.diagnosis
@@ -322,6 +330,6 @@ def test_a_weight_fault_judged_by_the_task_metric_is_not_called_a_state_fault(tm
     target = harness.target("openvino")
     artifact = target.export(dataclasses.replace(case, build=build), tmp_path)
     with target.load(artifact) as runner:
-        result = check_continuity("openvino", runner, eager_reference(case, calls, names, module=module))
+        result = _continuity("openvino", runner, case, calls, names, module)
     assert not result, result.diagnosis
     assert not result.diagnosis.startswith("state"), result.diagnosis

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import harness
 from fixtures.efficientnet import EfficientNetB0, build
-from harness.checks.equivalence import check_batch_consistency, check_determinism, run_calls
+from harness.checks.equivalence import check_batch_consistency, check_determinism
+from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
 from harness.targets import Artifact
 
@@ -56,8 +59,10 @@ def _train_mode_export(tmp_path, target_name: str):
 def test_training_mode_export_is_caught_by_batch_consistency(tmp_path, target_name):
     case, artifact = _train_mode_export(tmp_path, target_name)
     call = case.inputs["gradient"]()[0]
-    with harness.target(target_name).load(artifact) as runner:
-        result = check_batch_consistency(target_name, runner, eager_reference(case, [call]), 8)
+    eager = eager_reference(dataclasses.replace(case, batch_consistency=8), [call])
+    target = harness.target(target_name)
+    with target.load(artifact) as runner:
+        result = check_batch_consistency(evidence_for("batch-consistency", target, runner, eager))
     assert not result
     assert "differs between batch 8 and batch 1" in result.diagnosis
     assert "BatchNorm using batch statistics: exported in training mode?" in result.diagnosis
@@ -67,10 +72,9 @@ def test_training_mode_export_is_caught_by_batch_consistency(tmp_path, target_na
 def test_training_mode_export_is_not_deterministic_either(tmp_path):
     case, artifact = _train_mode_export(tmp_path, "torch-export")
     calls = list(case.inputs["noise"]())
-    with harness.target("torch-export").load(artifact) as runner:
-        first = run_calls(runner, calls, case.output_names)
-        second = run_calls(runner, calls, case.output_names)
-    result = check_determinism(case, first, second, what="torch-export")
+    target = harness.target("torch-export")
+    with target.load(artifact) as runner:
+        result = check_determinism(evidence_for("determinism", target, runner, eager_reference(case, calls)))
     assert not result and "dropout or batch statistics live" in result.report()
 
 
@@ -78,8 +82,7 @@ def test_training_mode_export_is_not_deterministic_either(tmp_path):
 def test_the_eval_mode_export_passes_batch_consistency(export_cache):
     case = harness.case("efficientnet_b0")
     target = harness.target("torch-export")
+    eager = eager_reference(dataclasses.replace(case, batch_consistency=8), case.inputs["gradient"]())
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_batch_consistency(
-            "torch-export", runner, eager_reference(case, case.inputs["gradient"]()), 8
-        )
+        result = check_batch_consistency(evidence_for("batch-consistency", target, runner, eager))
     assert result, result.summary()

@@ -11,6 +11,7 @@ import torch
 import harness
 from harness.checks.streaming import check_continuity, check_initial_state, check_offline
 from harness.core.errors import HarnessError
+from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -68,13 +69,13 @@ def _fp16_weights(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _planted(tmp_path, case_name: str, target: str, wrap, tag: str):
-    """The case's module, wrapped by a fault, exported with the real exporter and loaded."""
+def _planted(tmp_path, case_name: str, target_name: str, wrap, tag: str):
+    """The case's module, wrapped by a fault, exported with the real exporter: (target, artifact)."""
     case = harness.case(case_name)
+    target = harness.target(target_name)
     planted = replace(case, name=f"{case_name}_{tag}", build=lambda: wrap(case.build()).eval())
-    artifact = harness.target(target).export(planted, tmp_path / tag)
-    artifact = replace(artifact, case=case.name)
-    return harness.target(target).load(artifact)
+    artifact = target.export(planted, tmp_path / tag)
+    return target, replace(artifact, case=case.name)
 
 
 def _names(case_name: str) -> list[str]:
@@ -84,35 +85,49 @@ def _names(case_name: str) -> list[str]:
     ]
 
 
-def _continuity(case_name: str, runner):
+def _judged(suite: str, check, case_name: str, planted):
+    """``check`` on the suite's evidence from a freshly loaded runner of the planted artifact."""
     case = harness.case(case_name)
     calls = case.inputs[case.main_input]()
-    return check_continuity(
-        "onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build())
-    )
+    target, artifact = planted
+    with target.load(artifact) as runner:
+        eager = eager_reference(case, calls, _names(case_name), module=case.build())
+        return check(evidence_for(suite, target, runner, eager))
 
 
-def _initial(case_name: str, runner):
-    case = harness.case(case_name)
-    calls = case.inputs[case.main_input]()
-    return check_initial_state(
-        "onnx", runner, eager_reference(case, calls, _names(case_name), module=case.build())
-    )
+def _continuity(case_name: str, planted):
+    return _judged("stream-continuity", check_continuity, case_name, planted)
+
+
+def _initial(case_name: str, planted):
+    return _judged("stream-initial", check_initial_state, case_name, planted)
 
 
 def test_every_streaming_check_passes_on_eager_with_explicit_state_and_a_sample_rate(export_cache):
     case = harness.case("explicit_state_vad")
     calls = case.inputs["bursts"]()
     target = harness.target("eager")
-    with target.load(export_cache.get(case, target)) as runner:
-        assert check_continuity("eager", runner, eager_reference(case, calls, [], module=case.build()))
-        assert check_offline("eager", runner, eager_reference(case, calls, []))
-        assert check_initial_state("eager", runner, eager_reference(case, calls, [], module=case.build()))
+    artifact = export_cache.get(case, target)
+    for suite, check, eager in [
+        (
+            "stream-continuity",
+            check_continuity,
+            lambda: eager_reference(case, calls, [], module=case.build()),
+        ),
+        ("stream-offline", check_offline, lambda: eager_reference(case, calls, [])),
+        (
+            "stream-initial",
+            check_initial_state,
+            lambda: eager_reference(case, calls, [], module=case.build()),
+        ),
+    ]:
+        with target.load(artifact) as runner:
+            assert check(evidence_for(suite, target, runner, eager())), suite
 
 
 def test_an_export_that_ignores_its_explicit_state_is_diagnosed_as_state_dropped(tmp_path):
-    with _planted(tmp_path, "explicit_state_vad", "onnx", IgnoresState, "drops") as runner:
-        result = _continuity("explicit_state_vad", runner)
+    planted = _planted(tmp_path, "explicit_state_vad", "onnx", IgnoresState, "drops")
+    result = _continuity("explicit_state_vad", planted)
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of state"), result
 
@@ -129,9 +144,9 @@ def test_an_export_that_ignores_its_explicit_state_is_diagnosed_as_state_dropped
     ],
 )
 def test_weight_and_output_faults_get_no_state_diagnosis(tmp_path, case_name, target, wrap, tag):
-    with _planted(tmp_path, case_name, target, wrap, tag) as runner:
-        continuity = _continuity(case_name, runner)
-        initial = _initial(case_name, runner)
+    planted = _planted(tmp_path, case_name, target, wrap, tag)
+    continuity = _continuity(case_name, planted)
+    initial = _initial(case_name, planted)
     assert not continuity
     assert "no state hypothesis" in " ".join(continuity.details)
     for result in (continuity, initial):
@@ -145,8 +160,11 @@ def test_a_streaming_input_on_which_eager_is_constant_is_refused(export_cache):
     case = harness.case("cached_conv")
     calls = [(torch.zeros(1, 1, 32),)] * 6
     target = harness.target("eager")
-    with target.load(export_cache.get(case, target)) as runner:
+    artifact = export_cache.get(case, target)
+    with target.load(artifact) as runner:
         with pytest.raises(HarnessError, match="is constant over the frames of this input"):
-            check_offline("eager", runner, eager_reference(case, calls, []))
+            check_offline(evidence_for("stream-offline", target, runner, eager_reference(case, calls, [])))
+    with target.load(artifact) as runner:
+        eager = eager_reference(case, calls, ["cache"], module=case.build())
         with pytest.raises(HarnessError, match="is constant over the frames of this input"):
-            check_continuity("eager", runner, eager_reference(case, calls, ["cache"], module=case.build()))
+            check_continuity(evidence_for("stream-continuity", target, runner, eager))

@@ -13,7 +13,9 @@ from harness import ModelCase, tol
 from harness.checks.branches import BranchRecorder, discover_branches
 from harness.checks.input_space import check_dynamic_shapes, check_generated_input
 from harness.plugin.profiles import run_property
+from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
+from harness.run.evidence import run_example
 from harness.strategies import audio, audio_stream, images, tokens
 from harness.targets import Artifact
 
@@ -28,9 +30,10 @@ def test_traced_branch_is_reported_as_baked_with_its_source_line(export_cache, t
     loud = [(torch.randn(4, 16, generator=torch.Generator().manual_seed(5)) * 3.0,)]
     target = harness.target(target_name)
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_generated_input(
-            target_name, runner, eager_reference(case, module=module, branches=branches), loud
+        evidence = evidence_for(
+            "hypothesis", target, runner, eager_reference(case, module=module, branches=branches)
         )
+        result = check_generated_input(evidence, run_example(runner, case, loud))
     assert not result
     assert result.diagnosis.startswith(
         "branch baked: the export always takes the false side of `if x.abs().mean() > 0.5:`"
@@ -51,10 +54,10 @@ def test_shape_specialised_export_is_reported(tmp_path):
     # the planted fault: exported without the case's dynamic batch dimension
     torch.export.save(torch.export.export(module, case.example_inputs(), strict=False), str(path))
     artifact = Artifact(path, "torch-export", case.name, case.input_names, case.output_names)
-    with harness.target("torch-export").load(artifact) as runner:
-        result = check_dynamic_shapes(
-            "torch-export", runner, eager_reference(case, module=module), case.example_inputs()
-        )
+    target = harness.target("torch-export")
+    with target.load(artifact) as runner:
+        eager = eager_reference(case, [tuple(case.example_inputs())], module=module)
+        result = check_dynamic_shapes(evidence_for("dynamic-shapes", target, runner, eager))
     assert not result
     assert result.diagnosis.startswith(
         "shape specialised: the export rejects signal dimension 0 = 1 (the example has 2)"
@@ -65,7 +68,8 @@ def test_the_real_dynamic_export_accepts_every_size(export_cache):
     case = harness.case("conv_mlp")
     target = harness.target("torch-export")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_dynamic_shapes(target.name, runner, eager_reference(case), case.example_inputs())
+        eager = eager_reference(case, [tuple(case.example_inputs())])
+        result = check_dynamic_shapes(evidence_for("dynamic-shapes", target, runner, eager))
     assert result, result.report()
     assert "signal[0]=1" in result.diagnosis and "signal[0]=16" in result.diagnosis
 
@@ -270,9 +274,10 @@ def test_a_generated_input_outside_the_cases_own_shapes_is_the_cases_error(expor
     case = harness.case("conv_mlp")  # declares a dynamic batch 1-16, length 64 fixed
     target = harness.target("torch-export")
     with target.load(export_cache.get(case, target)) as runner:
-        eager = eager_reference(case)
+        evidence = evidence_for("hypothesis", target, runner, eager_reference(case))
+        outside = run_example(runner, case, [(torch.zeros(20, 1, 64),)])  # batch 20 > 16
         with pytest.raises(
             HarnessError, match="its strategy generated an input outside the shapes it declares"
         ):
-            check_generated_input(target, runner, eager, [(torch.zeros(20, 1, 64),)])  # batch 20 > 16
-        assert check_generated_input(target, runner, eager, [(torch.zeros(3, 1, 64),)])
+            check_generated_input(evidence, outside)
+        assert check_generated_input(evidence, run_example(runner, case, [(torch.zeros(3, 1, 64),)]))

@@ -23,8 +23,9 @@ def test_an_exact_target_is_held_to_the_tolerances_and_the_task_metric():
     never = Metric("always over", "x", lambda e, a: 1.0, threshold=0.0)
     strict = dataclasses.replace(case, metric=never)
     same = _outputs(np.ones((2, 4), dtype=np.float32))
-    assert Judge.for_cell(case, "onnx").judge(same, same, what="w")  # tolerances alone: equal passes
-    verdict = Judge.for_cell(strict, "onnx").judge(same, same, what="w")
+    onnx = harness.target("onnx")
+    assert Judge.for_cell(case, onnx).judge(same, same, what="w")  # tolerances alone: equal passes
+    verdict = Judge.for_cell(strict, onnx).judge(same, same, what="w")
     assert not verdict and "always over: OVER THRESHOLD" in verdict.diagnosis  # the metric has its say too
     assert not verdict.judged_by_metric and all(verdict.comparisons)
 
@@ -34,10 +35,10 @@ def test_an_approximate_target_is_judged_by_its_metric_alone_or_refused_without_
     loose = Metric("largest change", "logit", lambda e, a: float(abs(e["logits"] - a["logits"]).max()), 0.5)
     approx = dataclasses.replace(case, approximate_metric=loose)
     expected, actual = _outputs(np.zeros((2, 4), np.float32)), _outputs(np.full((2, 4), 0.1, np.float32))
-    verdict = Judge.for_cell(approx, "onnx-int8").judge(expected, actual, what="w")
+    verdict = Judge.for_cell(approx, harness.target("onnx-int8")).judge(expected, actual, what="w")
     assert verdict and verdict.judged_by_metric and not all(verdict.comparisons)  # tensors informative
     with pytest.raises(HarnessError, match="declares no approximate_metric"):
-        Judge.for_cell(dataclasses.replace(case, approximate_metric=None), "onnx-int8")
+        Judge.for_cell(dataclasses.replace(case, approximate_metric=None), harness.target("onnx-int8"))
 
 
 def test_two_runs_of_one_export_are_judged_as_identical_up_to_reordering_noise():
@@ -93,12 +94,12 @@ def test_an_output_judged_where_eager_says_it_means_something():
     expected = {"pitch": np.array([[60.0, 61.0, 62.0]]), "confidence": np.array([[0.9, 0.06, 0.9]])}
     unvoiced = {**expected, "pitch": np.array([[60.0, 61.5, 62.0]])}
     voiced = {**expected, "pitch": np.array([[60.0, 61.0, 62.5]])}
-    judged = Judge.for_cell(_voiced_case(judged_where={"pitch": where}), "eager")
+    judged = Judge.for_cell(_voiced_case(judged_where={"pitch": where}), harness.target("eager"))
     passed = judged.judge(expected, unvoiced, what="t")
     assert passed and "pitch judged where the frame is voiced: 2 of 3 elements" in passed.report()
     failed = judged.judge(expected, voiced, what="t")
     assert not failed and "pitch: MISMATCH" in failed.diagnosis
-    assert not Judge.for_cell(_voiced_case(), "eager").judge(expected, unvoiced, what="t")
+    assert not Judge.for_cell(_voiced_case(), harness.target("eager")).judge(expected, unvoiced, what="t")
     assert (
         judged.first_divergence(
             [[expected["pitch"], expected["confidence"]]], [[unvoiced["pitch"], unvoiced["confidence"]]]
@@ -115,7 +116,6 @@ def test_eager_float_noise_is_a_floor_a_fault_is_not():
     declares no multiple is judged by its tolerance alone."""
     import torch
 
-    from harness.checks.equivalence import check_equivalence
     from harness.run.eager import eager_reference
 
     torch.manual_seed(0)
@@ -140,7 +140,12 @@ def test_eager_float_noise_is_a_floor_a_fault_is_not():
     assert floor.max() > 0  # float32 rounding on a 64-term sum of values near 100
     near = {"y": expected["y"] + 2.0 * floor}
     far = {"y": expected["y"] + 40.0 * floor}
-    within = check_equivalence(case(4.0), "eager", expected, near, noise=eager.float_noise)
+
+    def judged(multiple, actual):  # as check_equivalence judges: the cell's judge, eager's noise
+        judge = Judge.for_cell(case(multiple), harness.target("eager"))
+        return judge.judge(expected, actual, what="eager vs eager", noise=eager.float_noise)
+
+    within = judged(4.0, near)
     assert within and "within 4x eager's own float32 noise" in within.diagnosis
-    assert not check_equivalence(case(4.0), "eager", expected, far, noise=eager.float_noise)
-    assert not check_equivalence(case(None), "eager", expected, near, noise=eager.float_noise)
+    assert not judged(4.0, far)
+    assert not judged(None, near)

@@ -17,6 +17,7 @@ import pytest
 import harness
 from harness.checks.localize import localize
 from harness.checks.streaming import check_continuity, check_initial_state, check_reset
+from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
 from harness.targets.litert_target import module_of_tensor
 from tests.test_aoti_openvino import _scaled_conv_case
@@ -56,9 +57,14 @@ def test_tensor_names_are_placed_in_the_eager_modules():
 def test_the_plain_conversion_drops_the_state_and_the_lifted_one_keeps_it(export_cache, case_name):
     _runtime()
     case, module, calls, names = _setup(case_name)
-    plain = export_cache.get(case, harness.target("litert"))
-    with harness.target("litert").load(plain) as runner:
-        dropped = check_continuity("litert", runner, eager_reference(case, calls, names, module=module))
+    plain_target = harness.target("litert")
+    plain = export_cache.get(case, plain_target)
+    with plain_target.load(plain) as runner:
+        dropped = check_continuity(
+            evidence_for(
+                "stream-continuity", plain_target, runner, eager_reference(case, calls, names, module=module)
+            )
+        )
     assert not dropped
     assert dropped.diagnosis.startswith("state dropped: every chunk sees the initial value of"), (
         dropped.diagnosis
@@ -68,15 +74,20 @@ def test_the_plain_conversion_drops_the_state_and_the_lifted_one_keeps_it(export
     lifted = export_cache.get(case, lifted_target)
     assert lifted.meta["state_names"] == names
     with lifted_target.load(lifted) as runner:
-        kept = check_continuity("litert-stateful", runner, eager_reference(case, calls, names, module=module))
+        kept = check_continuity(
+            evidence_for(
+                "stream-continuity", lifted_target, runner, eager_reference(case, calls, names, module=module)
+            )
+        )
         assert kept, kept.report()  # the diagnosis refuted: the lifted file streams like eager
         runner.reset()
         assert set(runner.state()) == set(names)
-    assert check_initial_state(
-        "litert-stateful", lifted_target.load(lifted), eager_reference(case, calls, names)
-    )
     with lifted_target.load(lifted) as fresh:
-        assert check_reset("litert-stateful", fresh, eager_reference(case, calls))
+        assert check_initial_state(
+            evidence_for("stream-initial", lifted_target, fresh, eager_reference(case, calls, names))
+        )
+    with lifted_target.load(lifted) as fresh:
+        assert check_reset(evidence_for("stream-reset", lifted_target, fresh, eager_reference(case, calls)))
 
 
 def test_a_weight_fault_is_not_called_a_state_fault(tmp_path):
@@ -86,7 +97,9 @@ def test_a_weight_fault_is_not_called_a_state_fault(tmp_path):
     artifact = target.export(_scaled_conv_case("cached_conv", factor=1.02), tmp_path)
     with target.load(artifact) as runner:
         result = check_continuity(
-            "litert-stateful", runner, eager_reference(case, calls, names, module=module)
+            evidence_for(
+                "stream-continuity", target, runner, eager_reference(case, calls, names, module=module)
+            )
         )
     assert not result
     assert result.diagnosis.startswith("outputs diverge from eager at chunk 0 (features: MISMATCH"), (
@@ -224,7 +237,9 @@ def test_every_kind_of_state_streams_on_the_lifted_file_and_the_plain_one_names_
     lifted_target = harness.target("litert-stateful")
     lifted = lifted_target.export(case, tmp_path / "lifted")
     with lifted_target.load(lifted) as runner:
-        kept = check_continuity("litert-stateful", runner, eager_reference(case, calls))
+        kept = check_continuity(
+            evidence_for("stream-continuity", lifted_target, runner, eager_reference(case, calls))
+        )
     assert kept, kept.report()
     plain_target = harness.target("litert")
     try:
@@ -233,6 +248,8 @@ def test_every_kind_of_state_streams_on_the_lifted_file_and_the_plain_one_names_
         assert name == "state_in_place" and "is mutated in the forward method" in str(refused), refused
         return
     with plain_target.load(plain) as runner:
-        dropped = check_continuity("litert", runner, eager_reference(case, calls))
+        dropped = check_continuity(
+            evidence_for("stream-continuity", plain_target, runner, eager_reference(case, calls))
+        )
     assert not dropped
     assert dropped.diagnosis.startswith("state dropped"), dropped.diagnosis

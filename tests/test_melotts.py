@@ -9,8 +9,10 @@ import torch
 import fixtures.models.vits as vits
 import harness
 from fixtures.melotts import CONFIG
-from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.checks.equivalence import check_equivalence, eager_outputs
 from harness.metrics import log_spectral_distance
+from harness.plugin.suites import evidence_for
+from harness.run.eager import eager_reference
 from harness.targets import Artifact
 
 
@@ -72,20 +74,18 @@ def test_an_export_that_bakes_the_output_length_is_caught(tmp_path, monkeypatch)
     torch.jit.save(traced, str(path))
     artifact = Artifact(path, "torchscript", case.name, case.input_names, case.output_names)
     calls = case.inputs["slow_phrase"]()
-    with harness.target("torchscript").load(artifact) as runner:
-        actual = run_calls(runner, calls, case.output_names)
-    result = check_equivalence(case, "torchscript", eager_outputs(module, calls, case.output_names), actual)
+    target = harness.target("torchscript")
+    with target.load(artifact) as runner:
+        eager = eager_reference(case, calls, module=module)
+        result = check_equivalence(evidence_for("equivalence", target, runner, eager))
     assert not result
     assert "audio: shape" in result.summary() and "axis 3 is" in result.summary()
     assert result.metric is not None and result.metric.value == float("inf")
     # the example's own length still matches: one input cannot reveal the fault
     same = case.inputs["phrase"]()
-    with harness.target("torchscript").load(artifact) as runner:
+    with target.load(artifact) as runner:
         assert check_equivalence(
-            case,
-            "torchscript",
-            eager_outputs(module, same, case.output_names),
-            run_calls(runner, same, case.output_names),
+            evidence_for("equivalence", target, runner, eager_reference(case, same, module=module))
         )
 
 

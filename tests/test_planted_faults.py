@@ -12,7 +12,9 @@ from torch import nn
 
 import harness
 from harness import ArtifactError, ModelCase, tol
-from harness.checks.equivalence import check_determinism, check_equivalence, eager_outputs, run_calls
+from harness.checks.equivalence import check_determinism, check_equivalence
+from harness.plugin.suites import evidence_for
+from harness.run.eager import eager_reference
 from harness.targets import Artifact
 
 
@@ -71,11 +73,11 @@ def test_perturbed_onnx_weights_fail_equivalence_with_a_readable_report(export_c
     onnx.save(model, str(planted))
 
     calls = list(case.inputs["noise"]())
-    reference = eager_outputs(case.build(), calls, case.output_names)
+    reference = eager_reference(case, calls)
     with target.load(good) as runner:
-        assert check_equivalence(case, "onnx", reference, run_calls(runner, calls, case.output_names))
+        assert check_equivalence(evidence_for("equivalence", target, runner, reference))
     with target.load(Artifact(planted, "onnx", case.name, case.input_names, case.output_names)) as runner:
-        result = check_equivalence(case, "onnx", reference, run_calls(runner, calls, case.output_names))
+        result = check_equivalence(evidence_for("equivalence", target, runner, reference))
     assert not result
     report = result.report()
     assert report.splitlines()[0].startswith("onnx vs eager: logits: MISMATCH")
@@ -90,12 +92,10 @@ def test_perturbed_torchscript_weights_fail_equivalence(tmp_path):
     path = tmp_path / "perturbed.ts.pt"
     torch.jit.save(torch.jit.trace(module, case.example_inputs()), str(path))
     calls = list(case.inputs["noise"]())
-    reference = eager_outputs(case.build(), calls, case.output_names)
     artifact = Artifact(path, "torchscript", case.name, case.input_names, case.output_names)
-    with harness.target("torchscript").load(artifact) as runner:
-        result = check_equivalence(
-            case, "torchscript", reference, run_calls(runner, calls, case.output_names)
-        )
+    target = harness.target("torchscript")
+    with target.load(artifact) as runner:
+        result = check_equivalence(evidence_for("equivalence", target, runner, eager_reference(case, calls)))
     assert not result
     assert "logits: MISMATCH" in result.summary()
 
@@ -113,10 +113,11 @@ def test_export_made_in_training_mode_fails_determinism(dropout_case, target_nam
         torch.export.save(torch.export.export(module, example, strict=False), str(path))
     artifact = Artifact(path, target_name, dropout_case.name, ("x",), ("logits",))
     calls = list(dropout_case.inputs["random"]())
-    with harness.target(target_name).load(artifact) as runner:
-        first = run_calls(runner, calls, ("logits",))
-        second = run_calls(runner, calls, ("logits",))
-    result = check_determinism(dropout_case, first, second, what=target_name)
+    target = harness.target(target_name)
+    with target.load(artifact) as runner:
+        result = check_determinism(
+            evidence_for("determinism", target, runner, eager_reference(dropout_case, calls))
+        )
     assert not result
     assert "run twice" in result.summary() and "logits: MISMATCH" in result.summary()
     assert "dropout" in result.report()
@@ -126,9 +127,9 @@ def test_eval_mode_export_of_the_same_model_is_deterministic(dropout_case, expor
     target = harness.target("torchscript")
     calls = list(dropout_case.inputs["random"]())
     with target.load(export_cache.get(dropout_case, target)) as runner:
-        first = run_calls(runner, calls, ("logits",))
-        second = run_calls(runner, calls, ("logits",))
-    assert check_determinism(dropout_case, first, second, what="torchscript")
+        assert check_determinism(
+            evidence_for("determinism", target, runner, eager_reference(dropout_case, calls))
+        )
 
 
 def test_build_in_training_mode_is_refused_before_export(dropout_case, tmp_path):

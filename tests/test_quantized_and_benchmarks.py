@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 import harness
-from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.checks.equivalence import check_equivalence
+from harness.core.judge import Judge
+from harness.plugin.suites import evidence_for
 from harness.reports.benchmarks import benchmark_table, flops_per_call
+from harness.run.eager import eager_reference
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -15,11 +18,9 @@ def test_quantized_pesto_passes_on_the_metric_while_tensors_differ(export_cache)
     case = harness.case("pesto")
     target = harness.target("onnx-int8")
     calls = list(case.inputs["a_major_scale"]())
-    reference = eager_outputs(case.build(), calls, case.output_names)
+    assert target.approximate  # judged by the task metric, as the cell is
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_equivalence(
-            case, target.name, reference, run_calls(runner, calls, case.output_names), approximate=True
-        )
+        result = check_equivalence(evidence_for("equivalence", target, runner, eager_reference(case, calls)))
     assert result, result.report()
     assert any(not c for c in result.comparisons)  # int8 is not tensor-exact: the metric decides
     # judged by the tail: no voiced frame more than 50 cents from eager (raw pitch accuracy 1.0)
@@ -32,10 +33,12 @@ def test_quantized_pesto_passes_on_the_metric_while_tensors_differ(export_cache)
 def test_an_approximate_target_that_drops_state_fails_its_metric(export_cache):
     case = harness.case("pesto")
     calls = list(case.inputs["pitch_sweep"]())
-    reference = eager_outputs(case.build(), calls, case.output_names)
-    with harness.target("onnx").load(export_cache.get(case, harness.target("onnx"))) as runner:
-        actual = run_calls(runner, calls, case.output_names)
-    result = check_equivalence(case, "onnx-int8", reference, actual, approximate=True)
+    target = harness.target("onnx")  # drops the state; judged as an approximate target is
+    judge = Judge.for_cell(case, target, approximate=True)
+    with target.load(export_cache.get(case, target)) as runner:
+        result = check_equivalence(
+            evidence_for("equivalence", target, runner, eager_reference(case, calls), judge=judge)
+        )
     assert not result
     assert "voiced frames more than 50 cents off (1 - raw pitch accuracy): OVER THRESHOLD" in result.summary()
 
@@ -46,7 +49,7 @@ def test_cases_without_an_approximate_metric_are_refused():
     from harness.core.errors import HarnessError
 
     with pytest.raises(HarnessError, match="no approximate_metric"):  # the case's error, never a verdict
-        check_equivalence(case, "onnx-int8", outputs, outputs, approximate=True)
+        Judge.for_cell(case, harness.target("onnx-int8")).judge(outputs, outputs, what="onnx-int8 vs eager")
 
 
 def test_flops_are_counted_on_eager_and_state_is_restored():
@@ -105,7 +108,6 @@ def test_dynamic_int8_that_depends_on_the_batch_is_named(export_cache):
 
     from harness import Metric
     from harness.checks.equivalence import check_batch_consistency
-    from harness.run.eager import eager_reference
 
     case = harness.case("efficientnet_b0")
     strict = dataclasses.replace(
@@ -118,13 +120,14 @@ def test_dynamic_int8_that_depends_on_the_batch_is_named(export_cache):
         ),
     )
     target = harness.target("onnx-int8")
-    with target.load(export_cache.get(case, target)) as runner:
-        result = check_batch_consistency(
-            "onnx-int8", runner, eager_reference(strict, case.inputs["noise"]()), 8
-        )
-        judged_by_labels = check_batch_consistency(
-            "onnx-int8", runner, eager_reference(case, case.inputs["noise"]()), 8
-        )
+
+    def batch_consistency(judged_case):
+        eager = eager_reference(dataclasses.replace(judged_case, batch_consistency=8), case.inputs["noise"]())
+        with target.load(export_cache.get(case, target)) as runner:
+            return check_batch_consistency(evidence_for("batch-consistency", target, runner, eager))
+
+    result = batch_consistency(strict)
+    judged_by_labels = batch_consistency(case)
     assert not result
     assert "differs between batch 8 and batch 1: largest logit change: OVER THRESHOLD" in result.diagnosis
     assert "activation scales computed over the whole batch" in result.diagnosis

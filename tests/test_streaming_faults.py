@@ -9,15 +9,15 @@ import pytest
 import torch
 
 import harness
+from harness.checks.framing import rechunk, whole_signal
 from harness.checks.streaming import (
     check_batch_isolation,
     check_continuity,
     check_initial_state,
     check_reset,
-    rechunk,
-    whole_signal,
 )
 from harness.core.state import LiftedState, audit_state
+from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
 from harness.targets import Artifact
 from harness.targets.executorch_target import ExecuTorchRunner
@@ -139,7 +139,11 @@ def test_plain_onnx_is_diagnosed_as_state_dropped(export_cache, case_name):
     case, module, calls, names = _setup(case_name)
     target = harness.target("onnx")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_continuity("onnx", runner, eager_reference(case, calls, names, module=module))
+        result = check_continuity(
+            evidence_for(
+                "stream-continuity", target, runner, eager_reference(case, calls, names, module=module)
+            )
+        )
     assert not result
     assert result.diagnosis.startswith("state dropped: every chunk sees the initial value of")
     assert all(name in result.diagnosis for name in names)
@@ -150,7 +154,11 @@ def test_lifted_onnx_carries_the_state(export_cache):
     case, module, calls, names = _setup("lstm_stream")
     target = harness.target("onnx-stateful")
     with target.load(export_cache.get(case, target)) as runner:
-        assert check_continuity("onnx-stateful", runner, eager_reference(case, calls, names, module=module))
+        assert check_continuity(
+            evidence_for(
+                "stream-continuity", target, runner, eager_reference(case, calls, names, module=module)
+            )
+        )
         assert set(runner.state()) == set(names)
 
 
@@ -161,10 +169,15 @@ def test_tracing_without_a_state_reset_is_diagnosed_as_state_advanced(tmp_path):
     artifact = planted.export(case, tmp_path)
     with planted.load(artifact) as runner:
         initial = check_initial_state(
-            "torchscript", runner, eager_reference(case, calls, names, module=module)
+            evidence_for(
+                "stream-initial", planted, runner, eager_reference(case, calls, names, module=module)
+            )
         )
+    with planted.load(artifact) as runner:
         continuity = check_continuity(
-            "torchscript", runner, eager_reference(case, calls, names, module=module)
+            evidence_for(
+                "stream-continuity", planted, runner, eager_reference(case, calls, names, module=module)
+            )
         )
     assert not initial and initial.diagnosis.startswith("state advanced by export")
     assert "initial value of 'cache' differs" in initial.report()
@@ -175,7 +188,9 @@ def test_the_real_torchscript_target_starts_from_the_initial_state(export_cache)
     case, module, calls, names = _setup("cached_conv")
     target = harness.target("torchscript")
     with target.load(export_cache.get(case, target)) as runner:
-        assert check_initial_state("torchscript", runner, eager_reference(case, calls, names, module=module))
+        assert check_initial_state(
+            evidence_for("stream-initial", target, runner, eager_reference(case, calls, names, module=module))
+        )
 
 
 class RowMixingLstm(torch.nn.Module):
@@ -198,8 +213,11 @@ def test_state_shared_across_batch_rows_is_reported(tmp_path):
     path = tmp_path / "leaky.ts.pt"
     torch.jit.save(torch.jit.trace(leaky, case.example_inputs(), check_trace=False), str(path))
     artifact = Artifact(path, "torchscript", case.name, case.input_names, case.output_names)
-    with harness.target("torchscript").load(artifact) as runner:
-        result = check_batch_isolation("torchscript", runner, eager_reference(case, calls))
+    target = harness.target("torchscript")
+    with target.load(artifact) as runner:
+        result = check_batch_isolation(
+            evidence_for("stream-batch", target, runner, eager_reference(case, calls))
+        )
     assert not result
     assert result.diagnosis.startswith(
         "batch rows share state: changing rows 1.. changed row 0's 'scores' from chunk 1"
@@ -210,7 +228,9 @@ def test_the_real_lstm_export_keeps_rows_independent(export_cache):
     case, _, calls, _ = _setup("lstm_stream")
     target = harness.target("executorch-xnnpack")
     with target.load(export_cache.get(case, target)) as runner:
-        assert check_batch_isolation(target.name, runner, eager_reference(case, calls))
+        assert check_batch_isolation(
+            evidence_for("stream-batch", target, runner, eager_reference(case, calls))
+        )
 
 
 class MethodOnlyResetRunner(ExecuTorchRunner):
@@ -230,13 +250,14 @@ class MethodOnlyResetRunner(ExecuTorchRunner):
 
 def test_a_reset_that_does_not_reset_is_reported(export_cache):
     case, _, calls, _ = _setup("cached_conv")
-    artifact = export_cache.get(case, harness.target("executorch-portable"))
+    target = harness.target("executorch-portable")
+    artifact = export_cache.get(case, target)
     with MethodOnlyResetRunner(artifact) as runner:
-        result = check_reset("executorch-portable", runner, eager_reference(case, calls))
+        result = check_reset(evidence_for("stream-reset", target, runner, eager_reference(case, calls)))
     assert not result
     assert result.diagnosis.startswith("reset() did not return to the initial state")
-    with harness.target("executorch-portable").load(artifact) as runner:
-        assert check_reset("executorch-portable", runner, eager_reference(case, calls))
+    with target.load(artifact) as runner:
+        assert check_reset(evidence_for("stream-reset", target, runner, eager_reference(case, calls)))
 
 
 def test_lifted_state_fed_back_swapped_is_diagnosed(export_cache, tmp_path):
@@ -249,8 +270,13 @@ def test_lifted_state_fed_back_swapped_is_diagnosed(export_cache, tmp_path):
     body["meta"]["state_inputs"].reverse()  # the fault: next_state.h goes into state.c and back
     sidecar.write_text(json.dumps(body))
     planted = Artifact.read_sidecar(tmp_path / good.path.name)
-    with harness.target("onnx-stateful").load(planted) as runner:
-        result = check_continuity("onnx-stateful", runner, eager_reference(case, calls, names, module=module))
+    target = harness.target("onnx-stateful")
+    with target.load(planted) as runner:
+        result = check_continuity(
+            evidence_for(
+                "stream-continuity", target, runner, eager_reference(case, calls, names, module=module)
+            )
+        )
     assert not result
     assert result.diagnosis.startswith("state buffers swapped: 'h' and 'c'")
 
@@ -261,12 +287,15 @@ def test_streamed_output_that_drifts_from_offline_is_reported(export_cache):
     case, _, calls, _ = _setup("cached_conv")
     target = harness.target("onnx")
     with target.load(export_cache.get(case, target)) as runner:
-        result = check_offline("onnx", runner, eager_reference(case, calls, []))
+        result = check_offline(
+            evidence_for("stream-offline", target, runner, eager_reference(case, calls, []))
+        )
     assert not result and result.diagnosis.startswith("features: MISMATCH")
-    with harness.target("onnx-stateful").load(
-        export_cache.get(case, harness.target("onnx-stateful"))
-    ) as runner:
-        assert check_offline("onnx-stateful", runner, eager_reference(case, calls, []))
+    stateful = harness.target("onnx-stateful")
+    with stateful.load(export_cache.get(case, stateful)) as runner:
+        assert check_offline(
+            evidence_for("stream-offline", stateful, runner, eager_reference(case, calls, []))
+        )
 
 
 def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
@@ -283,7 +312,9 @@ def test_an_artifact_fixed_to_one_chunk_size_is_reported(tmp_path):
     case, _, calls, _ = _setup("cached_conv")
     planted = StaticChunk()
     with planted.load(planted.export(case, tmp_path)) as runner:
-        result = check_chunk_sizes("torch-export", runner, eager_reference(case, calls))
+        result = check_chunk_sizes(
+            evidence_for("stream-chunks", planted, runner, eager_reference(case, calls))
+        )
     assert result.passed and not result.applies  # judged on what it admits: a skip that says so
     assert (
         result.diagnosis
@@ -303,7 +334,7 @@ def test_streaming_exports_take_every_admitted_chunk_size(export_cache, target_n
     assert artifact.meta["chunk_dynamic"] is True
     assert artifact.meta["inputs"][0]["shape"][-1] == [32, 64, "chunk"]
     with target.load(artifact) as runner:
-        assert check_chunk_sizes(target_name, runner, eager_reference(case, calls))
+        assert check_chunk_sizes(evidence_for("stream-chunks", target, runner, eager_reference(case, calls)))
 
 
 def test_a_refused_dynamic_chunk_is_reported_with_the_exporters_reason(export_cache):
@@ -317,7 +348,9 @@ def test_a_refused_dynamic_chunk_is_reported_with_the_exporters_reason(export_ca
     assert artifact.meta["chunk_dynamic"] is False
     assert "specialized it to be a constant (4)" in artifact.meta["chunk_fixed_because"]
     with target.load(artifact) as runner:
-        result = check_chunk_sizes("torch-export", runner, eager_reference(case, calls))
+        result = check_chunk_sizes(
+            evidence_for("stream-chunks", target, runner, eager_reference(case, calls))
+        )
     assert result.passed and not result.applies
     assert result.diagnosis.startswith("fixed at a chunk of 4: only 4 admitted (chunk 2 is not: UserError: ")
     assert "specialized it to be a constant (4)" in result.diagnosis

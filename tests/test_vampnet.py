@@ -12,9 +12,10 @@ from torch import nn
 import harness
 from fixtures.models.dac import MaskedSampler
 from fixtures.vampnet import CODEC, TRANSFORMER, build_decoder, build_encoder, build_sampler
-from harness.checks.equivalence import check_equivalence, eager_outputs, run_calls
+from harness.checks.equivalence import check_equivalence
 from harness.checks.input_space import check_dynamic_shapes
 from harness.checks.weights import artifact_weights, audit_weights
+from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
 from harness.targets import Artifact
 
@@ -73,10 +74,10 @@ def test_an_export_fixed_at_100_tokens_is_caught(tmp_path, target_name):
     module = case.build()
     suffix = ".onnx" if target_name == "onnx" else ".pt2"
     artifact = _export(module, case, tmp_path / f"fixed-100{suffix}", target_name, dynamic=False)
-    with harness.target(target_name).load(artifact) as runner:
-        result = check_dynamic_shapes(
-            target_name, runner, eager_reference(case, module=module), case.example_inputs()
-        )
+    target = harness.target(target_name)
+    with target.load(artifact) as runner:
+        eager = eager_reference(case, [tuple(case.example_inputs())], module=module)
+        result = check_dynamic_shapes(evidence_for("dynamic-shapes", target, runner, eager))
     assert not result
     assert result.diagnosis.startswith(
         "shape specialised: the export rejects codes dimension 2 = 8 (the example has 100)"
@@ -129,9 +130,11 @@ def test_incomplete_weight_transfer_is_diagnosed(tmp_path, target_name, part, ex
     artifact = _export(_reinitialised(part), case, tmp_path / f"{part}{suffix}", target_name)
     calls = case.inputs["periodic_prompt"]()
     eager = case.build()
-    with harness.target(target_name).load(artifact) as runner:
-        actual = run_calls(runner, calls, case.output_names)
-    result = check_equivalence(case, target_name, eager_outputs(eager, calls, case.output_names), actual)
+    target = harness.target(target_name)
+    with target.load(artifact) as runner:
+        result = check_equivalence(
+            evidence_for("equivalence", target, runner, eager_reference(case, calls, module=eager))
+        )
     assert not result
     audit = audit_weights(eager, artifact_weights(artifact))
     assert not audit
