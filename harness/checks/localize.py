@@ -29,6 +29,7 @@ from ..core.pristine import built, fresh_copy
 from ..core.sequence import StateThreading, run_sequence
 from ..run.eager import run_module
 from ..targets.base import Artifact, Target, to_numpy
+from ..targets.taps import ModuleOutput, Tap, TappedRunner, Taps
 from .module_match import (
     DIVERGENCE_RELATIVE,
     ModuleError,
@@ -37,7 +38,6 @@ from .module_match import (
     compare_modules,
     eager_module_outputs,
 )
-from .taps import ModuleOutput, Tap, TappedRunner, Taps
 
 __all__ = [
     "DIVERGENCE_RELATIVE",

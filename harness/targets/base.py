@@ -413,7 +413,7 @@ class Target(ABC):
         return self.lifted_state
 
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner | None:
-        """A runner that also shows the runtime's intermediate values (a ``harness.checks.taps.TappedRunner``),
+        """A runner that also shows the runtime's intermediate values (a ``harness.targets.taps.TappedRunner``),
         used only to localise a failure; None where this runtime shows none."""
         return None
 

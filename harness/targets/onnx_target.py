@@ -15,6 +15,7 @@ from ..core.case import ModelCase
 from ..core.errors import describe_exception
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
+from .taps import Tap, Taps
 
 __all__ = ["OnnxRunner", "OnnxTappedRunner", "OnnxTarget", "dynamo_onnx_export", "onnx_value_modules"]
 
@@ -262,8 +263,6 @@ class OnnxTappedRunner(Runner):
         self.inner.reset()
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..checks.taps import Tap, Taps
-
         known = {r.module_path for r in eager}
         taps = []
         for name, value in zip([*self.output_names, *self.tap_names], self._last):
