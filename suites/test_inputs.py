@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, target
 from hypothesis import strategies as st
 
-from harness.checks.branches import BranchRecorder
 from harness.checks.input_space import check_dynamic_shapes, check_generated_input
+from harness.core.branches import BranchRecorder
 from harness.core.check import Check
 from harness.core.sequence import CallList
 from harness.plugin.profiles import run_property, search_settings, statistics_for

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..core.branches import Branch, BranchRecorder
 from ..core.case import Calls, ModelCase, Outputs
 from ..core.check import Check
 from ..core.errors import HarnessError, describe_exception
@@ -22,7 +23,6 @@ from ..core.shapes import (
 )
 from ..run.eager import EagerReference, run_module
 from ..targets import Runner
-from .branches import Branch, BranchRecorder
 from .equivalence import run_calls
 
 __all__ = ["baked_branch", "check_dynamic_shapes", "check_generated_input"]

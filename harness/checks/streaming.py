@@ -18,12 +18,12 @@ import torch
 from ..core.case import Call, Calls, ModelCase
 from ..core.check import Check
 from ..core.errors import HarnessError, TargetRunError, describe_exception
+from ..core.framing import framed_outputs, frames, rechunk, streaming_spec, whole_signal
 from ..core.judge import Judge
 from ..core.shapes import InputSignatureError
 from ..run.eager import EagerReference, StreamRun
 from ..run.target_runs import target_stream
 from ..targets import Runner
-from .framing import framed_outputs, frames, rechunk, streaming_spec, whole_signal
 from .stream_diagnosis import advanced_by_export, explain_divergence, metric_state_cause
 
 __all__ = [

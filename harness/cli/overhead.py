@@ -100,8 +100,8 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     from hypothesis import strategies as st
 
     from ..__main__ import _load_cases, project_config
-    from ..checks.framing import rechunk, whole_signal
     from ..core import registry
+    from ..core.framing import rechunk, whole_signal
     from ..plugin.profiles import generation_seed
     from ..plugin.suites import pair_runs
     from ..run.cache import ExportCache

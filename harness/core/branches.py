@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..core.pristine import fresh_copy
+from .pristine import fresh_copy
 
 __all__ = ["LIBRARY_PACKAGES", "Branch", "BranchRecorder", "discover_branches", "in_library"]
 
