@@ -13,10 +13,8 @@ Imports stay inside the subcommands so that ``--help`` answers at once (no torch
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import sys
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,75 +24,16 @@ class _Fail(Exception):
     """A problem the user can fix: one line ``<prog> <command>: <message>`` on stderr, exit status 2."""
 
 
-def project_config(start: Path | None = None) -> tuple[Path | None, dict[str, Any]]:
-    """The pytest configuration of the project around ``start`` (default: the current folder),
-    found the way pytest finds its inifile: walking up, the first of pytest.ini, .pytest.ini,
-    pyproject.toml with [tool.pytest.ini_options], tox.ini with [pytest], setup.cfg with
-    [tool:pytest]. Returns (the file, its options)."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        for name in ("pytest.ini", ".pytest.ini"):
-            path = folder / name
-            if path.is_file():
-                return path, _ini_section(path, "pytest") or {}
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                body = tomllib.loads(pyproject.read_text())
-            except (OSError, tomllib.TOMLDecodeError):
-                body = {}
-            options = body.get("tool", {}).get("pytest", {}).get("ini_options")
-            if options is not None:
-                return pyproject, dict(options)
-        for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
-            path = folder / name
-            if path.is_file():
-                options = _ini_section(path, section)
-                if options is not None:
-                    return path, options
-    return None, {}
-
-
-def _ini_section(path: Path, section: str) -> dict[str, Any] | None:
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(path)
-    except configparser.Error:
-        return None
-    return dict(parser[section]) if parser.has_section(section) else None
-
-
-def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v for v in value.replace(",", " ").split() if v]
-    return [str(v) for v in value or []]
-
-
 def _load_cases() -> None:
-    """Import the case modules the current project's pytest configuration names
-    (``conformance_case_modules``), with the project's folder and ``pythonpath`` on sys.path."""
-    from .core import registry
+    """The project's case modules (``cli.project.load_cases``); one it cannot load is this
+    command's usage error."""
+    from .cli.project import load_cases
+    from .core.registry import CaseError
 
-    path, options = project_config()
-    if path is not None:
-        root = path.parent
-        for entry in [".", *_as_list(options.get("pythonpath", []))]:
-            folder = str((root / entry).resolve())
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    modules = _as_list(options.get("conformance_case_modules", []))
     try:
-        registry.load_case_modules(modules)
-    except registry.CaseError as exc:
-        raise _Fail(f"{exc} (named by conformance_case_modules in {path})") from None
-    if not registry.cases():
-        where = f"in {path}" if path else "(no pytest configuration found from here up)"
-        print(
-            f"note: no conformance cases: conformance_case_modules {where} names no module that registers one",
-            file=sys.stderr,
-        )
+        load_cases()
+    except CaseError as exc:
+        raise _Fail(str(exc)) from None
 
 
 def _known(kind: str, name: str, known: Iterable[str], where: str = "known") -> str:
@@ -234,6 +173,7 @@ def _localize(args: argparse.Namespace) -> int:
     """Name the first eager module whose output the target's run stops reproducing."""
     from .checks.localize import LocalizationUnsupported, localize
     from .cli.progress import Steps, quiet_torch
+    from .cli.project import project_config
     from .run.cache import ExportCache
     from .run.external import ArtifactOverride, external_artifact
     from .targets import ArtifactError, ExportError, RuntimeMissing

@@ -99,7 +99,6 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from ..__main__ import _load_cases, project_config
     from ..core import registry
     from ..core.framing import rechunk, whole_signal
     from ..plugin.profiles import generation_seed
@@ -108,6 +107,8 @@ def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     from ..run.eager import run_module
     from ..run.target_runs import target_stream
     from ..targets import ExportError, RuntimeMissing, targets
+    from .project import load_cases as _load_cases
+    from .project import project_config
     from .run_clock import EAGER_REFERENCE
 
     torch.set_num_threads(1)
