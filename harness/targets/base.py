@@ -20,8 +20,9 @@ from ..core.errors import (
     full_message,
     whole_message,
 )
-from ..core.pristine import built
+from ..core.pristine import built, case_fault
 from ..core.shapes import check_call_signature, describe_fixed_dims, dims_fixed_in_file, input_signature
+from .adopt import adopt_file
 from .artifact import Artifact, ArtifactError
 from .dynamic_chunk import export_with_dynamic_chunk
 
@@ -209,23 +210,6 @@ _EXTRAS = {
     "ai_edge_litert": "litert",
     "ai_edge_quantizer": "litert",
 }
-
-
-def case_fault(case: ModelCase) -> str | None:
-    """Why the case cannot be judged at all (None: it can): its module, freshly built, rejects
-    its own example input (a wrong arity, a dtype it cannot take). The case's bug, named with
-    its module; asked only after something failed, so it costs nothing on the way that works."""
-    try:
-        with torch.no_grad():
-            built(case.build)(*case.example_inputs())
-    except Exception as probe:
-        where = getattr(case.build, "__module__", None) or "its case module"
-        said = str(probe).splitlines()[0] if str(probe) else ""
-        return (
-            f"case {case.name!r} ({where}): its module does not run on its own example_inputs "
-            f"({type(probe).__name__}: {said}): the case needs fixing, no export can be judged"
-        )
-    return None
 
 
 def _raise_if_the_case_is_at_fault(case: ModelCase) -> None:
@@ -449,8 +433,6 @@ class Target(ABC):
         its format checked (``format_problem``), its sidecar and state read, a private copy with
         its companions made under ``workdir``, its signature checked against the case. Raises
         ArtifactError naming ``path``. The per-format steps are the methods above."""
-        from .adopt import adopt_file
-
         return adopt_file(self, path, case, workdir)
 
     def load(self, artifact: Artifact) -> Runner:
