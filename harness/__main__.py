@@ -19,6 +19,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .cli.parser import build_parser as build_command_line
+from .cli.progress import Steps, quiet_torch
+from .core.errors import HarnessError
+from .reports.summary import ReportError, load_report, merge_reports
+
 
 class _Fail(Exception):
     """A problem the user can fix: one line ``<prog> <command>: <message>`` on stderr, exit status 2."""
@@ -78,8 +83,6 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .cli.progress import Steps, quiet_torch
-    from .core.errors import HarnessError
     from .targets import ExportError, RuntimeMissing
 
     case = _case(args.case)
@@ -172,7 +175,6 @@ def _check(args: argparse.Namespace) -> int:
 def _localize(args: argparse.Namespace) -> int:
     """Name the first eager module whose output the target's run stops reproducing."""
     from .checks.localize import LocalizationUnsupported, localize
-    from .cli.progress import Steps, quiet_torch
     from .cli.project import project_config
     from .run.cache import ExportCache
     from .run.external import ArtifactOverride, external_artifact
@@ -246,8 +248,6 @@ def _readme(args: argparse.Namespace) -> int:
 
 
 def _report(path: str) -> dict[str, Any]:
-    from .reports.summary import ReportError, load_report
-
     try:
         return load_report(Path(path))
     except ReportError as exc:
@@ -263,8 +263,6 @@ def _write(path: Path, text: str) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .reports.summary import merge_reports
-
     for path in args.reports:
         _report(path)
     markdown, merged = merge_reports([Path(p) for p in args.reports])
@@ -330,8 +328,6 @@ def _overhead(args: argparse.Namespace) -> int:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser, wired to this module's subcommands."""
-    from .cli.parser import build_parser as build
-
     commands = {
         "list": _list,
         "export": _export,
@@ -342,7 +338,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "plot": _plot,
         "overhead": _overhead,
     }
-    return build(commands, prog)
+    return build_command_line(commands, prog)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from ..core.case import Calls, ModelCase
 from ..core.judge import Judge
 from ..core.pristine import built, fresh_copy
 from ..core.sequence import StateThreading, run_sequence
+from ..core.state import mutated_buffer_names
 from ..run.eager import run_module
 from ..targets.base import Artifact, Target, to_numpy
 from ..targets.taps import ModuleOutput, Tap, TappedRunner, Taps
@@ -284,8 +285,6 @@ def _metric_summary(case: ModelCase, target: Target, expected: list, actual: lis
 
 
 def _state_owners(case: ModelCase, module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    from ..core.state import mutated_buffer_names
-
     owners: dict[str, list[str]] = {}
     try:
         names = mutated_buffer_names(module, tuple(case.example_inputs()))

@@ -22,6 +22,7 @@ from ..core.errors import (
 )
 from ..core.pristine import built, case_fault
 from ..core.shapes import check_call_signature, describe_fixed_dims, dims_fixed_in_file, input_signature
+from ..core.state import audit_state, state_in_buffers
 from .adopt import adopt_file
 from .artifact import Artifact, ArtifactError
 from .dynamic_chunk import export_with_dynamic_chunk
@@ -348,8 +349,6 @@ class Target(ABC):
         as a user's own export would."""
         if not self.carries_state:
             return module, {}
-        from ..core.state import audit_state, state_in_buffers
-
         items = audit_state(module, example)
         if all(item.is_buffer for item in items):
             return module, {}

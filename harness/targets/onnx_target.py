@@ -13,6 +13,7 @@ import torch
 
 from ..core.case import ModelCase
 from ..core.errors import describe_exception
+from ..core.shapes import CHUNK_DIM
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
 from .taps import Tap, Taps
@@ -129,8 +130,6 @@ def dynamo_onnx_export(
 
 
 def _chunk_requested(dynamic_shapes: Any) -> bool:
-    from ..core.shapes import CHUNK_DIM
-
     def dims(spec: Any) -> list[Any]:
         if isinstance(spec, dict):
             return list(spec.values())
@@ -144,8 +143,6 @@ def _chunk_requested(dynamic_shapes: Any) -> bool:
 def _fixed_axes(path: Path, input_names: Sequence[str], dynamic_shapes: Any, *, chunk: bool) -> str:
     """The inputs whose dynamic axes (``chunk``: the streaming chunk; else the declared ones)
     the written graph holds at a fixed size ('' if none)."""
-    from ..core.shapes import CHUNK_DIM
-
     if not dynamic_shapes:
         return ""
     wanted = (

@@ -12,6 +12,7 @@ import torch
 from ..core.buffers import buffer_snapshot, restore_buffers
 from ..core.case import ModelCase
 from ..core.pristine import built, fresh_copy
+from ..core.registry import case as find_case
 from .base import EAGER, Artifact, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format
 from .taps import Tap, Taps, first_tensor
@@ -169,8 +170,6 @@ class EagerTarget(Target):
         return None
 
     def _load_impl(self, artifact: Artifact) -> Runner:
-        from ..core.registry import case as find_case
-
         module = built(find_case(artifact.case).build)
         state = torch.load(artifact.path, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
