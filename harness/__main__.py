@@ -7,7 +7,9 @@ export-conformance check pesto                        every suite for a case; pr
 export-conformance check pesto --artifact onnx-stateful=my.onnx   gate an export made elsewhere
 
 Arguments ``check`` does not know are passed to pytest (e.g. ``-- -x -k equivalence``).
-Imports stay inside the subcommands so that ``--help`` answers at once (no torch, no rich).
+Imports of what loads torch (the case registry, the targets, the checks, the runs, the HTML
+report, the overhead measurement) stay inside the subcommands, so that ``--help`` answers at
+once; tests/test_layers.py lists them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class _Fail(Exception):
 def _load_cases() -> None:
     """The project's case modules (``cli.project.load_cases``); one it cannot load is this
     command's usage error."""
-    from .cli.project import load_cases
+    from .cli.project import load_cases  # torch: kept out of --help
     from .core.registry import CaseError
 
     try:
@@ -54,20 +56,20 @@ def _names(value: str) -> list[str]:
 
 
 def _case(name: str) -> Any:
-    from .core import registry
+    from .core import registry  # torch: kept out of --help
 
     _load_cases()
     return registry.case(_known("case", name, [c.name for c in registry.cases()]))
 
 
 def _target(name: str) -> Any:
-    from .targets import target, targets
+    from .targets import target, targets  # torch: kept out of --help
 
     return target(_known("target", name, [t.name for t in targets()]))
 
 
 def _list(_: argparse.Namespace) -> int:
-    from .core import registry
+    from .core import registry  # torch: kept out of --help
     from .targets import targets
 
     _load_cases()
@@ -83,7 +85,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .targets import ExportError, RuntimeMissing
+    from .targets import ExportError, RuntimeMissing  # torch: kept out of --help
 
     case = _case(args.case)
     chosen = [_target(name) for name in _names(args.target)] or [_target(args.target)]
@@ -111,7 +113,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _user_file(given: str) -> Path:
     """A user's file resolved by the file system, or this command's one-line usage error."""
-    from .targets import ArtifactError
+    from .targets import ArtifactError  # torch: kept out of --help
     from .targets.adopt import resolve_user_file
 
     try:
@@ -174,7 +176,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _localize(args: argparse.Namespace) -> int:
     """Name the first eager module whose output the target's run stops reproducing."""
-    from .checks.localize import LocalizationUnsupported, localize
+    from .checks.localize import LocalizationUnsupported, localize  # torch: kept out of --help
     from .cli.project import project_config
     from .run.cache import ExportCache
     from .run.external import ArtifactOverride, external_artifact
@@ -286,7 +288,7 @@ def _plot(args: argparse.Namespace) -> int:
     _known(f"input of {args.case}", args.input, inputs, where)
     key = f"{args.case}/{args.input}"
     try:
-        from .targets import EAGER
+        from .targets import EAGER  # torch: kept out of --help
 
         traced = [t for t in traces[key] if t != EAGER]
         only = [_known("target", name, traced, f"traced for {key}") for name in _names(args.targets or "")]
@@ -294,7 +296,7 @@ def _plot(args: argparse.Namespace) -> int:
             "output", args.output, sorted(traces[key].get(EAGER, {})),
             f"traced for {key}, outputs with one value per call",
         )  # fmt: skip
-        from .reports.html import target_colours, trace_figure
+        from .reports.html import target_colours, trace_figure  # torch: kept out of --help
         from .targets import targets
 
         order = [t.name for t in targets()]
@@ -318,7 +320,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _overhead(args: argparse.Namespace) -> int:
     """The harness's CPU time for one case's cells against the least work its verdicts need."""
-    from .cli.overhead import measure
+    from .cli.overhead import measure  # torch: kept out of --help
 
     _case(args.case)
     if args.rounds < 1:

@@ -33,7 +33,7 @@ class Artifact:
         """The artifact file and the files it needs beside it: its format's companions (its
         target's ``companion_files``: an OpenVINO IR's weights, ONNX external data) and its initial
         state (``meta["state_file"]``); not the sidecar. Files may be absent (a broken export)."""
-        from . import target as find_target
+        from . import target as find_target  # a cycle: the registry (targets/__init__) imports this module
 
         try:
             companions = find_target(self.target).companion_files(Path(self.path))
