@@ -61,9 +61,7 @@ def test_a_check_reads_only_what_its_suite_declares(tmp_path):
         with pytest.raises(HarnessError, match="does not declare"):
             check_batch_isolation(evidence)  # altered rows were not declared, so never run
     with exported.load(artifact) as runner:
-        assert check_batch_isolation(
-            evidence_for("stream-batch", exported, runner, eager_reference(case))
-        )
+        assert check_batch_isolation(evidence_for("stream-batch", exported, runner, eager_reference(case)))
 
 
 def test_the_least_work_follows_what_the_suites_declare(monkeypatch):
