@@ -14,8 +14,6 @@ from typing import Any
 
 #: public name -> the submodule that defines it
 _EXPORTS = {
-    "TORCH_EXPORT_TARGETS": "core.case",
-    "QUICK_TARGETS": "core.case",
     "STREAM_SUITES": "core.case",
     "SUITES": "core.case",
     "ExpectedFailure": "core.case",
@@ -39,6 +37,8 @@ _EXPORTS = {
     "audit_state": "core.state",
     "Artifact": "targets",
     "ArtifactError": "targets",
+    "QUICK_TARGETS": "targets",
+    "TORCH_EXPORT_TARGETS": "targets",
     "ExportError": "targets",
     "Runner": "targets",
     "RuntimeMissing": "targets",

@@ -7,94 +7,40 @@ export-conformance check pesto                        every suite for a case; pr
 export-conformance check pesto --artifact onnx-stateful=my.onnx   gate an export made elsewhere
 
 Arguments ``check`` does not know are passed to pytest (e.g. ``-- -x -k equivalence``).
-Imports stay inside the subcommands so that ``--help`` answers at once (no torch, no rich).
+Imports of what loads torch (the case registry, the targets, the checks, the runs, the HTML
+report, the overhead measurement) stay inside the subcommands, so that ``--help`` answers at
+once; tests/test_layers.py lists them.
 """
 
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import sys
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .cli.parser import build_parser as build_command_line
+from .cli.progress import Steps, quiet_torch
+from .core.errors import HarnessError
+from .reports.summary import ReportError, load_report, merge_reports
 
 
 class _Fail(Exception):
     """A problem the user can fix: one line ``<prog> <command>: <message>`` on stderr, exit status 2."""
 
 
-def project_config(start: Path | None = None) -> tuple[Path | None, dict[str, Any]]:
-    """The pytest configuration of the project around ``start`` (default: the current folder),
-    found the way pytest finds its inifile: walking up, the first of pytest.ini, .pytest.ini,
-    pyproject.toml with [tool.pytest.ini_options], tox.ini with [pytest], setup.cfg with
-    [tool:pytest]. Returns (the file, its options)."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        for name in ("pytest.ini", ".pytest.ini"):
-            path = folder / name
-            if path.is_file():
-                return path, _ini_section(path, "pytest") or {}
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                body = tomllib.loads(pyproject.read_text())
-            except (OSError, tomllib.TOMLDecodeError):
-                body = {}
-            options = body.get("tool", {}).get("pytest", {}).get("ini_options")
-            if options is not None:
-                return pyproject, dict(options)
-        for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
-            path = folder / name
-            if path.is_file():
-                options = _ini_section(path, section)
-                if options is not None:
-                    return path, options
-    return None, {}
-
-
-def _ini_section(path: Path, section: str) -> dict[str, Any] | None:
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(path)
-    except configparser.Error:
-        return None
-    return dict(parser[section]) if parser.has_section(section) else None
-
-
-def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v for v in value.replace(",", " ").split() if v]
-    return [str(v) for v in value or []]
-
-
 def _load_cases() -> None:
-    """Import the case modules the current project's pytest configuration names
-    (``conformance_case_modules``), with the project's folder and ``pythonpath`` on sys.path."""
-    from .core import registry
+    """The project's case modules (``cli.project.load_cases``); one it cannot load is this
+    command's usage error."""
+    from .cli.project import load_cases  # torch: kept out of --help
+    from .core.registry import CaseError
 
-    path, options = project_config()
-    if path is not None:
-        root = path.parent
-        for entry in [".", *_as_list(options.get("pythonpath", []))]:
-            folder = str((root / entry).resolve())
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    modules = _as_list(options.get("conformance_case_modules", []))
     try:
-        registry.load_case_modules(modules)
-    except registry.CaseError as exc:
-        raise _Fail(f"{exc} (named by conformance_case_modules in {path})") from None
-    if not registry.cases():
-        where = f"in {path}" if path else "(no pytest configuration found from here up)"
-        print(
-            f"note: no conformance cases: conformance_case_modules {where} names no module that registers one",
-            file=sys.stderr,
-        )
+        load_cases()
+    except CaseError as exc:
+        raise _Fail(str(exc)) from None
 
 
 def _known(kind: str, name: str, known: Iterable[str], where: str = "known") -> str:
@@ -110,20 +56,20 @@ def _names(value: str) -> list[str]:
 
 
 def _case(name: str) -> Any:
-    from .core import registry
+    from .core import registry  # torch: kept out of --help
 
     _load_cases()
     return registry.case(_known("case", name, [c.name for c in registry.cases()]))
 
 
 def _target(name: str) -> Any:
-    from .targets import target, targets
+    from .targets import target, targets  # torch: kept out of --help
 
     return target(_known("target", name, [t.name for t in targets()]))
 
 
 def _list(_: argparse.Namespace) -> int:
-    from .core import registry
+    from .core import registry  # torch: kept out of --help
     from .targets import targets
 
     _load_cases()
@@ -139,9 +85,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .cli.progress import Steps, quiet_torch
-    from .core.errors import HarnessError
-    from .targets import ExportError, RuntimeMissing
+    from .targets import ExportError, RuntimeMissing  # torch: kept out of --help
 
     case = _case(args.case)
     chosen = [_target(name) for name in _names(args.target)] or [_target(args.target)]
@@ -169,7 +113,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _user_file(given: str) -> Path:
     """A user's file resolved by the file system, or this command's one-line usage error."""
-    from .targets import ArtifactError
+    from .targets import ArtifactError  # torch: kept out of --help
     from .targets.adopt import resolve_user_file
 
     try:
@@ -232,8 +176,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _localize(args: argparse.Namespace) -> int:
     """Name the first eager module whose output the target's run stops reproducing."""
-    from .checks.localize import LocalizationUnsupported, localize
-    from .cli.progress import Steps, quiet_torch
+    from .checks.localize import LocalizationUnsupported, localize  # torch: kept out of --help
+    from .cli.project import project_config
     from .run.cache import ExportCache
     from .run.external import ArtifactOverride, external_artifact
     from .targets import ArtifactError, ExportError, RuntimeMissing
@@ -306,8 +250,6 @@ def _readme(args: argparse.Namespace) -> int:
 
 
 def _report(path: str) -> dict[str, Any]:
-    from .reports.summary import ReportError, load_report
-
     try:
         return load_report(Path(path))
     except ReportError as exc:
@@ -323,8 +265,6 @@ def _write(path: Path, text: str) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .reports.summary import merge_reports
-
     for path in args.reports:
         _report(path)
     markdown, merged = merge_reports([Path(p) for p in args.reports])
@@ -348,7 +288,7 @@ def _plot(args: argparse.Namespace) -> int:
     _known(f"input of {args.case}", args.input, inputs, where)
     key = f"{args.case}/{args.input}"
     try:
-        from .targets import EAGER
+        from .targets import EAGER  # torch: kept out of --help
 
         traced = [t for t in traces[key] if t != EAGER]
         only = [_known("target", name, traced, f"traced for {key}") for name in _names(args.targets or "")]
@@ -356,7 +296,7 @@ def _plot(args: argparse.Namespace) -> int:
             "output", args.output, sorted(traces[key].get(EAGER, {})),
             f"traced for {key}, outputs with one value per call",
         )  # fmt: skip
-        from .reports.html import target_colours, trace_figure
+        from .reports.html import target_colours, trace_figure  # torch: kept out of --help
         from .targets import targets
 
         order = [t.name for t in targets()]
@@ -380,7 +320,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _overhead(args: argparse.Namespace) -> int:
     """The harness's CPU time for one case's cells against the least work its verdicts need."""
-    from .cli.overhead import measure
+    from .cli.overhead import measure  # torch: kept out of --help
 
     _case(args.case)
     if args.rounds < 1:
@@ -390,8 +330,6 @@ def _overhead(args: argparse.Namespace) -> int:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser, wired to this module's subcommands."""
-    from .cli.parser import build_parser as build
-
     commands = {
         "list": _list,
         "export": _export,
@@ -402,7 +340,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "plot": _plot,
         "overhead": _overhead,
     }
-    return build(commands, prog)
+    return build_command_line(commands, prog)
 
 
 def main(argv: list[str] | None = None) -> int:

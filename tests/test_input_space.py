@@ -10,8 +10,8 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 import harness
 from harness import ModelCase, tol
-from harness.checks.branches import BranchRecorder, discover_branches
 from harness.checks.input_space import check_dynamic_shapes, check_generated_input
+from harness.core.branches import BranchRecorder, discover_branches
 from harness.plugin.profiles import run_property
 from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
@@ -150,7 +150,7 @@ register(ModelCase(
 def test_library_files_are_told_from_the_models():
     import torch.nn.modules.rnn as rnn
 
-    from harness.checks.branches import in_library
+    from harness.core.branches import in_library
 
     assert in_library(rnn.__file__) and in_library(torch.nn.functional.__file__)
     assert not in_library(__file__)

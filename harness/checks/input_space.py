@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 import torch
 
+from ..core.branches import Branch, BranchRecorder
 from ..core.case import Calls, ModelCase
 from ..core.check import Check
 from ..core.errors import HarnessError, describe_exception
 from ..core.shapes import InputSignatureError, check_call_signature, input_signature, unadmitted_input
 from ..run.eager import run_module
 from ..run.evidence import Attempt, Evidence
-from .branches import Branch, BranchRecorder
 
 __all__ = ["baked_branch", "check_dynamic_shapes", "check_generated_input"]
 

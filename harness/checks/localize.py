@@ -27,8 +27,10 @@ from ..core.case import Calls, ModelCase
 from ..core.judge import Judge
 from ..core.pristine import built, fresh_copy
 from ..core.sequence import StateThreading, run_sequence
+from ..core.state import mutated_buffer_names
 from ..run.eager import run_module
 from ..targets.base import Artifact, Target, to_numpy
+from ..targets.taps import ModuleOutput, Tap, TappedRunner, Taps
 from .module_match import (
     DIVERGENCE_RELATIVE,
     ModuleError,
@@ -37,7 +39,6 @@ from .module_match import (
     compare_modules,
     eager_module_outputs,
 )
-from .taps import ModuleOutput, Tap, TappedRunner, Taps
 
 __all__ = [
     "DIVERGENCE_RELATIVE",
@@ -286,8 +287,6 @@ def _metric_summary(case: ModelCase, judge: Judge, expected: list, actual: list)
 
 
 def _state_owners(case: ModelCase, module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    from ..core.state import mutated_buffer_names
-
     owners: dict[str, list[str]] = {}
     try:
         names = mutated_buffer_names(module, tuple(case.example_inputs()))

@@ -17,7 +17,7 @@ import torch
 from ..core.case import Calls
 from ..core.sequence import StateThreading, run_sequence
 from ..targets.base import to_numpy
-from .taps import ModuleOutput, Tap, Taps, class_source, first_tensor
+from ..targets.taps import ModuleOutput, Tap, Taps, class_source, first_tensor
 
 __all__ = ["DIVERGENCE_RELATIVE", "ModuleError", "compare_modules", "eager_module_outputs"]
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from itertools import combinations
 
 from ..core.compare import Comparison
+from ..core.framing import frames
 from ..core.judge import DETERMINISM_TOLERANCE, Judge
 from ..run.eager import EagerReference, StreamRun
-from .framing import frames
 
 __all__ = ["explain_divergence", "metric_state_cause"]
 

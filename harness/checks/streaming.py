@@ -20,11 +20,11 @@ import numpy as np
 from ..core.case import ModelCase
 from ..core.check import Check
 from ..core.errors import HarnessError, TargetRunError, describe_exception
+from ..core.framing import framed_outputs, frames, streaming_spec
 from ..core.judge import Judge
 from ..core.shapes import InputSignatureError
 from ..run.eager import EagerReference, StreamRun
 from ..run.evidence import Evidence
-from .framing import framed_outputs, frames, streaming_spec
 from .stream_diagnosis import advanced_by_export, explain_divergence, metric_state_cause
 
 __all__ = [

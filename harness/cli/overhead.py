@@ -40,9 +40,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..checks.framing import whole_signal
 from ..core import registry
 from ..core.case import ModelCase
+from ..core.framing import whole_signal
 from ..plugin.profiles import generation_seed
 from ..plugin.suites import SUITE_REGISTRY, pair_runs
 from ..run.cache import ExportCache
@@ -50,6 +50,7 @@ from ..run.eager import calls_key, run_module
 from ..run.evidence import Need, target_feeds
 from ..run.target_runs import target_stream
 from ..targets import EAGER, ExportError, RuntimeMissing, Target, targets
+from .project import load_cases, project_config
 from .run_clock import CLOCK_ENV, EAGER_REFERENCE
 
 __all__ = ["least_work", "main", "measure"]
@@ -112,10 +113,9 @@ def _own(clock: dict[str, Any]) -> float:
 def least_work(case_name: str, *, tier: str, examples: int) -> dict[str, Any]:
     """CPU seconds per target of the runs the verdicts need, read from the suites' declared
     evidence (``Suite.evidence``, the sequences each need feeds: ``harness.run.evidence.target_feeds``)."""
-    from ..__main__ import _load_cases, project_config
 
     torch.set_num_threads(1)
-    _load_cases()
+    load_cases()
     case = registry.case(case_name)
     config_file, ini = project_config()
     rootdir = Path(config_file).parent if config_file else Path.cwd()

@@ -19,6 +19,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from ..run import eager
+from ..targets import base
+
 __all__ = ["CLOCK_ENV", "EAGER_REFERENCE", "LOADS", "install"]
 
 CLOCK_ENV = "EXPORT_CONFORMANCE_RUN_CLOCK"
@@ -49,9 +52,6 @@ def install() -> None:
     if _installed:
         return
     _installed.append(True)
-    from ..run import eager
-    from ..targets import base
-
     base.Runner.run = _timed(lambda runner, *_: runner.artifact.target, base.Runner.run)  # type: ignore[method-assign]
     base.Runner.reset = _timed(lambda *_: LOADS, base.Runner.reset)  # type: ignore[method-assign]
     base.Target.load = _timed(lambda *_: LOADS, base.Target.load)  # type: ignore[method-assign]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,8 +13,6 @@ from .compare import Tolerance
 from .errors import HarnessError
 
 __all__ = [
-    "QUICK_TARGETS",
-    "TORCH_EXPORT_TARGETS",
     "STREAM_SUITES",
     "SUITES",
     "StreamingSpec",
@@ -28,25 +26,6 @@ __all__ = [
     "ModelCase",
     "Outputs",
 ]
-
-if TYPE_CHECKING:
-    #: The targets whose exports take seconds, not minutes, on 2 cores (``Target.quick``): large
-    #: seed models run only on these in the ``ci`` tier (``ModelCase.ci_targets``).
-    QUICK_TARGETS: tuple[str, ...]
-    #: Targets built on torch.export (``Target.via_torch_export``): they refuse what torch.export
-    #: refuses, and their artifacts have static input shapes unless exported with dynamic dimensions.
-    TORCH_EXPORT_TARGETS: tuple[str, ...]
-
-
-def __getattr__(name: str) -> Any:
-    """``QUICK_TARGETS`` and ``TORCH_EXPORT_TARGETS``, computed from the registered targets
-    (``harness.targets`` imports this module, so they are looked up when first asked for)."""
-    if name in ("QUICK_TARGETS", "TORCH_EXPORT_TARGETS"):
-        from ..targets import quick_targets, torch_export_targets  # registers the built-in targets
-
-        return quick_targets() if name == "QUICK_TARGETS" else torch_export_targets()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 #: Suite names that expected failures may name. ``export`` means "the exporter itself fails",
 #: which covers every suite of that target. The ``stream-*`` suites run on cases with a

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from .errors import HarnessError
 
-__all__ = ["PristineModule", "built", "fresh_copy"]
+if TYPE_CHECKING:
+    from .case import ModelCase
+
+__all__ = ["PristineModule", "built", "case_fault", "fresh_copy"]
 
 
 def _refuse(module: nn.Module, args: object) -> None:
@@ -77,3 +82,20 @@ def built(build: Callable[[], nn.Module]) -> nn.Module:
         return fresh_copy(module)
     except Exception:  # deepcopy refuses it: a factory that cannot be copied builds anew
         return module
+
+
+def case_fault(case: ModelCase) -> str | None:
+    """Why the case cannot be judged at all (None: it can): its module, freshly built, rejects
+    its own example input (a wrong arity, a dtype it cannot take). The case's bug, named with
+    its module; asked only after something failed, so it costs nothing on the way that works."""
+    try:
+        with torch.no_grad():
+            built(case.build)(*case.example_inputs())
+    except Exception as probe:
+        where = getattr(case.build, "__module__", None) or "its case module"
+        said = str(probe).splitlines()[0] if str(probe) else ""
+        return (
+            f"case {case.name!r} ({where}): its module does not run on its own example_inputs "
+            f"({type(probe).__name__}: {said}): the case needs fixing, no export can be judged"
+        )
+    return None

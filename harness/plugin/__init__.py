@@ -19,6 +19,7 @@ import pytest
 from ..targets import builtin_runtime_options
 from . import hookspec
 from .profiles import register_profiles
+from .sharding import parse_shard, split
 
 register_profiles()  # our own names only; before hypothesis's pytest_configure reads --hypothesis-profile
 
@@ -171,8 +172,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     text = config.getoption("conformance_shard", default=None)
     if not text:
         return
-    from ..core.registry import cases
-    from .sharding import parse_shard, split
+    from ..core.registry import cases  # imports torch: the light entry point loads it only here
 
     kept, dropped = split(items, [c.name for c in cases()], parse_shard(text))
     if dropped:

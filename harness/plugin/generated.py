@@ -4,7 +4,7 @@ search for inputs that take every side of every data-dependent branch.
 Hypothesis decides which examples run, so these loops live in the plugin (beside the profiles
 that make them deterministic in CI); each example's verdict is a check of its evidence
 (:func:`~harness.checks.input_space.check_generated_input`), and the coverage verdict is
-:func:`~harness.checks.branches.coverage_verdict`.
+:func:`~harness.core.branches.coverage_verdict`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, target
 from hypothesis import strategies as st
 
-from ..checks.branches import BranchRecorder, coverage_verdict
 from ..checks.input_space import check_generated_input
+from ..core.branches import BranchRecorder, coverage_verdict
 from ..core.sequence import CallList
 from ..run.eager import run_module
 from .cell_context import CellContext

@@ -1,26 +1,21 @@
 """Where the plugin calls the hooks of :mod:`harness.plugin.hookspec`: the targets a conftest
-adds, and a cell's judge. Imports nothing heavy itself (the active plugin and the cell context
-call it)."""
+adds, and a cell's judge. Loaded by the active plugin and the cell context, never by the light entry point."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:
-    from ..core.judge import Judge
-    from ..run.session import Cell
-    from ..targets import Target
+from ..core.judge import Judge
+from ..run.session import Cell
+from ..targets import Target, register_target
 
 __all__ = ["cell_judge", "register_hook_targets"]
 
 
 def register_hook_targets(config: pytest.Config) -> list[Target]:
     """Register the targets every ``pytest_conformance_targets`` implementation returns."""
-    from ..targets import Target, register_target
-
     added: list[Target] = []
     for returned in config.hook.pytest_conformance_targets(config=config):
         for new_target in returned or ():
@@ -38,8 +33,6 @@ def register_hook_targets(config: pytest.Config) -> list[Target]:
 def cell_judge(config: pytest.Config, cell: Cell, judge: Judge) -> Judge:
     """The judge of ``cell``: ``judge`` (the case's own, ``Judge.for_cell``), or what a
     ``pytest_conformance_judge`` implementation returns instead, compared with the same reference."""
-    from ..core.judge import Judge
-
     replaced = config.hook.pytest_conformance_judge(
         config=config, cell=cell, case=cell.case, target=cell.target, judge=judge
     )

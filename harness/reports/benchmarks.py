@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ..core.case import Call, ModelCase
+from ..core.pristine import fresh_copy
 from ..targets import EAGER, Artifact
 from ..targets.adopt import STATE_FILE_SUFFIX
 
@@ -38,8 +39,6 @@ _RUN_RECORDS = pytest.StashKey[list]()
 def flops_per_call(case: ModelCase, module: torch.nn.Module, call: Call) -> int:
     """FLOPs of one eager call, counted by ``torch.utils.flop_counter`` on a copy of the module."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from ..core.pristine import fresh_copy
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fresh_copy(module)(*call)

@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..targets import EAGER
+from ..core.case import SUITES
+from ..targets import EAGER, targets
 from .svg_chart import Band, BarChart, Line, LineChart, Panel
 
 __all__ = [
@@ -179,11 +180,10 @@ def metric_text(row: Mapping[str, Any]) -> str:
 
 
 def _matrix(body: Mapping[str, Any]) -> dict[str, Any]:
-    from ..core.case import SUITES  # declaration order: a re-read JSON file has its keys sorted
-
     suites: list[str] = []
     for row in body["rows"]:
         suites += [s for s in row["suites"] if s not in suites]
+    # in declaration order: a re-read JSON file has its keys sorted
     suites.sort(key=lambda s: (SUITES.index(s) if s in SUITES else len(SUITES), s))
     rows = []
     for row in body["rows"]:
@@ -339,8 +339,6 @@ def render_html(
 
 def rerender(report_dir: Path) -> Path:
     """Write ``report_dir/conformance.html`` again from ``conformance.json`` (and benchmarks)."""
-    from ..targets import targets
-
     report_dir = Path(report_dir)
     body = json.loads((report_dir / "conformance.json").read_text())
     own = report_dir / "benchmarks.json"

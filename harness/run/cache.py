@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from ..core import buffers, pristine, shapes, state
 from ..core.case import ModelCase
 from ..core.environment import library_versions
 from ..targets import Artifact, ExportError, Target
@@ -62,8 +63,6 @@ def _export_helpers_digest() -> str:
     """The harness's own export code (every target module and the helpers they import: a target
     class's file alone misses ``dynamo_onnx_export`` that several targets share)."""
     if _HELPERS_KEY not in _DIGESTS:
-        from ..core import buffers, pristine, shapes, state
-
         folder = Path(__file__).parent.parent / "targets"
         files = [
             *sorted(folder.glob("*.py")),

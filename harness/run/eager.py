@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.branches import discover_branches
 from ..core.case import Call, Calls, ModelCase
 from ..core.errors import HarnessError, TargetRunError, describe_exception
+from ..core.framing import whole_signal
 from ..core.pristine import fresh_copy
 from ..core.sequence import StateThreading, run_sequence
 from ..core.state import StateItem, audit_state, created_buffers, describe_kinds, read_state, write_state
@@ -240,10 +242,8 @@ class EagerReference:
         )
 
     def branches(self) -> list[Any]:
-        """The module's data-dependent branches (``harness.checks.branches``)."""
+        """The module's data-dependent branches (``harness.core.branches``)."""
         if self._branches is None:
-            from ..checks.branches import discover_branches
-
             found = discover_branches(self.module, self.case.example_inputs())
             self._branches = lambda: found
         return self._branches()
@@ -318,8 +318,6 @@ class EagerReference:
     def offline(self) -> PerCall:
         """The whole signal in one call, through the case's offline model (or its module)."""
         if self._offline is None:
-            from ..checks.framing import whole_signal
-
             self._offline = run_module(self._offline_module(), [whole_signal(self.case, self.calls)]).outputs
         return self._offline
 

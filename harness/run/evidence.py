@@ -26,9 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..checks.framing import rechunk, streaming_spec  # moves to core/ (issue 27)
 from ..core.case import Call, Calls, ModelCase
 from ..core.errors import HarnessError
+from ..core.framing import rechunk, streaming_spec
 from ..core.judge import Judge
 from ..core.shapes import resize_call, sizes_to_try
 from ..targets import Runner, Target

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checks.branches import Branch, discover_branches
+from ..core.branches import Branch, discover_branches
 from ..core.case import Calls, ModelCase
 from ..core.pristine import PristineModule
 from ..core.registry import case as find_case

@@ -20,16 +20,19 @@ import stat
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..core.case import ModelCase
 from ..core.errors import HarnessError
-from ..core.pristine import built
+from ..core.pristine import built, case_fault
 from ..core.shapes import check_call_signature, chunk_axes, dims_fixed_in_file, input_signature
 from .artifact import Artifact, ArtifactError
-from .base import Target, TensorDecl, case_fault
+
+if TYPE_CHECKING:
+    from .base import Target, TensorDecl
 
 __all__ = ["STATE_FILE_SUFFIX", "adopt_file", "check_signature", "resolve_user_file"]
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from . import target as find_target  # the registry: targets/__init__ imports no target module
+
 __all__ = ["Artifact", "ArtifactError", "read_initial_state"]
 
 
@@ -33,8 +35,6 @@ class Artifact:
         """The artifact file and the files it needs beside it: its format's companions (its
         target's ``companion_files``: an OpenVINO IR's weights, ONNX external data) and its initial
         state (``meta["state_file"]``); not the sidecar. Files may be absent (a broken export)."""
-        from . import target as find_target
-
         try:
             companions = find_target(self.target).companion_files(Path(self.path))
         except KeyError:  # a target not registered in this process: no companions known

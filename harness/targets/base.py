@@ -20,8 +20,10 @@ from ..core.errors import (
     full_message,
     whole_message,
 )
-from ..core.pristine import built
+from ..core.pristine import built, case_fault
 from ..core.shapes import check_call_signature, describe_fixed_dims, dims_fixed_in_file, input_signature
+from ..core.state import audit_state, state_in_buffers
+from .adopt import adopt_file
 from .artifact import Artifact, ArtifactError
 from .dynamic_chunk import export_with_dynamic_chunk
 from .options import RuntimeOption
@@ -212,23 +214,6 @@ _EXTRAS = {
 }
 
 
-def case_fault(case: ModelCase) -> str | None:
-    """Why the case cannot be judged at all (None: it can): its module, freshly built, rejects
-    its own example input (a wrong arity, a dtype it cannot take). The case's bug, named with
-    its module; asked only after something failed, so it costs nothing on the way that works."""
-    try:
-        with torch.no_grad():
-            built(case.build)(*case.example_inputs())
-    except Exception as probe:
-        where = getattr(case.build, "__module__", None) or "its case module"
-        said = str(probe).splitlines()[0] if str(probe) else ""
-        return (
-            f"case {case.name!r} ({where}): its module does not run on its own example_inputs "
-            f"({type(probe).__name__}: {said}): the case needs fixing, no export can be judged"
-        )
-    return None
-
-
 def _raise_if_the_case_is_at_fault(case: ModelCase) -> None:
     """An export that failed because of the case's own bug is a HarnessError, never an ExportError."""
     fault = case_fault(case)
@@ -370,8 +355,6 @@ class Target(ABC):
         as a user's own export would."""
         if not self.carries_state:
             return module, {}
-        from ..core.state import audit_state, state_in_buffers
-
         items = audit_state(module, example)
         if all(item.is_buffer for item in items):
             return module, {}
@@ -419,7 +402,7 @@ class Target(ABC):
         return self.lifted_state
 
     def tapped_runner(self, artifact: Artifact, case: ModelCase) -> Runner | None:
-        """A runner that also shows the runtime's intermediate values (a ``harness.checks.taps.TappedRunner``),
+        """A runner that also shows the runtime's intermediate values (a ``harness.targets.taps.TappedRunner``),
         used only to localise a failure; None where this runtime shows none."""
         return None
 
@@ -455,8 +438,6 @@ class Target(ABC):
         its format checked (``format_problem``), its sidecar and state read, a private copy with
         its companions made under ``workdir``, its signature checked against the case. Raises
         ArtifactError naming ``path``. The per-format steps are the methods above."""
-        from .adopt import adopt_file
-
         return adopt_file(self, path, case, workdir)
 
     def load(self, artifact: Artifact) -> Runner:

@@ -19,6 +19,7 @@ import torch
 from ..core.errors import LoggedRuntimeError, first_meaningful_line
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format, pte_header_problem
+from .taps import Tap, Taps
 
 __all__ = ["ExecuTorchRunner", "ExecuTorchTarget"]
 
@@ -279,8 +280,6 @@ class EtdumpTappedRunner(Runner):
         import tempfile
 
         from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
-
-        from ..checks.taps import Tap, Taps
 
         with tempfile.TemporaryDirectory() as folder:
             etdump, debug = Path(folder) / "run.etdp", Path(folder) / "debug.bin"

@@ -36,6 +36,7 @@ from ..core.state import LiftedState, mutated_buffer_names
 from .artifact import Artifact, ArtifactError, read_initial_state
 from .base import ProgramBeside, Runner, Target, TensorDecl, export_with_dynamic_chunk, to_numpy
 from .formats import describe_format
+from .taps import Tap, Taps
 
 __all__ = [
     "LiteRtInt8Target",
@@ -262,8 +263,6 @@ class LiteRtTappedRunner(ProgramBeside, LiteRtRunner):
         return self._beside(super()._run_impl(inputs), inputs)
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..checks.taps import Tap, Taps
-
         known = {r.module_path for r in eager}
         shapes: dict[str, tuple[int, ...]] = {}
         for record in eager:

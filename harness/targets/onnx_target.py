@@ -13,9 +13,11 @@ import torch
 
 from ..core.case import ModelCase
 from ..core.errors import describe_exception
+from ..core.shapes import CHUNK_DIM
 from .base import Artifact, ArtifactError, Runner, Target, export_with_dynamic_chunk
 from .onnx_files import onnx_companion_files, onnx_format_problem, onnx_input_shapes, onnx_io, onnx_weights
 from .onnx_runtime import ORT_OPTIMIZATION_ENV, ORT_THREADS_ENV, OnnxRuntimeSettings
+from .taps import Tap, Taps
 
 __all__ = ["OnnxRunner", "OnnxTappedRunner", "OnnxTarget", "dynamo_onnx_export", "onnx_value_modules"]
 
@@ -123,8 +125,6 @@ def dynamo_onnx_export(
 
 
 def _chunk_requested(dynamic_shapes: Any) -> bool:
-    from ..core.shapes import CHUNK_DIM
-
     def dims(spec: Any) -> list[Any]:
         if isinstance(spec, dict):
             return list(spec.values())
@@ -138,8 +138,6 @@ def _chunk_requested(dynamic_shapes: Any) -> bool:
 def _fixed_axes(path: Path, input_names: Sequence[str], dynamic_shapes: Any, *, chunk: bool) -> str:
     """The inputs whose dynamic axes (``chunk``: the streaming chunk; else the declared ones)
     the written graph holds at a fixed size ('' if none)."""
-    from ..core.shapes import CHUNK_DIM
-
     if not dynamic_shapes:
         return ""
     wanted = (
@@ -257,8 +255,6 @@ class OnnxTappedRunner(Runner):
         self.inner.reset()
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..checks.taps import Tap, Taps
-
         known = {r.module_path for r in eager}
         taps = []
         for name, value in zip([*self.output_names, *self.tap_names], self._last):

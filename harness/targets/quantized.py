@@ -21,6 +21,7 @@ from .dynamic_chunk import export_with_dynamic_chunk
 from .executorch_target import ExecuTorchTarget
 from .onnx_stateful import LiftedOnnxTarget
 from .onnx_target import onnx_value_modules
+from .taps import Taps
 from .torch_targets import NodeTappedRunner
 
 __all__ = ["ConvertedTappedRunner", "ExecuTorchInt8Target", "OnnxInt8Target"]
@@ -39,8 +40,6 @@ class ConvertedTappedRunner(ProgramBeside, NodeTappedRunner):
         return self._beside(super()._run_impl(inputs), inputs)
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..checks.taps import Taps
-
         found = super().taps(eager)
         return Taps(
             found.taps,

@@ -12,8 +12,10 @@ import torch
 from ..core.buffers import buffer_snapshot, restore_buffers
 from ..core.case import ModelCase
 from ..core.pristine import built, fresh_copy
+from ..core.registry import case as find_case
 from .base import EAGER, Artifact, Runner, Target, export_with_dynamic_chunk
 from .formats import describe_format
+from .taps import Tap, Taps, first_tensor
 
 __all__ = [
     "EagerTarget",
@@ -81,8 +83,6 @@ class ReplayTappedRunner(ModuleRunner):
         return super()._run_impl(inputs)
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..checks.taps import Tap, Taps, first_tensor
-
         after = buffer_snapshot(self.module)
         submodules = dict(self.module.named_modules())
         taps, missing = [], []
@@ -134,8 +134,6 @@ class NodeTappedRunner(ModuleRunner):
         self._taps: list[Any] = []
 
     def _run_impl(self, inputs: tuple[torch.Tensor, ...]) -> Sequence[Any]:
-        from ..checks.taps import Tap
-
         values: list[Any] = []
 
         class Recorder(torch.fx.Interpreter):
@@ -155,8 +153,6 @@ class NodeTappedRunner(ModuleRunner):
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
     def taps(self, eager: Sequence[Any]) -> Any:
-        from ..checks.taps import Taps
-
         return Taps(list(self._taps), "torch.export graph run node by node, modules from nn_module_stack")
 
 
@@ -174,8 +170,6 @@ class EagerTarget(Target):
         return None
 
     def _load_impl(self, artifact: Artifact) -> Runner:
-        from ..core.registry import case as find_case
-
         module = built(find_case(artifact.case).build)
         state = torch.load(artifact.path, map_location="cpu", weights_only=True)
         module.load_state_dict(state)

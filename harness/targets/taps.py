@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..targets.base import Runner
+from .base import Runner
 
 __all__ = ["ModuleOutput", "Tap", "TappedRunner", "Taps", "class_source", "first_tensor"]
 

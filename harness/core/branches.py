@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from ..core.check import Check
-from ..core.pristine import fresh_copy
+from .check import Check
+from .pristine import fresh_copy
 
 __all__ = [
     "LIBRARY_PACKAGES",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.case import Call, Calls, ModelCase, StreamingSpec
+from .case import Call, Calls, ModelCase, StreamingSpec
 
 __all__ = ["framed_outputs", "frames", "rechunk", "streaming_spec", "whole_signal"]
 
