@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import harness
-from harness.checks.framing import rechunk, whole_signal
 from harness.checks.streaming import (
     check_batch_isolation,
     check_continuity,
     check_initial_state,
     check_reset,
 )
+from harness.core.framing import rechunk, whole_signal
 from harness.core.state import LiftedState, audit_state
 from harness.plugin.suites import evidence_for
 from harness.run.eager import eager_reference
