@@ -192,11 +192,11 @@ def test_a_costly_target_runs_in_the_ci_tier_on_the_cases_that_ask_for_it():
     from harness.targets import target
 
     assert target("aoti").costly and not target("onnx").costly
-    assert in_quick_tier(case("pesto"), "aoti") and in_quick_tier(case("cached_conv"), "aoti")
+    assert in_quick_tier(case("pesto"), target("aoti")) and in_quick_tier(case("cached_conv"), target("aoti"))
     theirs = dataclasses.replace(case("cached_conv"), name="their_case", ci_costly_targets=())
-    assert not in_quick_tier(theirs, "aoti") and in_quick_tier(theirs, "onnx")
+    assert not in_quick_tier(theirs, target("aoti")) and in_quick_tier(theirs, target("onnx"))
     listed = dataclasses.replace(theirs, ci_targets=("eager", "aoti"))
-    assert in_quick_tier(listed, "aoti") and not in_quick_tier(listed, "onnx")
+    assert in_quick_tier(listed, target("aoti")) and not in_quick_tier(listed, target("onnx"))
     unknown = dataclasses.replace(theirs, ci_costly_targets=("aoit",))
     problems = unknown.check_declarations([t.name for t in harness.targets()])
     assert problems == ["case 'their_case': ci_costly_targets names unknown target 'aoit'"], problems

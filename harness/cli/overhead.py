@@ -200,7 +200,7 @@ def target_work(
     feeds: list[tuple[str, list[Any]]] = []
     for name, needs in plan.items():
         calls = inputs[name]
-        if needs & {Need.CANONICAL, Need.FRESH, Need.REPLAY}:
+        if needs & {Need.CANONICAL, Need.FRESH, Need.REPLAY, Need.START_STATE}:
             feeds.append((name, calls))
         for need in sorted(needs, key=lambda n: n.name):
             for extra in target_feeds(need, case, calls, fixed):

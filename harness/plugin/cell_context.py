@@ -20,7 +20,7 @@ from ..core.errors import ConformanceFailure, HarnessError, TargetRunError
 from ..core.judge import Judge
 from ..core.shapes import describe_fixed_dims, dims_fixed_in_file, unadmitted_input
 from ..run.eager import EagerReference, StreamRun
-from ..run.evidence import Attempt, Evidence, gather, run_example
+from ..run.evidence import Attempt, Evidence, Need, gather, run_example
 from ..run.session import Cell, ConformanceSession
 from ..run.target_runs import FreshRun
 from ..targets import EAGER, Artifact, ExportError, Runner, RuntimeMissing
@@ -364,6 +364,8 @@ class CellContext:
         check on that input). A generated-input cell's evidence is the primary input's; its
         examples are run one by one (:meth:`run_example`)."""
         input_name = self.case.main_input if self.suite.inputs == "generated" else self.cell.input_name
+        if Need.CANONICAL in self.suite.evidence:  # eager first: a case that fails on its own inputs is named
+            self.eager(input_name).outputs()
         self.runner()  # export (or report the export error) and skip what does not apply first
         if self.suite.streaming:
             self._note_state()  # recorded for the report's state audit

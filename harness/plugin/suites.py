@@ -138,7 +138,7 @@ SUITE_REGISTRY: dict[str, Suite] = {
             inputs="primary",
             streaming=True,
             localized=True,
-            evidence=frozenset({Need.FRESH, Need.REPLAY}),
+            evidence=frozenset({Need.FRESH, Need.START_STATE}),
         ),
         Suite(
             "hypothesis",

@@ -61,6 +61,9 @@ class Need(Enum):
     FRESH = "a freshly loaded runner's first run"
     #: that runner's run after ``reset()``, and the state ``reset()`` left (where readable)
     REPLAY = "the run after reset()"
+    #: the state ``reset()`` returns that runner to, where the runtime lets state be read (a
+    #: replay is made for it only then; None elsewhere)
+    START_STATE = "the state reset() returns to"
     #: the input in every other chunk size the case admits
     RECHUNKED = "the input in every other chunk size"
     #: the input with every batch row but the first replaced by other data
@@ -160,7 +163,7 @@ class Evidence:
     @property
     def start_state(self) -> dict[str, np.ndarray] | None:
         """The state ``reset()`` returned to (None where the runtime does not let it be read)."""
-        return self._get(Need.REPLAY)[1]
+        return self._get(Need.START_STATE)
 
     @property
     def rechunked(self) -> Mapping[int, Attempt]:
@@ -314,14 +317,20 @@ def gather(
     calls = eager.calls
     fixed = dict(fixed_dims or {})
     found: dict[Need, Any] = {}
-    if Need.FRESH in declared or Need.REPLAY in declared:
+    if declared & {Need.FRESH, Need.REPLAY, Need.START_STATE}:
         fresh = runs.fresh()
         found[Need.FRESH] = fresh.first
         if Need.REPLAY in declared:
             found[Need.REPLAY] = fresh.replay()
+        if Need.START_STATE in declared:  # a replay only where the state can be read at all
+            found[Need.START_STATE] = fresh.replay()[1] if fresh.first.states else None
     if Need.CANONICAL in declared:
         found[Need.CANONICAL] = runs.canonical()
-    runner = runs.runner() if declared - {Need.FRESH, Need.REPLAY, Need.CANONICAL, Need.OFFLINE} else None
+    runner = (
+        runs.runner()
+        if declared - {Need.FRESH, Need.REPLAY, Need.START_STATE, Need.CANONICAL, Need.OFFLINE}
+        else None
+    )
     if runner is not None:
         if Need.RECHUNKED in declared:
             spec = streaming_spec(case)
