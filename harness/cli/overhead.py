@@ -295,8 +295,9 @@ def _text(result: dict[str, Any]) -> str:
     ]  # fmt: skip
     lines += [
         f"harness     {result['harness_cpu_s']:7.1f} CPU-s ({result['harness_cells']})",
-        f"least work  {result['least_work_cpu_s']:7.1f} CPU-s (every target once over every input, one replay, "
-        f"other chunk sizes, {result['generated_examples']} generated examples; eager's reference)",
+        f"least work  {result['least_work_cpu_s']:7.1f} CPU-s (what the suites' cells declare: every target once "
+        f"over every input and the runs each need feeds, {result['generated_examples']} generated examples; "
+        "eager's reference)",
         f"overhead    {100 * result['overhead']:+.1f}% (median of {len(rounds)} side-by-side rounds)",
         f"outside the runtimes' runs and loads: harness {result['harness_outside_runs_cpu_s']:.1f} CPU-s, "
         f"least work {result['least_work_outside_runs_cpu_s']:.1f} CPU-s",
