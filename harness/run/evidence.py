@@ -286,16 +286,14 @@ def target_feeds(
     return []
 
 
-def _attempt(runner: Runner, calls: Calls, case: ModelCase) -> Attempt:
+def run_example(runner: Runner, case: ModelCase | None, calls: Calls) -> Attempt:
+    """The target fed ``calls`` from its initial state (explicit state threaded as ``case`` says;
+    None: plain calls): a generated example, a rechunked input, a resized call. A refusal is the
+    check's evidence, which it judges, not an error here."""
     try:
-        return Attempt(calls, target_stream(runner, calls, case=case))
-    except Exception as exc:  # a refusal is the check's evidence (which it judges), not an error here
+        return Attempt(calls, target_stream(runner, calls, case=case, record_state=case is not None))
+    except Exception as exc:  # judged by the check (a rejected size, a refused chunk, an example)
         return Attempt(calls, error=exc)
-
-
-def run_example(runner: Runner, case: ModelCase, calls: Calls) -> Attempt:
-    """One generated example through the target from its initial state (explicit state threaded)."""
-    return _attempt(runner, calls, case)
 
 
 def gather(
@@ -335,7 +333,7 @@ def gather(
         if Need.RECHUNKED in declared:
             spec = streaming_spec(case)
             found[Need.RECHUNKED] = {
-                chunk: _attempt(runner, feed, case)
+                chunk: run_example(runner, case, feed)
                 for chunk, feed in zip(spec.other_chunks, target_feeds(Need.RECHUNKED, case, calls))
             }
         if Need.ALTERED_ROWS in declared:
@@ -349,12 +347,8 @@ def gather(
             found[Need.WEIGHTS] = functools.cache(lambda: _weights(target, runner))
     for need in declared - set(found):
         found[need] = None  # OFFLINE and GENERATED live on the eager side and in the property loop
-    return Evidence(case, target, input_name, judge, eager, dict(runs_meta(runs)), declared, fixed, found)
-
-
-def runs_meta(runs: RunSource) -> Mapping[str, Any]:
-    """The artifact's sidecar facts of the runner behind ``runs``."""
-    return runs.runner().artifact.meta
+    meta = dict(runs.runner().artifact.meta)
+    return Evidence(case, target, input_name, judge, eager, meta, declared, fixed, found)
 
 
 def _batched(runner: Runner, case: ModelCase, calls: Calls) -> BatchedRuns:
@@ -372,18 +366,11 @@ def _resized(
 ) -> tuple[ResizedRun, ...]:
     found = []
     for name, axis, size, example_size, call in resized_calls(case, calls[0], fixed):
-        attempt = _plain_attempt(runner, call)
+        attempt = run_example(runner, None, [call])
         found.append(ResizedRun(name, axis, size, example_size, call, attempt))
         if attempt.error is not None:  # the first size the export rejects is the verdict
             break
     return tuple(found)
-
-
-def _plain_attempt(runner: Runner, call: Call) -> Attempt:
-    try:
-        return Attempt([call], target_stream(runner, [call], record_state=False))
-    except Exception as exc:  # the check reports the rejected size
-        return Attempt([call], error=exc)
 
 
 def _weights(target: Target, runner: Runner) -> dict[str, np.ndarray] | None:
