@@ -328,6 +328,21 @@ def _overhead(args: argparse.Namespace) -> int:
     return measure(args.case, tier=args.tier, examples=args.examples, rounds=args.rounds, json_path=args.json)
 
 
+def _repro(args: argparse.Namespace) -> int:
+    """A standalone reproducer of one target's divergence from eager."""
+    raise _Fail("not built yet")
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    """The canonical inputs and eager's outputs in the runtime's own test format."""
+    raise _Fail("not built yet")
+
+
+def _judge(args: argparse.Namespace) -> int:
+    """Outputs recorded elsewhere, judged as the cells judge a target's run."""
+    raise _Fail("not built yet")
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser, wired to this module's subcommands."""
     commands = {
@@ -339,6 +354,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "merge": _merge,
         "plot": _plot,
         "overhead": _overhead,
+        "repro": _repro,
+        "bundle": _bundle,
+        "judge": _judge,
     }
     return build_command_line(commands, prog)
 

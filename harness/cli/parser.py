@@ -230,6 +230,68 @@ def build_parser(
         "--targets", default=None, metavar="T1,T2", help="comma-separated targets to draw (default: all)"
     )
     plot.add_argument("--out", required=True, metavar="PATH", help="the SVG file to write")
+    repro = _subcommand(
+        commands,
+        "repro",
+        run["repro"],
+        "write a standalone reproducer of a target's divergence from eager",
+        "Run the case on eager and on the target over one canonical input, keep the calls up to the "
+        "first call whose outputs leave the case's tolerances, and write into OUTDIR a repro.py that "
+        "imports neither the harness nor the case's code (only numpy and the target's runtime), the "
+        "inputs and eager's expected outputs (inputs.npz, expected.npz), the artifact and a README with "
+        "the versions; where localisation names the first divergent module, its eager side "
+        "(model.py) and, for ONNX, the subgraph cut at that module's boundary. 'python repro.py' exits "
+        "1 on the divergence and 0 where the outputs agree.",
+        "pesto onnx --input=a_major_scale --out=repro/pesto-onnx",
+    )
+    repro.add_argument("case", metavar="CASE", help=case_help)
+    repro.add_argument("target", metavar="TARGET", help="a registered target, e.g. onnx")
+    repro.add_argument(
+        "--artifact", default=None, metavar="PATH", help="your own file instead of the harness's export"
+    )
+    repro.add_argument(
+        "--input",
+        default=None,
+        metavar="NAME",
+        help="canonical input set (default: the case's primary input)",
+    )
+    repro.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="the folder to write (default: reports/repro/CASE-TARGET-INPUT)",
+    )
+    repro.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
+    bundle = _subcommand(
+        commands,
+        "bundle",
+        run["bundle"],
+        "write the canonical inputs and eager's outputs in the runtime's own test format",
+        "Write the case's canonical inputs and eager's expected outputs for TARGET's artifact into DIR "
+        "in the runtime's own test format: an ExecuTorch BundledProgram (.bpte, one test set per call of "
+        "a streaming input, in order) or ONNX test data sets (test_data_set_N/input_K.pb, output_K.pb).",
+        "pesto executorch-xnnpack bundles/pesto",
+    )
+    bundle.add_argument("case", metavar="CASE", help=case_help)
+    bundle.add_argument("target", metavar="TARGET", help="a registered target, e.g. executorch-xnnpack")
+    bundle.add_argument("outdir", metavar="DIR", help="the folder to write")
+    bundle.add_argument(
+        "--artifact", default=None, metavar="PATH", help="your own file instead of the harness's export"
+    )
+    bundle.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
+    judge = _subcommand(
+        commands,
+        "judge",
+        run["judge"],
+        "judge outputs recorded elsewhere (a device) with the cell's own judge",
+        "Judge outputs recorded by another process or device, in the layout 'bundle' writes, with each "
+        "cell's own judge (tolerances, task metric, the streaming checks the recorded calls allow); "
+        "prints the same matrix and exit status as 'check'.",
+        "pesto onnx --outputs=device-outputs/pesto",
+    )
+    judge.add_argument("case", metavar="CASE", help=case_help)
+    judge.add_argument("target", metavar="TARGET", help="the target the outputs were recorded on")
+    judge.add_argument("--outputs", required=True, metavar="DIR", help="the recorded outputs")
     overhead = _subcommand(
         commands,
         "overhead",
