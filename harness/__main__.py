@@ -174,36 +174,42 @@ def _check(args: argparse.Namespace) -> int:
     return 2 if status == pytest.ExitCode.USAGE_ERROR else status
 
 
+def _cache_root(args: argparse.Namespace) -> Path:
+    """The export cache: --export-cache-dir, else the ini's conformance_export_cache beside it."""
+    from .cli.project import project_config  # torch: kept out of --help
+
+    if args.export_cache_dir:
+        return Path(args.export_cache_dir)
+    root, options = project_config()
+    return (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
+
+
+def _artifact(args: argparse.Namespace, case: Any, target: Any, steps: Steps) -> Any:
+    """The user's file (``--artifact``) adopted as ``target``'s, else the harness's own export."""
+    from .run.cache import ExportCache  # torch: kept out of --help
+    from .run.external import ArtifactOverride, external_artifact
+
+    cache_root = _cache_root(args)
+    if args.artifact:
+        with steps.step(f"loading {args.artifact} as {target.name}"):
+            path = _user_file(args.artifact)
+            return external_artifact(ArtifactOverride(case.name, target.name, path), cache_root / "external")
+    with steps.step(f"exporting {case.name} to {target.name} (or reusing the export cache)"):
+        return ExportCache(cache_root).get(case, target)
+
+
 def _localize(args: argparse.Namespace) -> int:
     """Name the first eager module whose output the target's run stops reproducing."""
     from .checks.localize import LocalizationUnsupported, localize  # torch: kept out of --help
-    from .cli.project import project_config
-    from .run.cache import ExportCache
-    from .run.external import ArtifactOverride, external_artifact
     from .targets import ArtifactError, ExportError, RuntimeMissing
 
     case = _case(args.case)
     target = _target(args.target)
     if args.input is not None:
         _known("input", args.input, case.inputs)
-    root, options = project_config()
-    cache_root = (
-        Path(args.export_cache_dir)
-        if args.export_cache_dir
-        else (
-            (root.parent if root else Path.cwd()) / options.get("conformance_export_cache", ".export-cache")
-        )
-    )
     try:
         with quiet_torch(), Steps(args.where, 2) as steps:
-            if args.artifact:
-                with steps.step(f"loading {args.artifact} as {target.name}"):
-                    path = _user_file(args.artifact)
-                    override = ArtifactOverride(case.name, target.name, path)
-                    artifact = external_artifact(override, cache_root / "external")
-            else:
-                with steps.step(f"exporting {case.name} to {target.name} (or reusing the export cache)"):
-                    artifact = ExportCache(cache_root).get(case, target)
+            artifact = _artifact(args, case, target, steps)
             with steps.step(f"localizing {case.name} on {target.name}"):
                 result = localize(case, target, artifact, args.input, chunk=args.chunk)
     except (ArtifactError, ExportError, RuntimeMissing, LocalizationUnsupported, KeyError, ValueError) as exc:
@@ -212,6 +218,46 @@ def _localize(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
     return 0
+
+
+def _repro(args: argparse.Namespace) -> int:
+    """A standalone reproducer of one target's divergence from eager: exit 1 where it diverges
+    (the reproducer's own status), 0 where every call agrees."""
+    from .checks.localize import localization_record  # torch: kept out of --help
+    from .reports.repro import ReproUnsupported, repro_folder_name, write_repro
+    from .targets import ArtifactError, ExportError, RuntimeMissing
+
+    case = _case(args.case)
+    target = _target(args.target)
+    input_name = _known("input", args.input, case.inputs) if args.input else case.main_input
+    folder = (
+        Path(args.out)
+        if args.out
+        else Path("reports/repro") / repro_folder_name(case.name, target.name, input_name)
+    )
+    if target.standalone is None:
+        raise _Fail(f"{target.name}: no standalone program to reproduce its runs with (the eager side?)")
+    try:
+        with quiet_torch(), Steps(args.where, 3) as steps:
+            artifact = _artifact(args, case, target, steps)
+            with steps.step(f"localizing {case.name} on {target.name}"):
+                located = localization_record(case, target, artifact, input_name)
+            with steps.step(f"writing the reproducer into {folder}"):
+                repro = write_repro(
+                    case,
+                    target,
+                    artifact,
+                    list(case.inputs[input_name]()),
+                    folder,
+                    input_name=input_name,
+                    localization=located,
+                )
+    except (ArtifactError, ExportError, RuntimeMissing, ReproUnsupported) as exc:
+        raise _Fail(str(exc).strip("'\"")) from None
+    print(repro.headline())
+    for note in repro.notes:
+        print(f"  {note}")
+    return 0 if repro.first is None else 1
 
 
 def _replace_block(text: str, name: str, body: str) -> str | None:
@@ -326,11 +372,6 @@ def _overhead(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise _Fail(f"--rounds {args.rounds}: need at least one round")
     return measure(args.case, tier=args.tier, examples=args.examples, rounds=args.rounds, json_path=args.json)
-
-
-def _repro(args: argparse.Namespace) -> int:
-    """A standalone reproducer of one target's divergence from eager."""
-    raise _Fail("not built yet")
 
 
 def _bundle(args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ IN_FUNCTION_ALLOWED: dict[tuple[str, str], str] = {
             "harness.cli.project",
             "harness.core.registry",
             "harness.reports.html",
+            "harness.reports.repro",
             "harness.run.cache",
             "harness.run.external",
             "harness.targets",

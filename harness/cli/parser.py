@@ -69,6 +69,7 @@ def build_parser(
         f"  {prog} export pesto onnx-stateful my-exports/\n"
         f"  {prog} check pesto --artifact=onnx-stateful=my-exports/pesto.stateful.onnx -- -x\n"
         f"  {prog} localize pesto onnx --input=c4_sine\n"
+        f"  {prog} repro pesto onnx --out=repro/pesto-onnx\n"
         f"  {prog} merge reports/tox/*/conformance.json\n\n"
         f"'{prog} COMMAND --help' explains one command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

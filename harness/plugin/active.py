@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import shutil
 import traceback
 import uuid
 from pathlib import Path
@@ -102,6 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if workerinput is None:  # the controller (or a run without xdist) collects the matrix
         report_dir = config.getoption("conformance_report") or "reports"
+        # the reproducers of this run's failing cells, written by the workers: none of an earlier run's
+        shutil.rmtree(Path(config.rootpath) / report_dir / "repro", ignore_errors=True)
         baseline_path = config.getoption("conformance_baseline") or config.getini("conformance_baseline")
         baseline: Baseline | None = Baseline(Path(config.rootpath) / baseline_path)
         if overrides and not config.getoption("conformance_baseline_with_artifacts"):

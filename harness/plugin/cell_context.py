@@ -19,6 +19,7 @@ from ..core.case import Calls, MetricResult
 from ..core.errors import ConformanceFailure, HarnessError, TargetRunError
 from ..core.judge import Judge
 from ..core.shapes import describe_fixed_dims, dims_fixed_in_file, unadmitted_input
+from ..reports.repro import repro_folder_name, write_repro
 from ..run.eager import EagerReference, StreamRun
 from ..run.evidence import Attempt, Evidence, Need, gather, run_example
 from ..run.session import Cell, ConformanceSession
@@ -446,7 +447,7 @@ class CellContext:
             return None
         key = (self.case.name, self.target.name, self.cell.input_name)
         if key not in self._session.localizations:
-            self._session.localizations[key] = localization_record(
+            located = localization_record(
                 self.case,
                 self.target,
                 self.artifact(),
@@ -455,7 +456,36 @@ class CellContext:
                 module=self.eager_module(),
                 judge=self.judge(),
             )
+            self._session.localizations[key] = self._with_repro(located, calls)
         return self._session.localizations[key]
+
+    def _with_repro(self, located: dict[str, Any], calls: Any) -> dict[str, Any]:
+        """The localisation with the cell's reproducer (``<report>/repro/<case-target-input>/``)
+        written beside it and named in its text; one that cannot be written says why, and never
+        changes the verdict."""
+        if self.target.standalone is None:
+            return located
+        root = Path(self._item.config.rootpath) / (
+            self._item.config.getoption("conformance_report") or "reports"
+        )
+        folder = root / "repro" / repro_folder_name(self.case.name, self.target.name, self.cell.input_name)
+        try:
+            repro = write_repro(
+                self.case,
+                self.target,
+                self.artifact(),
+                list(calls) if calls is not None else list(self.calls()),
+                folder,
+                input_name=self.cell.input_name,
+                judge=self.judge(),
+                module=self.eager_module(),
+                localization=located,
+                suite=self.cell.suite,
+            )
+        except Exception as exc:  # a reproducer is a courtesy: it never fails the cell
+            line = f"reproducer: not written ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            return {**located, "repro": {"error": line}, "text": f"{located['text']}\n{line}"}
+        return {**located, "repro": repro.as_dict(), "text": f"{located['text']}\n{repro.headline()}"}
 
 
 class _CellRuns:

@@ -216,6 +216,27 @@ class MatrixCollector:
         written_text = "written: " + ", ".join(str(p) for p in written)
         for line in wrap_text(written_text, width, indent="", hanging="  "):
             terminalreporter.write_line(line)
+        repros = [
+            (name, found["repro"])
+            for name, found in sorted(self.report.localizations.items())
+            if isinstance(found.get("repro"), dict) and found["repro"].get("folder")
+        ]
+        if repros:
+            terminalreporter.write_line(
+                f"reproducers of failing cells ({len(repros)}; each runs without the harness: python FOLDER/repro.py):"
+            )
+            for name, repro in repros:
+                first = repro.get("first_divergent_call")
+                said = (
+                    f"first divergence at call {first}" if first is not None else "no divergence on its calls"
+                )
+                for line in wrap_text(
+                    f"{name}: {repro['folder']} ({repro['calls']} calls, {said})",
+                    width,
+                    indent="  ",
+                    hanging="      ",
+                ):
+                    terminalreporter.write_line(line)
         if self.external:
             terminalreporter.section("artifacts given with --conformance-artifact")
             for key, file in sorted(self.report.artifacts.items()):

@@ -51,6 +51,7 @@ class AotiTarget(Target):
     """``torch.export`` (chunk dynamic where the case streams) then ``aoti_compile_and_package``."""
 
     name = "aoti"
+    standalone = "aoti_program"
     suffix = ".aoti.pt2"
     via_torch_export = True
     carries_state = True

@@ -267,6 +267,14 @@ class Target(ABC):
     #: values to ``configure``. Declare them in a module that imports no runtime (the pytest
     #: entry point reads the built-in ones without importing torch).
     runtime_options: ClassVar[tuple[RuntimeOption, ...]] = ()
+    #: The module of ``harness.targets.standalone`` that runs this target's file with the runtime
+    #: alone (a reproducer's program); None: no reproducer can be written for it.
+    standalone: ClassVar[str | None] = None
+
+    def standalone_options(self) -> dict[str, Any]:
+        """The runtime settings in force that change what the file computes (onnxruntime's graph
+        optimisation, OpenVINO's precision), for a reproducer to use the same."""
+        return {}
 
     def missing_runtime(self) -> str | None:
         """Why this target cannot run here, or None when its runtime is installed."""

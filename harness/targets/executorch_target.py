@@ -358,6 +358,7 @@ class ExecuTorchTarget(Target):
     requires = ("executorch",)
     via_torch_export = True
     carries_state = True
+    standalone = "executorch_program"
 
     def __init__(self, backend: str) -> None:
         if backend not in ("xnnpack", "portable"):

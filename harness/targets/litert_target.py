@@ -320,6 +320,7 @@ class LiteRtTarget(Target):
     """``litert_torch.convert`` of the module as built, on the ai_edge_litert interpreter."""
 
     name = "litert"
+    standalone = "litert_program"
     suffix = ".tflite"
     via_torch_export = True
     requires = _REQUIRES

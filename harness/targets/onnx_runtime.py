@@ -45,6 +45,10 @@ class OnnxRuntimeSettings:
     threads, carried in the environment (sessions read them when they open)."""
 
     runtime_options: ClassVar[tuple[RuntimeOption, ...]] = ORT_OPTIONS
+    standalone: ClassVar[str | None] = "onnxruntime_program"
+
+    def standalone_options(self) -> dict[str, Any]:
+        return {"graph_optimization": os.environ.get(ORT_OPTIMIZATION_ENV, "all")}
 
     def configure(self, options: Mapping[str, Any]) -> None:
         if options.get("ort_optimization"):

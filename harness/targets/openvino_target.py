@@ -170,6 +170,12 @@ class OpenVinoTarget(Target):
     """The lifted-state ONNX export converted to an OpenVINO IR (state made internal again)."""
 
     name = "openvino"
+    standalone = "openvino_program"
+
+    def standalone_options(self) -> dict[str, Any]:
+        precision = requested_precision()
+        return {"precision": precision} if precision else {}
+
     suffix = ".openvino.xml"
     via_torch_export = True
     carries_state = True

@@ -180,6 +180,7 @@ class TorchScriptTarget(Target):
     """``torch.jit.trace``; buffers are restored after tracing, since tracing runs forward once."""
 
     name = "torchscript"
+    standalone = "torchscript_program"
     fixed_shapes = False
     quick = True
     suffix = ".ts.pt"
@@ -216,6 +217,7 @@ class TorchExportTarget(Target):
     """``torch.export.export`` saved as .pt2 and run as a module (``ExportedProgram.module()``)."""
 
     name = "torch-export"
+    standalone = "torch_export_program"
     suffix = ".pt2"
     via_torch_export = True
     carries_state = True

@@ -1,0 +1,24 @@
+"""A torch.export program (.pt2, torch.export.save) run as a module (ExportedProgram.module())."""
+
+import numpy as np
+
+PACKAGES = ("torch",)
+
+
+class ExportedProgram:
+    def __init__(self, module):
+        self.module = module
+
+    def run(self, inputs):
+        import torch
+
+        with torch.no_grad():
+            out = self.module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs))
+        out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        return [o.detach().cpu().numpy() for o in out]
+
+
+def open_program(path, config):
+    import torch
+
+    return ExportedProgram(torch.export.load(str(path)).module())
