@@ -117,6 +117,49 @@ def test_the_wheel_holds_the_library_and_the_suites_under_one_package_and_nothin
         assert needed in members, needed
 
 
+def _reproducers(into: Path) -> list[tuple[Path, str, int, str]]:
+    """Reproducers written by this process's harness: (folder, script, exit status, a line said)."""
+    import dataclasses
+
+    import torch
+
+    import harness
+    from harness.checks.localize import localization_record
+    from harness.reports.repro import write_repro
+    from harness.run.cache import ExportCache
+
+    case = harness.case("cached_conv")
+    calls = list(case.inputs["noise_stream"]())
+    cache = ExportCache(into / "cache")
+    onnx, lifted = harness.target("onnx"), harness.target("onnx-stateful")
+    dropped = cache.get(case, onnx)
+    located = localization_record(case, onnx, dropped, "noise_stream")
+    state = write_repro(
+        case, onnx, dropped, calls, into / "dropped", input_name="noise_stream", localization=located
+    )
+    fixed = write_repro(
+        case, lifted, cache.get(case, lifted), calls, into / "fixed", input_name="noise_stream"
+    )
+
+    def build() -> torch.nn.Module:
+        module = case.build()
+        with torch.no_grad():
+            next(module.parameters()).mul_(1.02)
+        return module
+
+    script = harness.target("torchscript")
+    scaled = script.export(
+        dataclasses.replace(case, name="cached_conv_scaled", build=build), into / "scaled-export"
+    )
+    weight = write_repro(case, script, scaled, calls, into / "scaled", input_name="noise_stream")
+    return [
+        (state.folder, "repro.py", 1, f"first divergence: call {state.first} (of {state.calls})"),
+        (state.folder, "model.py", 1, "DIVERGES"),
+        (fixed.folder, "repro.py", 0, "no divergence"),
+        (weight.folder, "repro.py", 1, "first divergence: call 0 (of 1)"),
+    ]
+
+
 def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     """One venv (installing torch takes most of a minute): an unrelated project, a project with
     its own case through the installed suites, and ``export-conformance list / export / check``."""
@@ -124,6 +167,20 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=outside_env())
     python = venv / "bin" / "python"
+    # Before the harness is installed, torch and onnxruntime alone run the reproducers it writes:
+    # a dropped state on ONNX (and model.py: the first divergent module's torch.export program and
+    # the ONNX subgraph at its boundary), the fixed lifted export, a scaled weight on TorchScript.
+    bare = _run(tmp_path, python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                "torch==2.13.*", "onnxruntime", "numpy")  # fmt: skip
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    assert _run(tmp_path, python, "-c", "import harness").returncode == 1
+    for folder, script, status, said in _reproducers(tmp_path / "repros"):
+        ran = _run(folder, python, script)
+        assert ran.returncode == status and said in ran.stdout, (
+            folder,
+            script,
+            ran.stdout + ran.stderr[-2000:],
+        )
     installed = _run(tmp_path, python, "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel)
     assert installed.returncode == 0, installed.stderr[-3000:]
     where = _run(tmp_path, python, "-c", "import harness, importlib.util as u; print(harness.__file__); "
@@ -213,6 +270,14 @@ def test_installed_from_the_wheel_in_a_fresh_venv(dist, tmp_path):
         "cells on your files did not pass" in failed.stdout
         and "Traceback" not in failed.stdout + failed.stderr
     )
+    # its reproducer, from the wheel: the console script writes it, torch alone runs it
+    written = _run(project, script, "repro", "wheel_scorer", "torchscript", f"--artifact={changed}",
+                   "--out=repro-scorer", f"--export-cache-dir={cache}")  # fmt: skip
+    assert written.returncode == 1 and "first divergence at call 0" in written.stdout, (
+        written.stdout + written.stderr
+    )
+    ran = _run(project / "repro-scorer", python, "repro.py")
+    assert ran.returncode == 1 and "first divergence: call 0" in ran.stdout, ran.stdout + ran.stderr
     # the gate's misuse, from the wheel: one line and exit 2 each, nothing of the project written
     golden_before = sorted(p.read_bytes() for p in (project / "golden").rglob("*") if p.is_file())
     os.mkfifo(project / "pipe.ts.pt")
