@@ -196,3 +196,28 @@ def test_every_standalone_program_imports_no_harness_module():
         assert roots <= allowed, (name, roots - allowed)
     declared = {t.standalone for t in targets() if t.standalone}
     assert declared == set(RUNTIME_MODULES)
+
+
+def test_each_failing_cell_writes_its_reproducer_and_the_run_names_them(
+    inner_pytest, pytester, export_cache, tmp_path
+):
+    """A user's plain ONNX file of the cached convolution (its cache dropped) gated by the suites:
+    each failing (case, target, input) gets reports/repro/<case-target-input>/, listed after the
+    matrix, and its repro.py fails alone; the reproducers of an earlier run are not left behind."""
+    artifact = export_cache.get(harness.case("cached_conv"), harness.target("onnx"))
+    mine = tmp_path / "mine.onnx"
+    shutil.copy2(artifact.path, mine)
+    stale = pytester.path / "reports" / "repro" / "an-earlier-run"
+    stale.mkdir(parents=True)
+    args = ("--artifact", f"cached_conv:onnx={mine}", "--conformance-targets", "onnx", "-k", "cached_conv")
+    result = inner_pytest(*args, modules=("fixtures.toys",), suites=("test_outputs", "test_streaming"))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = result.stdout.str()
+    folders = sorted((pytester.path / "reports" / "repro").iterdir())
+    assert [f.name for f in folders] == ["cached_conv-onnx-noise_stream", "cached_conv-onnx-step_stream"], (
+        folders
+    )
+    assert "reproducers of failing cells (2; each runs without the harness" in out, out[-3000:]
+    assert "cached_conv/onnx/noise_stream:" in out and "first divergence at call" in out
+    ran = run_moved(folders[0], tmp_path)
+    assert ran.returncode == 1 and "first divergence: call" in ran.stdout, ran.stdout + ran.stderr
