@@ -365,7 +365,7 @@ def main():
         err, rel = relative(expected["out0"], got)
         diverges = not rel <= meta["divergence_relative"]
         print(
-            f"the artifact's subgraph (subgraph.onnx, {len(feed)} boundary values) against eager's module: "
+            f"the artifact's subgraph (subgraph.onnx, boundary: {', '.join(feed)}) against eager's module: "
             f"max abs {err:.3g}, relative {rel:.3g}: " + ("DIVERGES" if diverges else "agrees")
         )
         status = 1 if diverges else 0
