@@ -476,7 +476,7 @@ class CellContext:
                 self.artifact(),
                 list(calls) if calls is not None else list(self.calls()),
                 folder,
-                input_name=self.cell.input_name,
+                input_name=self.cell.input_name if calls is None else "the example hypothesis found",
                 judge=self.judge(),
                 module=self.eager_module(),
                 localization=located,

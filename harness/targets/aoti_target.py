@@ -51,7 +51,7 @@ class AotiTarget(Target):
     """``torch.export`` (chunk dynamic where the case streams) then ``aoti_compile_and_package``."""
 
     name = "aoti"
-    standalone = "aoti_program"
+    standalone = "torch_program"
     suffix = ".aoti.pt2"
     via_torch_export = True
     carries_state = True
@@ -65,6 +65,9 @@ class AotiTarget(Target):
         if not any(c and shutil.which(c) for c in compilers):
             return f"{self.name}: no C++ compiler found (g++, c++, clang++ or $CXX); AOTInductor compiles C++"
         return super().missing_runtime()
+
+    def standalone_options(self) -> dict[str, Any]:
+        return {"loader": "aoti"}
 
     def _export_impl(self, module, example, case, path):
         from torch._inductor import aoti_compile_and_package

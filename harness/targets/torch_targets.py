@@ -180,12 +180,15 @@ class TorchScriptTarget(Target):
     """``torch.jit.trace``; buffers are restored after tracing, since tracing runs forward once."""
 
     name = "torchscript"
-    standalone = "torchscript_program"
+    standalone = "torch_program"
     fixed_shapes = False
     quick = True
     suffix = ".ts.pt"
     description = "torch.jit.trace, saved with torch.jit.save"
     reset_state_after_trace = True
+
+    def standalone_options(self) -> dict[str, Any]:
+        return {"loader": "jit"}
 
     def _export_impl(self, module, example, case: ModelCase, path: Path):
         initial = buffer_snapshot(module)
@@ -217,12 +220,15 @@ class TorchExportTarget(Target):
     """``torch.export.export`` saved as .pt2 and run as a module (``ExportedProgram.module()``)."""
 
     name = "torch-export"
-    standalone = "torch_export_program"
+    standalone = "torch_program"
     suffix = ".pt2"
     via_torch_export = True
     carries_state = True
     quick = True
     description = "torch.export.export, run via ExportedProgram.module()"
+
+    def standalone_options(self) -> dict[str, Any]:
+        return {"loader": "export"}
 
     def _export_impl(self, module, example, case, path):
         program, meta = export_with_dynamic_chunk(

@@ -13,9 +13,7 @@ the target's own runner does.
 #: target -> its standalone runtime module, for targets that have none of their own name
 RUNTIME_MODULES = (
     "onnxruntime_program",
-    "torchscript_program",
-    "torch_export_program",
-    "aoti_program",
+    "torch_program",
     "executorch_program",
     "openvino_program",
     "litert_program",
