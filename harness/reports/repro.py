@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import shutil
 from collections.abc import Sequence
@@ -185,7 +186,10 @@ def _copy_artifact(artifact: Artifact, folder: Path) -> tuple[str, str, list[str
     into = folder / "artifact"
     into.mkdir(parents=True, exist_ok=True)
     for f in files:
-        shutil.copy2(f, into / f.name)
+        try:  # a hard link where the file system allows it: a large file is not copied per input
+            os.link(f, into / f.name)
+        except OSError:
+            shutil.copy2(f, into / f.name)
     return f"artifact/{Path(artifact.path).name}", digest, []
 
 
