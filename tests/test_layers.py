@@ -50,12 +50,14 @@ IN_FUNCTION_ALLOWED: dict[tuple[str, str], str] = {
         ("harness.__main__", imported): _FAST_HELP
         for imported in (
             "harness.checks.localize",
+            "harness.cli.bundle",
             "harness.cli.overhead",
             "harness.cli.project",
             "harness.core.registry",
             "harness.reports.html",
             "harness.run.cache",
             "harness.run.external",
+            "harness.run.recorded",
             "harness.targets",
             "harness.targets.adopt",
         )

@@ -22,11 +22,12 @@ from ..core.case import ModelCase
 from ..core.errors import HarnessError, describe_exception
 from ..core.registry import case as find_case
 from ..run.external import ArtifactOverride, external_artifact, parse_artifact_option
+from ..run.recorded import Recording, RecordingError
 from ..targets import Artifact, ArtifactError, Target
 from ..targets import target as find_target
 from .suites import in_quick_tier, pair_runs
 
-__all__ = ["check_writes_allowed", "take_user_files", "unjudged_reason"]
+__all__ = ["check_writes_allowed", "take_recordings", "take_user_files", "unjudged_reason"]
 
 
 def unjudged_reason(
@@ -112,3 +113,35 @@ def check_writes_allowed(config: pytest.Config, has_user_files: bool) -> None:
             "--snapshot-update with --conformance-artifact would record a user's file's outputs as the "
             "golden snapshots; add --conformance-snapshots-with-artifacts if that is what you want"
         )
+
+
+def take_recordings(
+    values: Sequence[str], overrides: dict[tuple[str, str], Artifact]
+) -> dict[tuple[str, str], Recording]:
+    """Every ``--conformance-recorded CASE:TARGET=DIR`` as the device's recorded outputs, keyed by
+    (case, target); raises ``pytest.UsageError`` (one message naming the file) for a malformed
+    value, an unreadable bundle or outputs, a bundle of another case or target, or a pair with
+    no ``--conformance-artifact`` (the bundle's model file, which the cells' facts are read from)."""
+    found: dict[tuple[str, str], Recording] = {}
+    for value in values:
+        head, sep, folder = value.partition("=")
+        case_name, colon, target_name = head.partition(":")
+        if not sep or not colon or not case_name or not target_name or not folder:
+            raise pytest.UsageError(f"--conformance-recorded {value!r}: expected CASE:TARGET=DIR")
+        key = (case_name, target_name)
+        if key not in overrides:
+            raise pytest.UsageError(
+                f"--conformance-recorded {value!r}: give the bundle's model file for {case_name}:{target_name} "
+                "with --conformance-artifact too (export-conformance judge does both)"
+            )
+        try:
+            recording = Recording.read(Path(folder))
+        except RecordingError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        manifest = recording.manifest
+        if (manifest.case, manifest.target) != key:
+            raise pytest.UsageError(
+                f"{Path(folder) / 'manifest.json'}: a bundle of {manifest.case}:{manifest.target}, not {case_name}:{target_name}"
+            )
+        found[key] = recording
+    return found
