@@ -388,12 +388,12 @@ def _judge(args: argparse.Namespace) -> int:
     """Outputs recorded elsewhere, judged as the cells judge a target's run."""
     from .run.recorded import Recording, RecordingError  # torch: kept out of --help
 
-    case = _case(args.case).name
-    target = _target(args.target).name
-    try:
+    try:  # the folder first: a malformed one is named before the cases load
         recording = Recording.read(Path(args.outputs))
     except RecordingError as exc:
         raise _Fail(str(exc)) from None
+    case = _case(args.case).name
+    target = _target(args.target).name
     manifest = recording.manifest
     if (manifest.case, manifest.target) != (case, target):
         raise _Fail(
@@ -403,7 +403,6 @@ def _judge(args: argparse.Namespace) -> int:
     pytest_args = [
         "--pyargs",
         "harness.suites",
-        f"--artifact={case}:{target}={root / manifest.model}",
         f"--conformance-recorded={case}:{target}={root}",
         f"--conformance-targets={target}",
         "--conformance-localize=none",  # localising runs the file here, not on the device

@@ -80,22 +80,28 @@ def record(root: Path, npz: bool) -> int:
     return 0
 
 
-def verify(root: Path, rtol: float = 1e-3, atol: float = 1e-5) -> int:
+def verify(root: Path) -> int:
+    """Each set's outputs against the bundled ones at each output's tolerance (the manifest's)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    tolerances = manifest["tolerances"]
     failed = 0
     for folder, outputs in _runs(root):
-        for k, value in enumerate(outputs):
+        for k, (name, value) in enumerate(zip(manifest["graph_outputs"], outputs)):
             expected = _read(root / folder / f"output_{k}.pb")
-            if not np.allclose(value, expected, rtol=rtol, atol=atol, equal_nan=True):
+            if not np.allclose(value, expected, equal_nan=True, **tolerances[name]):
                 failed += 1
                 print(f"{folder}/output_{k}.pb: max abs diff {np.nanmax(np.abs(value - expected)):.3g}")
     print(f"{failed} outputs differ")
     return 1 if failed else 0
 
 
-def bundled(root: Path, rtol: float = 1e-3, atol: float = 1e-5) -> int:
+def bundled(root: Path) -> int:
+    """ExecuTorch's own verification of each input's BundledProgram, its cases in order on one
+    loaded method, at the one tolerance the manifest gives for such a check."""
     from executorch.extension.pybindings.portable_lib import _load_bundled_program_from_buffer
 
     manifest = json.loads((root / "manifest.json").read_text())
+    rtol, atol = manifest["one_tolerance"]["rtol"], manifest["one_tolerance"]["atol"]
     verified = 0
     for name, file in manifest["bundled_programs"].items():
         bundle = _load_bundled_program_from_buffer((root / file).read_bytes())  # one method: cases in order

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import harness
+from harness.cli.bundle import bundle_format, write_bundle
 from harness.run.recorded import NotRecorded, RecordedRunner, Recording
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,23 +68,46 @@ _BUNDLES: dict[tuple[str, str, str], Path] = {}
 
 def _bundle(export_cache, tmp_path_factory, case_name: str, target_name: str, kind: str) -> Path:
     """A bundle of ``case_name`` on ``target_name``: of the harness's export (``good``) or of the
-    planted fault's (``faulty``), with eager's correct outputs either way; made once per session."""
+    planted fault's (``faulty``), with eager's correct outputs either way; made once per session,
+    in this process (the command itself is run by the tests below that need it)."""
     key = (case_name, target_name, kind)
     if key not in _BUNDLES:
         case, target = harness.case(case_name), harness.target(target_name)
         folder = tmp_path_factory.mktemp(f"{case_name}-{target_name}-{kind}") / "bundle"
-        args = ["bundle", case_name, target_name, str(folder)]
-        if INPUTS[case_name]:
-            args.append(f"--inputs={INPUTS[case_name]}")
-        if kind == "faulty":
-            args.append(f"--artifact={export_cache.get(_planted(case), target).path}")
-        else:
-            export_cache.get(case, target)  # exported here once; the command reuses it
-        done = _cli(*args, cache=export_cache.root)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip().startswith(f"{folder}: ")
+        artifact = export_cache.get(_planted(case) if kind == "faulty" else case, target)
+        inputs = [INPUTS[case_name]] if INPUTS[case_name] else None
+        format_ = bundle_format(target, harness.targets())
+        write_bundle(
+            case, target, dataclasses.replace(artifact, case=case.name), folder, kind=format_, inputs=inputs
+        )
         _BUNDLES[key] = folder
     return _BUNDLES[key]
+
+
+def test_the_bundle_command_takes_a_users_file(export_cache, tmp_path):
+    """``bundle --artifact``: a user's own lifted-state file (here the planted fault's export,
+    with its sidecar and initial state beside it) bundled with the case's eager outputs."""
+    case = harness.case("cached_conv")
+    planted = export_cache.get(_planted(case), harness.target("onnx-stateful")).path
+    folder = tmp_path / "bundle"
+    done = _cli(
+        "bundle",
+        "cached_conv",
+        "onnx-stateful",
+        str(folder),
+        f"--artifact={planted}",
+        cache=export_cache.root,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == f"{folder}: model.onnx, 18 test sets (noise_stream: 12 calls, step_stream: 6 calls)"
+    )
+    assert sorted(p.name for p in folder.glob("test_data_set_17/*")) == [
+        "input_0.pb", "input_1.pb", "output_0.pb", "output_1.pb"
+    ]  # fmt: skip
+    failed = _device("verify", folder)
+    assert failed.returncode == 1 and "outputs differ" in failed.stdout
 
 
 ROUND_TRIPS = [
@@ -140,6 +164,7 @@ def test_onnx_test_sets_pass_on_the_good_file_and_fail_on_the_planted_fault(
     assert failed.returncode == 1 and "outputs differ" in failed.stdout
 
 
+@pytest.mark.slow
 def test_a_plain_onnx_file_gets_eager_streamed_outputs_and_its_dropped_state_fails(
     export_cache, tmp_path_factory
 ):

@@ -124,6 +124,11 @@ def _eager_sets(
             for name, graph_input, graph_output in zip(
                 state_names, artifact.meta["state_inputs"], artifact.meta["state_outputs"]
             ):
+                if name not in run.states[index] or name not in previous:
+                    raise BundleError(
+                        f"{artifact.meta.get('user_file') or artifact.path}: its state {name!r} is not state of "
+                        f"{case.name}'s eager module (eager's state is what a lifted file's sets are fed)"
+                    )
                 inputs[graph_input] = previous[name]
                 expected[graph_output] = run.states[index][name]
         missing = [n for n in graph_inputs if n not in inputs]
@@ -192,6 +197,17 @@ def write_bundle(
         extra["run_in_order"] = (
             "each input's sets in order on one freshly loaded method (its buffers carry state)"
         )
+    tolerances = {name: case.tolerance_for(name, target.name) for name in graph_outputs}
+    extra["tolerances"] = {name: {"atol": t.atol, "rtol": t.rtol} for name, t in tolerances.items()}
+    # a runtime's own check that takes one tolerance (ExecuTorch's BundledProgram verification)
+    # passes a conforming program only at the loosest; judge applies each output's own, only where
+    # the case judges it, and the task metric
+    extra["one_tolerance"] = {
+        "atol": max(t.atol for t in tolerances.values()),
+        "rtol": max(t.rtol for t in tolerances.values()),
+    }
+    if target.approximate:
+        extra["approximate"] = "judged by the case's task metric, not tolerances (export-conformance judge)"
     if state_inputs:
         extra["state"] = "each set's state inputs are eager's state after the previous call; judged per set"
     manifest = Manifest(

@@ -68,9 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="CASE:TARGET=DIR",
-        help="judge outputs a device recorded for a bundle (export-conformance bundle) instead of running "
-        "the target: DIR holds the bundle's manifest.json and the device's outputs/; needs the bundle's "
-        "model file as --conformance-artifact for the same CASE:TARGET (export-conformance judge passes both)",
+        help="judge outputs a device recorded on a bundle (export-conformance bundle) instead of running the "
+        "target (repeatable): DIR holds the bundle's manifest.json and the device's outputs/; judged as a "
+        "user's file, e.g. pesto:executorch-xnnpack=bundles/pesto",
     )
     group.addoption(
         "--conformance-export-fresh",

@@ -93,13 +93,16 @@ def pytest_configure(config: pytest.Config) -> None:
     overrides = take_user_files(
         config.getoption("artifact"), cache_root / "external", selected=selected, tier=_tier(config)
     )
+    recordings = take_recordings(
+        config.getoption("conformance_recorded"), overrides, selected=selected, tier=_tier(config)
+    )
     check_writes_allowed(config, bool(overrides))
     config.stash[SESSION_KEY] = ConformanceSession(
         cache,
         overrides,
         golden_root=golden_root(config),
         hypothesis_database=Path(config.rootpath) / EXAMPLE_DATABASE,
-        recordings=take_recordings(config.getoption("conformance_recorded"), overrides),
+        recordings=recordings,
     )
     if workerinput is None:  # the controller (or a run without xdist) collects the matrix
         report_dir = config.getoption("conformance_report") or "reports"
