@@ -405,7 +405,6 @@ def _judge(args: argparse.Namespace) -> int:
         "harness.suites",
         f"--conformance-recorded={case}:{target}={root}",
         f"--conformance-targets={target}",
-        "--conformance-localize=none",  # localising runs the file here, not on the device
     ]
     return _run_suites(case, pytest_args, args)
 

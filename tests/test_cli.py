@@ -19,7 +19,19 @@ from harness.__main__ import build_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "export-conformance"
-SUBCOMMANDS = ("list", "export", "check", "localize", "readme", "merge", "plot", "overhead", "repro", "bundle", "judge")
+SUBCOMMANDS = (
+    "list",
+    "export",
+    "check",
+    "localize",
+    "readme",
+    "merge",
+    "plot",
+    "overhead",
+    "repro",
+    "bundle",
+    "judge",
+)
 REPORT = {"schema": "export-conformance/matrix/1", "versions": {"torch": "2.x"}, "rows": []}
 
 

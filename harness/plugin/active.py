@@ -96,6 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
     recordings = take_recordings(
         config.getoption("conformance_recorded"), overrides, selected=selected, tier=_tier(config)
     )
+    if recordings:  # localising runs the file on this machine: it would not be the device's run
+        config.option.conformance_localize = "none"
     check_writes_allowed(config, bool(overrides))
     config.stash[SESSION_KEY] = ConformanceSession(
         cache,
