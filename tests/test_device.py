@@ -150,7 +150,7 @@ def test_executorch_bundled_program_verifies_the_good_program_and_fails_the_plan
     assert "test cases verified" in passed.stdout
     failed = _device("bundled", faulty)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "test case 0:" in failed.stdout  # the first call already differs
+    assert ".bpte: test case " in failed.stdout  # PESTO's first calls agree while its cache fills
 
 
 @pytest.mark.parametrize("case_name", ["cached_conv", pytest.param("pesto", marks=pytest.mark.slow)])
