@@ -157,6 +157,11 @@ def _check(args: argparse.Namespace) -> int:
         pytest_args.append(f"--conformance-targets={targets_option}")
     if args.workers > 1:
         pytest_args += ["-n", str(args.workers)]
+    return _run_suites(case, pytest_args, args)
+
+
+def _run_suites(case: str, pytest_args: list[str], args: argparse.Namespace) -> int:
+    """The suites under pytest for one case, quiet unless ``-v``, with check's exit statuses."""
     if args.export_cache_dir:
         pytest_args.append(f"--conformance-export-cache-dir={Path(args.export_cache_dir).resolve()}")
     # What a person reads: the matrix and one line per cell that did not pass; pytest's own
@@ -376,12 +381,63 @@ def _overhead(args: argparse.Namespace) -> int:
 
 def _bundle(args: argparse.Namespace) -> int:
     """The canonical inputs and eager's outputs in the runtime's own test format."""
-    raise _Fail("not built yet")
+    from .cli.bundle import BundleError, bundle_format, write_bundle  # torch: kept out of --help
+    from .run.cache import ExportCache
+    from .run.external import ArtifactOverride, external_artifact
+    from .targets import ArtifactError, ExportError, RuntimeMissing, targets
+
+    case = _case(args.case)
+    target = _target(args.target)
+    chosen = [_known("input", name, case.inputs) for name in _names(args.inputs or "")]
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise _Fail(f"{outdir}: not a folder (DIR is the folder the bundle is written to)")
+    cache_root = _cache_root(args)
+    try:
+        kind = bundle_format(target, targets())
+        with quiet_torch(), Steps(args.where, 2) as steps:
+            if args.artifact:
+                with steps.step(f"loading {args.artifact} as {target.name}"):
+                    override = ArtifactOverride(case.name, target.name, _user_file(args.artifact))
+                    artifact = external_artifact(override, cache_root / "external")
+            else:
+                with steps.step(f"exporting {case.name} to {target.name} (or reusing the export cache)"):
+                    artifact = ExportCache(cache_root).get(case, target)
+            with steps.step(f"bundling eager's outputs for {case.name}"):
+                manifest = write_bundle(case, target, artifact, outdir, kind=kind, inputs=chosen)
+    except (ArtifactError, ExportError, RuntimeMissing, BundleError, HarnessError, OSError) as exc:
+        raise _Fail(str(exc).strip("'\"")) from None
+    streams = manifest.streams()
+    files = ", ".join([manifest.model, *manifest.extra.get("bundled_programs", {}).values()])
+    print(
+        f"{outdir}: {files}, {len(manifest.sets)} test sets ({', '.join(f'{k}: {len(v)} calls' for k, v in streams.items())})"
+    )
+    return 0
 
 
 def _judge(args: argparse.Namespace) -> int:
     """Outputs recorded elsewhere, judged as the cells judge a target's run."""
-    raise _Fail("not built yet")
+    from .run.recorded import Recording, RecordingError  # torch: kept out of --help
+
+    try:  # the folder first: a malformed one is named before the cases load
+        recording = Recording.read(Path(args.outputs))
+    except RecordingError as exc:
+        raise _Fail(str(exc)) from None
+    case = _case(args.case).name
+    target = _target(args.target).name
+    manifest = recording.manifest
+    if (manifest.case, manifest.target) != (case, target):
+        raise _Fail(
+            f"{manifest.root / 'manifest.json'}: a bundle of {manifest.case} on {manifest.target}, not {case} on {target}"
+        )
+    root = manifest.root.resolve()
+    pytest_args = [
+        "--pyargs",
+        "harness.suites",
+        f"--conformance-recorded={case}:{target}={root}",
+        f"--conformance-targets={target}",
+    ]
+    return _run_suites(case, pytest_args, args)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

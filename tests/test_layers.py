@@ -50,6 +50,7 @@ IN_FUNCTION_ALLOWED: dict[tuple[str, str], str] = {
         ("harness.__main__", imported): _FAST_HELP
         for imported in (
             "harness.checks.localize",
+            "harness.cli.bundle",
             "harness.cli.overhead",
             "harness.cli.project",
             "harness.core.registry",
@@ -57,6 +58,7 @@ IN_FUNCTION_ALLOWED: dict[tuple[str, str], str] = {
             "harness.reports.repro",
             "harness.run.cache",
             "harness.run.external",
+            "harness.run.recorded",
             "harness.targets",
             "harness.targets.adopt",
         )

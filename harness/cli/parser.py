@@ -269,15 +269,26 @@ def build_parser(
         run["bundle"],
         "write the canonical inputs and eager's outputs in the runtime's own test format",
         "Write the case's canonical inputs and eager's expected outputs for TARGET's artifact into DIR "
-        "in the runtime's own test format: an ExecuTorch BundledProgram (.bpte, one test set per call of "
-        "a streaming input, in order) or ONNX test data sets (test_data_set_N/input_K.pb, output_K.pb).",
+        "in the runtime's own test format, for a device the CI machine cannot reach: the model file, "
+        "ONNX test data sets (test_data_set_N/input_K.pb, output_K.pb, as onnx_test_runner reads them), "
+        "for ExecuTorch also a BundledProgram (program.bpte, one test case per call of a streaming input: "
+        "run its cases in order on one loaded method, whose buffers carry the state), and manifest.json "
+        "(which input and call each set is). A file with lifted state (state.* inputs) gets eager's "
+        "state before each call and eager's next_state as expected outputs. Supports the ONNX and "
+        "ExecuTorch targets.",
         "pesto executorch-xnnpack bundles/pesto",
     )
     bundle.add_argument("case", metavar="CASE", help=case_help)
     bundle.add_argument("target", metavar="TARGET", help="a registered target, e.g. executorch-xnnpack")
-    bundle.add_argument("outdir", metavar="DIR", help="the folder to write")
+    bundle.add_argument("outdir", metavar="DIR", help="the folder to write (new or empty)")
     bundle.add_argument(
         "--artifact", default=None, metavar="PATH", help="your own file instead of the harness's export"
+    )
+    bundle.add_argument(
+        "--inputs",
+        default=None,
+        metavar="A,B",
+        help="comma-separated canonical inputs to bundle (default: all); the others are judged as not recorded",
     )
     bundle.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
     judge = _subcommand(
@@ -285,14 +296,33 @@ def build_parser(
         "judge",
         run["judge"],
         "judge outputs recorded elsewhere (a device) with the cell's own judge",
-        "Judge outputs recorded by another process or device, in the layout 'bundle' writes, with each "
-        "cell's own judge (tolerances, task metric, the streaming checks the recorded calls allow); "
-        "prints the same matrix and exit status as 'check'.",
-        "pesto onnx --outputs=device-outputs/pesto",
+        "Judge outputs recorded by another process or device on a bundle, with each cell's own judge "
+        "(tolerances, task metric, the streaming checks the recorded calls allow); prints the same "
+        "matrix and exit status as 'check' (0 every judged cell passed, 1 a cell failed, 2 a usage "
+        "error such as a missing or malformed file). DIR is the bundle's folder; the device writes, "
+        "for every test set N it ran, outputs/test_data_set_N/output_K.pb (TensorProto files named "
+        "as the bundle's own output_K.pb) or outputs/test_data_set_N.npz (arrays keyed by output "
+        "name, or output_K). Run each input's sets in order on one freshly loaded model (for "
+        "lifted state, feed each set's own state inputs). What a device run does not show (a "
+        "replay after reset, other chunk sizes, batches, generated examples, timings) is a skip "
+        "that says 'not recorded on the device'.",
+        "pesto onnx-stateful --outputs=bundles/pesto",
     )
     judge.add_argument("case", metavar="CASE", help=case_help)
     judge.add_argument("target", metavar="TARGET", help="the target the outputs were recorded on")
-    judge.add_argument("--outputs", required=True, metavar="DIR", help="the recorded outputs")
+    judge.add_argument(
+        "--outputs",
+        required=True,
+        metavar="DIR",
+        help="the bundle's folder, with the device's outputs/ in it",
+    )
+    judge.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="pytest's own report too (by default the matrix and one line per cell that did not pass)",
+    )
+    judge.add_argument("--export-cache-dir", default=None, metavar="DIR", help=_CACHE_HELP)
     overhead = _subcommand(
         commands,
         "overhead",

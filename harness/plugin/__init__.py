@@ -28,6 +28,7 @@ ACTIVE_KEY = pytest.StashKey[bool]()
 #: Options whose use alone makes a run a conformance run.
 _ACTIVATING_OPTIONS = (
     "artifact",
+    "conformance_recorded",
     "conformance_targets",
     "conformance_report",
     "conformance_baseline_update",
@@ -60,6 +61,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="CASE:TARGET=PATH",
         help="run the suites on an export made elsewhere instead of exporting (repeatable), "
         "e.g. pesto:onnx-stateful=model.onnx; its signature is checked against the case first",
+    )
+    group.addoption(
+        "--conformance-recorded",
+        dest="conformance_recorded",
+        action="append",
+        default=[],
+        metavar="CASE:TARGET=DIR",
+        help="judge outputs a device recorded on a bundle (export-conformance bundle) instead of running the "
+        "target (repeatable): DIR holds the bundle's manifest.json and the device's outputs/; judged as a "
+        "user's file, e.g. pesto:executorch-xnnpack=bundles/pesto",
     )
     group.addoption(
         "--conformance-export-fresh",

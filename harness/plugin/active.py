@@ -35,7 +35,7 @@ from .collector import MatrixCollector
 from .hooks import register_hook_targets
 from .profiles import EXAMPLE_DATABASE
 from .suites import MARKER_KWARGS, SUITE_REGISTRY, Suite, pair_runs
-from .user_files import check_writes_allowed, take_user_files
+from .user_files import check_writes_allowed, take_recordings, take_user_files
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 SESSION_ID_KEY = pytest.StashKey[str]()
@@ -94,12 +94,18 @@ def pytest_configure(config: pytest.Config) -> None:
     overrides = take_user_files(
         config.getoption("artifact"), cache_root / "external", selected=selected, tier=_tier(config)
     )
+    recordings = take_recordings(
+        config.getoption("conformance_recorded"), overrides, selected=selected, tier=_tier(config)
+    )
+    if recordings:  # localising runs the file on this machine: it would not be the device's run
+        config.option.conformance_localize = "none"
     check_writes_allowed(config, bool(overrides))
     config.stash[SESSION_KEY] = ConformanceSession(
         cache,
         overrides,
         golden_root=golden_root(config),
         hypothesis_database=Path(config.rootpath) / EXAMPLE_DATABASE,
+        recordings=recordings,
     )
     if workerinput is None:  # the controller (or a run without xdist) collects the matrix
         report_dir = config.getoption("conformance_report") or "reports"
@@ -349,9 +355,21 @@ def _cell_of(item: pytest.Item) -> Cell | None:
 @pytest.fixture
 def conformance(request: pytest.FixtureRequest, cell: Cell) -> CellContext:
     """The cell's context; only for tests marked ``@pytest.mark.conformance``. A cell whose
-    target's runtime is not installed is skipped here, before eager or anything else runs for it."""
-    context = CellContext(cell, request.config.stash[SESSION_KEY], request.node)
-    context.skip_if_runtime_missing()
+    target's runtime is not installed is skipped here, before eager or anything else runs for it;
+    so is a cell on a device's recorded outputs (``--conformance-recorded``) whose suite declares
+    evidence the device did not record (``Recording.unrecorded``): a skip, never a pass."""
+    session = request.config.stash[SESSION_KEY]
+    context = CellContext(cell, session, request.node)
+    recording = session.recordings.get((cell.case_name, cell.target_name))
+    if recording is not None:  # a device's outputs: the cells whose evidence it holds are judged
+        suite = SUITE_REGISTRY[cell.suite]
+        unrecorded = recording.unrecorded(
+            suite.evidence, cell.input_name, generated=suite.inputs == "generated"
+        )
+        if unrecorded:
+            context.not_applicable(unrecorded)
+    else:
+        context.skip_if_runtime_missing()
     return context
 
 

@@ -13,6 +13,7 @@ the run says why not before anything runs; nothing of the repository is written 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,13 +21,15 @@ import pytest
 
 from ..core.case import ModelCase
 from ..core.errors import HarnessError, describe_exception
+from ..core.registry import CaseError
 from ..core.registry import case as find_case
 from ..run.external import ArtifactOverride, external_artifact, parse_artifact_option
+from ..run.recorded import Recording, RecordingError
 from ..targets import Artifact, ArtifactError, Target
 from ..targets import target as find_target
 from .suites import in_quick_tier, pair_runs
 
-__all__ = ["check_writes_allowed", "take_user_files", "unjudged_reason"]
+__all__ = ["check_writes_allowed", "take_recordings", "take_user_files", "unjudged_reason"]
 
 
 def unjudged_reason(
@@ -112,3 +115,51 @@ def check_writes_allowed(config: pytest.Config, has_user_files: bool) -> None:
             "--snapshot-update with --conformance-artifact would record a user's file's outputs as the "
             "golden snapshots; add --conformance-snapshots-with-artifacts if that is what you want"
         )
+
+
+def take_recordings(
+    values: Sequence[str],
+    overrides: dict[tuple[str, str], Artifact],
+    *,
+    selected: Sequence[str] | None,
+    tier: str,
+) -> dict[tuple[str, str], Recording]:
+    """Every ``--conformance-recorded CASE:TARGET=DIR`` as the device's recorded outputs, keyed by
+    (case, target); the bundle's model file joins ``overrides`` as a user's file (strictly
+    judged, no expected failure or baseline applied), described by the sidecar ``bundle`` wrote
+    beside it (or the ``--conformance-artifact`` given for the pair): nothing is loaded here,
+    the device ran it. Raises ``pytest.UsageError`` (one message naming the file) for a
+    malformed value, an unreadable bundle or outputs, a bundle of another case or target, or a
+    pair no cell would judge."""
+    found: dict[tuple[str, str], Recording] = {}
+    for value in values:
+        head, sep, folder = value.partition("=")
+        case_name, colon, target_name = head.partition(":")
+        if not sep or not colon or not case_name or not target_name or not folder:
+            raise pytest.UsageError(f"--conformance-recorded {value!r}: expected CASE:TARGET=DIR")
+        try:
+            recording = Recording.read(Path(folder))
+        except RecordingError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        manifest = recording.manifest
+        key = (case_name, target_name)
+        if (manifest.case, manifest.target) != key:
+            raise pytest.UsageError(
+                f"{Path(folder) / 'manifest.json'}: a bundle of {manifest.case}:{manifest.target}, not {case_name}:{target_name}"
+            )
+        try:
+            case, target = find_case(case_name), find_target(target_name)
+        except (CaseError, KeyError) as exc:
+            raise pytest.UsageError(f"--conformance-recorded {value!r}: {exc}") from None
+        reason = unjudged_reason(case, target, selected=selected, tier=tier)
+        if reason:
+            raise pytest.UsageError(f"{folder}: no cell would judge these outputs: {reason}")
+        if key not in overrides:
+            model = manifest.root / manifest.model
+            try:
+                described = Artifact.read_sidecar(model)
+            except ArtifactError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            overrides[key] = dataclasses.replace(described, meta={**described.meta, "user_file": str(model)})
+        found[key] = recording
+    return found

@@ -17,6 +17,7 @@ from ..targets import Artifact, Runner, Target
 from ..targets import target as find_target
 from .cache import ExportCache
 from .eager import EagerReference, StreamRun, calls_key, run_module, stack_outputs
+from .recorded import RecordedRunner, Recording
 from .target_runs import FreshRun, target_stream
 
 __all__ = ["Cell", "ConformanceSession", "FreshRun"]
@@ -60,6 +61,7 @@ class ConformanceSession:
         *,
         golden_root: Path | None = None,
         hypothesis_database: Path | None = None,
+        recordings: dict[tuple[str, str], Recording] | None = None,
     ) -> None:
         self.cache = cache
         #: where golden snapshots and the hypothesis example database live (``<rootdir>/golden/...``)
@@ -67,6 +69,9 @@ class ConformanceSession:
         self.hypothesis_database = hypothesis_database
         #: (case, target) -> an artifact made elsewhere (``--artifact``), used instead of exporting
         self.overrides = dict(overrides or {})
+        #: (case, target) -> outputs recorded on a device (``--conformance-recorded``): its runs are
+        #: answered from them instead of the runtime (``harness.run.recorded``)
+        self.recordings = dict(recordings or {})
         self._runners: dict[tuple[str, str], Runner] = {}
         self._eager: dict[str, PristineModule] = {}
         self._calls: dict[tuple[str, str], Calls] = {}
@@ -90,12 +95,18 @@ class ConformanceSession:
         resets it first (``run_calls``, ``target_stream``: the one owner of reset)."""
         key = (case.name, target.name)
         if key not in self._runners:
-            target.require_runtime()
-            self._runners[key] = target.load(self.artifact(case, target))
+            self._runners[key] = self._load(case, target)
         return self._runners[key]
 
     def fresh_runner(self, case: ModelCase, target: Target) -> Runner:
         """A newly loaded runner, never reset: what a user gets from the artifact file."""
+        return self._load(case, target)
+
+    def _load(self, case: ModelCase, target: Target) -> Runner:
+        """The artifact loaded by its target, or answered from a device's recorded outputs."""
+        recording = self.recordings.get((case.name, target.name))
+        if recording is not None:
+            return RecordedRunner(self.artifact(case, target), recording)
         target.require_runtime()
         return target.load(self.artifact(case, target))
 
