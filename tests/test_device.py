@@ -208,6 +208,8 @@ def test_a_missing_or_malformed_outputs_folder_is_one_line_and_exit_2(
     _one_line(
         _cli(*judge, cache=export_cache.root), f"{copy / 'manifest.json'}: not a readable JSON manifest"
     )
+    if not (bundle / "outputs").exists():  # the shared bundle: recorded by whichever test came first
+        assert _device("record", bundle).returncode == 0
     _one_line(
         _cli("judge", "cached_conv", "onnx", f"--outputs={bundle}", cache=export_cache.root),
         "a bundle of cached_conv on onnx-stateful, not cached_conv on onnx",
