@@ -382,8 +382,6 @@ def _overhead(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     """The canonical inputs and eager's outputs in the runtime's own test format."""
     from .cli.bundle import BundleError, bundle_format, write_bundle  # torch: kept out of --help
-    from .run.cache import ExportCache
-    from .run.external import ArtifactOverride, external_artifact
     from .targets import ArtifactError, ExportError, RuntimeMissing, targets
 
     case = _case(args.case)
@@ -392,17 +390,10 @@ def _bundle(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise _Fail(f"{outdir}: not a folder (DIR is the folder the bundle is written to)")
-    cache_root = _cache_root(args)
     try:
         kind = bundle_format(target, targets())
         with quiet_torch(), Steps(args.where, 2) as steps:
-            if args.artifact:
-                with steps.step(f"loading {args.artifact} as {target.name}"):
-                    override = ArtifactOverride(case.name, target.name, _user_file(args.artifact))
-                    artifact = external_artifact(override, cache_root / "external")
-            else:
-                with steps.step(f"exporting {case.name} to {target.name} (or reusing the export cache)"):
-                    artifact = ExportCache(cache_root).get(case, target)
+            artifact = _artifact(args, case, target, steps)
             with steps.step(f"bundling eager's outputs for {case.name}"):
                 manifest = write_bundle(case, target, artifact, outdir, kind=kind, inputs=chosen)
     except (ArtifactError, ExportError, RuntimeMissing, BundleError, HarnessError, OSError) as exc:
